@@ -1,0 +1,7 @@
+"""Exporter registry: type name -> module (one line per exporter)."""
+
+from collector.component import Registry
+
+EXPORTERS = Registry("exporter", {
+    "debug": "exporters.debug",
+})
