@@ -13,9 +13,9 @@ from config.schema import Duration, setting
 from exporters.storage.config import StorageConfig
 
 
-@dataclass
+@dataclass(kw_only=True)  # kw_only: a required key after the inherited defaults
 class PostgresConfig(StorageConfig):
-    url: str = setting(pattern=r"^(postgres|postgresql)(\+psycopg)?://", doc=(
+    url: str = setting(pattern=r"(postgres|postgresql)(\+psycopg)?://.+", doc=(
         "SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@127.0.0.1:5432/db "
         "(postgres:// and postgresql:// are accepted)"))
     pool_size: int = setting(4, min=1, max=100, doc="connections kept open (as many more may be opened in bursts)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ and ``content_purged``)."""
 
 INT64_MAX = 2**63 - 1
 _REPLACEMENT = "\ufffd"
+_SURROGATES = re.compile("[\ud800-\udfff]")
 _MARKER = "…[truncated {} bytes]"
 _MAX_DEPTH = 64
 
@@ -88,8 +90,8 @@ def _clean_str(text: str, limit: int) -> str:
     if not text.isascii():
         try:
             text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        except UnicodeEncodeError:  # lone surrogates (invalid UTF-8 decoded with surrogateescape)
+            text = _SURROGATES.sub(_REPLACEMENT, text)
     if "\x00" in text:
         text = text.replace("\x00", _REPLACEMENT)
     if len(text) > limit // 4:
@@ -234,8 +236,8 @@ class RowBuilder:
                               "links": integer(span.dropped_links_count) or 0})
         return (
             trace_id.hex(), span_id.hex(), parent.hex() if len(parent) == 8 else None,
-            text(span.name, stats) or "", integer(span.kind) or 0, start, end,
-            max(0, end - start) / 1e6, integer(span.status_code) or 0,
+            text(span.name, stats) or "", _enum(span.kind), start, end,
+            max(0, end - start) / 1e6, _enum(span.status_code),
             text(span.status_message, stats), text(span.resource.service_name, stats),
             text(scope.name, stats), text(scope.version, stats), text(span.trace_state, stats),
             integer(span.flags),
@@ -254,6 +256,14 @@ def _utf8_ok(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _enum(value: Any) -> int:
+    """OTLP enums fit a SMALLINT; anything else (hostile or future values) becomes 0."""
+    if type(value) is int and 0 <= value <= 32767:
+        return value
+    number = RowBuilder.integer(value)
+    return number if number is not None and 0 <= number <= 32767 else 0
 
 
 def _uint64(value: Any) -> int:

@@ -247,11 +247,11 @@ class Store:
 
     def __init__(self, url: str, *, max_content_bytes: int, full_text_search: bool = False,
                  pool_size: int = 5, connect_timeout: float = 5.0,
-                 sqlite_synchronous: str = "NORMAL") -> None:
+                 sqlite_synchronous: str = "NORMAL", sqlite_busy_timeout: float = 10.0) -> None:
         self.url = url
         self.rows = RowBuilder(max_content_bytes)
         self.full_text_search = full_text_search
-        self.engine = _make_engine(url, pool_size, connect_timeout, sqlite_synchronous)
+        self.engine = _make_engine(url, pool_size, connect_timeout, sqlite_synchronous, sqlite_busy_timeout)
         self.dialect = _SQLite() if self.engine.dialect.name == "sqlite" else _Postgres()
         self.dbapi = self.engine.dialect.dbapi
         self._data_errors = (self.dbapi.DataError, self.dbapi.IntegrityError, ValueError,
@@ -476,11 +476,12 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _make_engine(url: str, pool_size: int, connect_timeout: float, synchronous: str) -> sa.Engine:
+def _make_engine(url: str, pool_size: int, connect_timeout: float, synchronous: str,
+                 busy_timeout: float) -> sa.Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"isolation_level": None, "check_same_thread": False,
-                                                     "timeout": connect_timeout})
-        sa.event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+                                                     "timeout": busy_timeout})
+        sa.event.listen(engine, "connect", _sqlite_pragmas(synchronous, busy_timeout))
         # isolation_level=None hands transaction control to us; SQLAlchemy's own transactions
         # (migrations, retention) then need an explicit BEGIN (the documented pysqlite recipe).
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
@@ -491,7 +492,7 @@ def _make_engine(url: str, pool_size: int, connect_timeout: float, synchronous: 
                                           "application_name": "genai-collector"})
 
 
-def _sqlite_pragmas(synchronous: str):
+def _sqlite_pragmas(synchronous: str, busy_timeout: float):
     def on_connect(dbapi_conn, _record) -> None:
         cur = dbapi_conn.cursor()
         if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
@@ -499,7 +500,7 @@ def _sqlite_pragmas(synchronous: str):
             cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute(f"PRAGMA synchronous = {synchronous}")
-        cur.execute("PRAGMA busy_timeout = 10000")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         cur.execute("PRAGMA cache_size = -65536")
         cur.execute("PRAGMA temp_store = MEMORY")
         cur.close()
