@@ -290,7 +290,9 @@ class Store:
             raw = self.engine.raw_connection()
             try:
                 for statement in statements:
-                    raw.driver_connection.execute(statement).fetchall()
+                    # executescript steps to completion; execute() would stop after one step,
+                    # and incremental_vacuum frees one page per step.
+                    raw.driver_connection.executescript(statement)
             finally:
                 raw.close()
 
