@@ -219,38 +219,32 @@ def _sums(table: str) -> dict[str, str]:
     return {c: f"{table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS}
 
 
-class _Rollup:
-    """Accumulates one trace's or session's delta for this batch."""
+def _new_rollup() -> list:
+    """[start, end, span_count, error_count, turns, input_tokens, output_tokens, cost_usd,
+    root_name, service_name, session_id, user_id]; neutral bounds so a batch that only removes
+    a span (a replay moving it elsewhere) leaves the stored bounds alone."""
+    return [INT64_MAX, 0, 0, 0, 0, 0, 0, 0.0, None, None, None, None]
 
-    __slots__ = ("root_name", "service_name", "session_id", "user_id", "start", "end", "sums")
 
-    def __init__(self) -> None:
-        self.root_name = self.service_name = self.session_id = self.user_id = None
-        self.start: int | None = None
-        self.end: int | None = None
-        self.sums = [0, 0, 0, 0, 0, 0.0]
-
-    def add(self, sign: int, is_error: bool, turn: bool, tokens_in, tokens_out, cost) -> None:
-        s = self.sums
-        s[0] += sign
-        if is_error:
-            s[1] += sign
-        if turn:
-            s[2] += sign
-        if tokens_in:
-            s[3] += sign * tokens_in
-        if tokens_out:
-            s[4] += sign * tokens_out
-        if cost:
-            s[5] += sign * cost
-
-    def bounds(self) -> tuple[int, int]:
-        """(start, end); neutral values when this batch only removed a span from the rollup."""
-        return (INT64_MAX if self.start is None else self.start, 0 if self.end is None else self.end)
-
-    def widen(self, start: int, end: int) -> None:
-        self.start = start if self.start is None else min(self.start, start)
-        self.end = end if self.end is None else max(self.end, end)
+def _add(acc: list, sign: int, start: int, end: int, is_error: bool, turn: bool, tokens_in, tokens_out,
+         cost) -> None:
+    """Add (sign 1) or remove (sign -1) one span's contribution; a plain function on a list
+    because it runs twice per span."""
+    if start < acc[0]:
+        acc[0] = start
+    if end > acc[1]:
+        acc[1] = end
+    acc[2] += sign
+    if is_error:
+        acc[3] += sign
+    if turn:
+        acc[4] += sign
+    if tokens_in:
+        acc[5] += sign * tokens_in
+    if tokens_out:
+        acc[6] += sign * tokens_out
+    if cost:
+        acc[7] += sign * cost
 
 
 class Store:
@@ -425,56 +419,58 @@ class Store:
         return good, old, errors
 
     def _upsert_rollups(self, cur, rows: list[tuple], old: dict[tuple[str, str], tuple]) -> None:
-        by_trace: dict[str, _Rollup] = {}
-        by_session: dict[str, _Rollup] = {}
+        by_trace: dict[str, list] = {}
+        by_session: dict[str, list] = {}
         i_parent, i_name, i_service = _IDX["parent_span_id"], _IDX["name"], _IDX["service_name"]
         i_start, i_end, i_status = _IDX["start_time_unix_nano"], _IDX["end_time_unix_nano"], _IDX["status_code"]
         i_op, i_model, i_in, i_out = _IDX["operation"], _IDX["model"], _IDX["input_tokens"], _IDX["output_tokens"]
         i_cost, i_session, i_user = _IDX["cost_usd"], _IDX["session_id"], _IDX["user_id"]
         for row in rows:
-            trace_id, session_id = row[0], row[i_session]
+            trace_id, session_id, user_id = row[0], row[i_session], row[i_user]
             t = by_trace.get(trace_id)
             if t is None:
-                t = by_trace[trace_id] = _Rollup()
-            delta = (row[i_status] == 2, is_turn(row[i_op], row[i_model]), row[i_in], row[i_out], row[i_cost])
-            t.add(1, *delta)
-            t.widen(row[i_start], row[i_end])
+                t = by_trace[trace_id] = _new_rollup()
+            contribution = (row[i_start], row[i_end], row[i_status] == 2, is_turn(row[i_op], row[i_model]),
+                            row[i_in], row[i_out], row[i_cost])
+            _add(t, 1, *contribution)
             if row[i_parent] is None:
-                t.root_name, t.service_name = row[i_name], row[i_service]
-            elif t.service_name is None and t.root_name is None:
-                t.service_name = row[i_service]
-            t.session_id = t.session_id or session_id
-            t.user_id = t.user_id or row[i_user]
+                t[8], t[9] = row[i_name], row[i_service]
+            elif t[8] is None and t[9] is None:
+                t[9] = row[i_service]
+            if t[10] is None:
+                t[10] = session_id
+            if t[11] is None:
+                t[11] = user_id
             if session_id is not None:
                 s = by_session.get(session_id)
                 if s is None:
-                    s = by_session[session_id] = _Rollup()
-                s.add(1, *delta)
-                s.widen(row[i_start], row[i_end])
-                s.user_id = s.user_id or row[i_user]
-            prev = old.get((trace_id, row[1]))
-            if prev is not None:
-                _subtract(prev, by_trace, by_session)
+                    s = by_session[session_id] = _new_rollup()
+                _add(s, 1, *contribution)
+                if s[11] is None:
+                    s[11] = user_id
+            if old:
+                prev = old.get((trace_id, row[1]))
+                if prev is not None:
+                    _subtract(prev, by_trace, by_session)
         # Sorted so concurrent writers (Postgres) lock rollup rows in the same order: no deadlocks.
         upsert = self.dialect.upsert
         upsert(cur, self.dialect.upsert_traces, [
-            (k, t.root_name, t.service_name, t.session_id, t.user_id, *t.bounds(), *t.sums)
-            for k, t in sorted(by_trace.items())])
+            (k, t[8], t[9], t[10], t[11], *t[:8]) for k, t in sorted(by_trace.items())])
         if by_session:
             upsert(cur, self.dialect.upsert_sessions, [
-                (k, s.user_id, *s.bounds(), *s.sums) for k, s in sorted(by_session.items())])
+                (k, s[11], *s[:8]) for k, s in sorted(by_session.items())])
 
 
-def _subtract(prev: tuple, by_trace: dict[str, _Rollup], by_session: dict[str, _Rollup]) -> None:
+def _subtract(prev: tuple, by_trace: dict[str, list], by_session: dict[str, list]) -> None:
     """Remove a replayed span's stored contribution (its new one was just added)."""
     trace_id, _span_id, status, operation, model, tokens_in, tokens_out, cost, session_id = prev
-    delta = (status == 2, is_turn(operation, model), tokens_in, tokens_out, cost)
-    by_trace[trace_id].add(-1, *delta)
+    contribution = (INT64_MAX, 0, status == 2, is_turn(operation, model), tokens_in, tokens_out, cost)
+    _add(by_trace[trace_id], -1, *contribution)
     if session_id is not None:
         s = by_session.get(session_id)
         if s is None:
-            s = by_session[session_id] = _Rollup()
-        s.add(-1, *delta)
+            s = by_session[session_id] = _new_rollup()
+        _add(s, -1, *contribution)
 
 
 def _rollback_quietly(raw) -> None:
