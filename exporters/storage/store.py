@@ -509,8 +509,9 @@ def _make_engine(url: str, pool_size: int, connect_timeout: float, synchronous: 
                                                      "timeout": busy_timeout})
         sa.event.listen(engine, "connect", _sqlite_pragmas(synchronous, busy_timeout))
         # isolation_level=None hands transaction control to us; SQLAlchemy's own transactions
-        # (migrations, retention) then need an explicit BEGIN (the documented pysqlite recipe).
-        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # (migrations, retention, reads) then need an explicit BEGIN (the documented pysqlite
+        # recipe).  Deferred: a read must not take the write lock; writers hold the store's lock.
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                             pool_recycle=3600,
