@@ -29,7 +29,6 @@ hex), so it is reproducible; an existing session keeps its id when it grows in e
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -272,7 +271,7 @@ _PRUNE_EVERY = 60.0  # seconds between pruning passes
 
 
 class SessionProcessor:
-    """See the module docstring."""
+    """See the module docstring.  The pipeline calls one instance from one worker thread."""
 
     def __init__(self, config: SessionConfig, ctx: ComponentContext, wall_ns=time.time_ns) -> None:
         self.config = config
@@ -281,7 +280,6 @@ class SessionProcessor:
         self.state = SessionState(config.state.path, config.state.url)
         self.cache: dict[bytes, tuple[str, str, str | None]] = {}
         self.aliases: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._next_prune = 0.0
         self.explicit_spans = ctx.counter("session_spans", "spans given a session", source=EXPLICIT)
         self.inferred_spans = ctx.counter("session_spans", "spans given a session", source=INFERRED)
@@ -474,19 +472,17 @@ class SessionProcessor:
     def process(self, batch: SpanBatch) -> SpanBatch:
         if not batch.spans:
             return batch
-        with self._lock:
-            traces, own = self._scan(batch.spans)
-            try:
-                self._resolve(traces)
-            except Exception:  # a broken store must not lose the batch: annotate what we know
-                self.state_errors.add(1)
-                self.log.exception("session state store failed; spans keep only explicit ids")
-            self._annotate(batch.spans, traces, own)
+        traces, own = self._scan(batch.spans)
+        try:
+            self._resolve(traces)
+        except Exception:  # a broken store must not lose the batch: annotate what we know
+            self.state_errors.add(1)
+            self.log.exception("session state store failed; spans keep only explicit ids")
+        self._annotate(batch.spans, traces, own)
         return batch
 
     def shutdown(self) -> None:
-        with self._lock:
-            self.state.close()
+        self.state.close()
 
 
 def _is_genai(attrs: dict[str, Any]) -> bool:

@@ -17,12 +17,12 @@ Three stages, per trace:
    (``content_sampling.percentage`` of kept traces keep their messages; the rest are stripped of
    prompts, completions, messages and tool arguments in every dialect, keeping every metric).
 
-Acknowledgement semantics (why there is no flush hook): the pipeline acknowledges a request once
-the spans this processor *returned* are committed.  Kept spans are returned at once, so the ack
-still means "durable" for them.  Held spans are the ones that were going to be dropped unless a
-rule fires; they live in memory only (lost on a crash, like in the OTel ``tail_sampling``
-processor) and, when rescued, leave with the batch that rescued them.  Expiry happens on the next
-``process`` call, which only ever drops, so no timer is needed to move data.
+Acknowledgement semantics: the pipeline acknowledges a request once the spans this processor
+*returned* are committed.  Kept spans are returned at once, so the ack still means "durable" for
+them and nothing waits ``decision_wait``.  Held spans are the ones that were going to be dropped
+unless a rule fires; they live in memory only (lost on a crash, like in the OTel
+``tail_sampling`` processor) and, when rescued, leave with the batch that rescued them.  Expiry
+(which only ever drops) happens in ``process`` and in the pipeline's periodic ``flush`` call.
 """
 
 from __future__ import annotations
@@ -530,9 +530,18 @@ class SamplingProcessor:
         nbytes = batch.nbytes * len(out) // len(batch.spans) if batch.spans else 0
         return SpanBatch(out, nbytes)
 
+    def flush(self, final: bool = False) -> SpanBatch:
+        """The pipeline's timer hook (every 0.5 s, and ``final`` at shutdown).
+
+        It only ever *drops*: a trace is released the moment a rule matches, inside ``process``,
+        so a held trace whose wait ends has lost.  Calling it keeps memory and the counters
+        current when no traffic arrives.  At shutdown every held trace is decided the same way.
+        """
+        self._expire(float("inf") if final else self.clock())
+        return SpanBatch()
+
     def shutdown(self) -> None:
-        """Held traces have no keep rule matched: they are dropped, as their wait would have."""
-        self._expire(float("inf"))
+        self.flush(final=True)
 
 
 def _create(config: SamplingConfig, ctx: ComponentContext) -> SamplingProcessor:
