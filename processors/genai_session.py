@@ -47,11 +47,11 @@ USER_ATTRIBUTES = [
     "user.id", "enduser.id", "langfuse.user.id", "traceloop.association.properties.user_id",
 ]
 # Keys whose presence marks a span as an LLM / agent call when genai_normalize has not run.
-_GENAI_MARKERS = (
+_GENAI_MARKERS = frozenset({
     "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model",
     "gen_ai.response.model", "llm.model_name", "llm.system", "llm.request.type",
     "openinference.span.kind",
-)
+})
 MAX_ID_LENGTH = 1024
 EXPLICIT, INFERRED = "explicit", "inferred"
 
@@ -188,13 +188,21 @@ class SessionState:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(tid, sid, src, user, now_ns) for tid, sid, src, user in rows])
 
-    def intervals(self, service: str, user: str, lo: int, hi: int) -> list[tuple[str, int, int]]:
-        """Sessions of (service, user) whose interval comes within [lo, hi]."""
-        rows = self._execute(
-            "SELECT session_id, start_ns, end_ns FROM gc_session_intervals "
-            "WHERE service = ? AND user_id = ? AND start_ns <= ? AND end_ns >= ?",
-            (service, user, hi, lo)).fetchall()
-        return [(sid, int(s), int(e)) for sid, s, e in rows]
+    def intervals(self, keys: list[tuple[str, str]], lo: int, hi: int) -> dict[tuple[str, str], list[tuple[str, int, int]]]:
+        """Sessions of the (service, user) ``keys`` whose interval comes within [lo, hi]."""
+        out: dict[tuple[str, str], list[tuple[str, int, int]]] = {}
+        for i in range(0, len(keys), _CHUNK // 2):
+            chunk = keys[i:i + _CHUNK // 2]
+            rows = ",".join("(?, ?)" for _ in chunk)
+            params: list[Any] = [hi, lo]
+            for key in chunk:
+                params.extend(key)
+            for service, user, sid, s, e in self._execute(
+                    "SELECT service, user_id, session_id, start_ns, end_ns FROM gc_session_intervals "
+                    f"WHERE start_ns <= ? AND end_ns >= ? AND (service, user_id) IN (VALUES {rows})",
+                    params).fetchall():
+                out.setdefault((service, user), []).append((sid, int(s), int(e)))
+        return out
 
     def put_intervals(self, rows: list[tuple[str, str, str, int, int]], now_ns: int) -> None:
         self._executemany(
@@ -280,6 +288,7 @@ class SessionProcessor:
         self.state = SessionState(config.state.path, config.state.url)
         self.cache: dict[bytes, tuple[str, str, str | None]] = {}
         self.aliases: dict[str, str] = {}
+        self._id_keys = frozenset(config.session_attributes) | frozenset(config.user_attributes)
         self._next_prune = 0.0
         self.explicit_spans = ctx.counter("session_spans", "spans given a session", source=EXPLICIT)
         self.inferred_spans = ctx.counter("session_spans", "spans given a session", source=INFERRED)
@@ -308,8 +317,10 @@ class SessionProcessor:
     def _span_ids(self, span: Span) -> tuple[str | None, str | None]:
         """The span's own explicit session id and user id (raw attributes first, then canonical)."""
         attrs = span.attributes
-        session = self._valid(_first_id(attrs, self.config.session_attributes))
-        user = self._valid(_first_id(attrs, self.config.user_attributes))
+        session = user = None
+        if not attrs.keys().isdisjoint(self._id_keys):  # C-speed test; most spans carry no id
+            session = self._valid(_first_id(attrs, self.config.session_attributes))
+            user = self._valid(_first_id(attrs, self.config.user_attributes))
         genai = span.genai
         if genai is not None:
             session = session or genai.session_id
@@ -359,9 +370,8 @@ class SessionProcessor:
                     start = info.start or info.end or now_ns
                     activity.setdefault((info.service, info.user), []).append(
                         (start, max(start, info.end), tid))
-            for (service, user), acts in activity.items():
-                for tid, sid in self._infer(state, service, user, acts, now_ns):
-                    new.append((tid, sid, INFERRED, user))
+            if activity:
+                new.extend(self._infer(state, activity, now_ns))
             state.add_traces(new, now_ns)
             if now_ns / 1e9 >= self._next_prune:
                 self._next_prune = now_ns / 1e9 + _PRUNE_EVERY
@@ -370,19 +380,37 @@ class SessionProcessor:
         self._cache_many(found.items())
         self._cache_many((tid, (sid, src, user)) for tid, sid, src, user in new)
 
-    def _infer(self, state: SessionState, service: str, user: str,
-               acts: list[tuple[int, int, bytes]], now_ns: int) -> list[tuple[bytes, str]]:
-        """Place the traces ``acts`` (start, end, trace id) among the user's sessions.
+    def _infer(self, state: SessionState, activity: dict[tuple[str, str], list[tuple[int, int, bytes]]],
+               now_ns: int) -> list[tuple[bytes, str, str, str | None]]:
+        """Place new traces among their users' sessions: one read and one write for the batch."""
+        timeout = self.timeout_ns
+        lo = min(a[0] for acts in activity.values() for a in acts) - timeout
+        hi = max(a[1] for acts in activity.values() for a in acts) + timeout
+        existing = state.intervals(list(activity), lo, hi)
+        upserts: list[tuple[str, str, str, int, int]] = []
+        merges: list[tuple[str, str, str, str]] = []
+        new: list[tuple[bytes, str, str, str | None]] = []
+        for (service, user), acts in activity.items():
+            for tid, sid in self._place(service, user, acts, existing.get((service, user), []), upserts, merges):
+                new.append((tid, sid, INFERRED, user))
+        if merges:
+            state.merge(merges, now_ns)
+            self.merged_sessions.add(len(merges))
+            for _, _, old, survivor in merges:
+                self._alias(old, survivor)
+        state.put_intervals(upserts, now_ns)
+        return new
+
+    def _place(self, service: str, user: str, acts: list[tuple[int, int, bytes]],
+               intervals: list[tuple[str, int, int]], upserts: list, merges: list) -> list[tuple[bytes, str]]:
+        """Place one user's new traces ``acts`` (start, end, trace id) among ``intervals``.
 
         A sweep over existing intervals and new activities sorted by start: anything closer than
         the timeout to the running group joins it.  A group with no existing session gets a new
         id; a group spanning several keeps the earliest one's id and merges the rest into it.
         """
         timeout = self.timeout_ns
-        lo = min(a[0] for a in acts) - timeout
-        hi = max(a[1] for a in acts) + timeout
-        items: list[tuple[int, int, str | None, bytes | None]] = [
-            (s, e, sid, None) for sid, s, e in state.intervals(service, user, lo, hi)]
+        items: list[tuple[int, int, str | None, bytes | None]] = [(s, e, sid, None) for sid, s, e in intervals]
         items.extend((s, e, None, tid) for s, e, tid in acts)
         items.sort(key=lambda item: (item[0], item[2] is None))
         groups: list[list[tuple[int, int, str | None, bytes | None]]] = []
@@ -395,29 +423,19 @@ class SessionProcessor:
                 groups.append([item])
                 group_end = item[1]
         assigned: list[tuple[bytes, str]] = []
-        upserts: list[tuple[str, str, str, int, int]] = []
-        merges: list[tuple[str, str, str, str]] = []
         for group in groups:
-            existing = [item for item in group if item[2] is not None]
-            start = group[0][0]
-            end = max(item[1] for item in group)
-            if existing:
-                survivor = existing[0][2]
-                merges.extend((service, user, item[2], survivor) for item in existing[1:])
-            else:
-                survivor = session_id_for(service, user, start)
-                self.new_sessions.add(1)
             tids = [item[3] for item in group if item[3] is not None]
-            if not tids and len(existing) == 1:
+            if not tids:
                 continue  # an untouched neighbour fetched by the window
-            upserts.append((service, user, survivor, start, end))
+            existing = [item[2] for item in group if item[2] is not None]
+            if existing:
+                survivor = existing[0]
+                merges.extend((service, user, old, survivor) for old in existing[1:])
+            else:
+                survivor = session_id_for(service, user, group[0][0])
+                self.new_sessions.add(1)
+            upserts.append((service, user, survivor, group[0][0], max(item[1] for item in group)))
             assigned.extend((tid, survivor) for tid in tids)
-        if merges:
-            state.merge(merges, now_ns)
-            self.merged_sessions.add(len(merges))
-            for _, _, old, new in merges:
-                self._alias(old, new)
-        state.put_intervals(upserts, now_ns)
         return assigned
 
     def _alias(self, old: str, new: str) -> None:
@@ -487,7 +505,7 @@ class SessionProcessor:
 
 def _is_genai(attrs: dict[str, Any]) -> bool:
     """Whether a span is an LLM / agent call, judged from raw attributes (normalize may not run)."""
-    return any(key in attrs for key in _GENAI_MARKERS)
+    return not attrs.keys().isdisjoint(_GENAI_MARKERS)
 
 
 def _create(config: SessionConfig, ctx: ComponentContext) -> SessionProcessor:
