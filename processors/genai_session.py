@@ -29,6 +29,7 @@ hex), so it is reproducible; an existing session keeps its id when it grows in e
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -127,15 +128,24 @@ class SessionState:
 
     def __init__(self, path: str | None = None, url: str | None = None) -> None:
         self.postgres = url is not None
-        if self.postgres:
+        try:
+            self._connect(path, url)
+        except Exception as exc:  # one clear line at startup, without the URL (it may hold a password)
+            where = "the Postgres state database" if self.postgres else f"the state file {path!r}"
+            raise ValueError(f"cannot open {where}: {type(exc).__name__}: {exc}") from exc
+
+    def _connect(self, path: str | None, url: str | None) -> None:
+        if url is not None:
             import psycopg  # heavy import: only when configured
 
             dsn = url.replace("postgresql+psycopg://", "postgresql://").replace("postgres+psycopg://", "postgresql://")
-            self.conn = psycopg.connect(dsn, autocommit=True)
+            self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
             blob = "BYTEA"
         else:
             import sqlite3
 
+            if path != ":memory:" and os.path.dirname(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
             self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -286,6 +296,7 @@ class SessionProcessor:
         self.wall_ns = wall_ns
         self.timeout_ns = int(config.inactivity_timeout * 1e9)
         self.state = SessionState(config.state.path, config.state.url)
+        self._state_broken = False
         self.cache: dict[bytes, tuple[str, str, str | None]] = {}
         self.aliases: dict[str, str] = {}
         self._id_keys = frozenset(config.session_attributes) | frozenset(config.user_attributes)
@@ -355,6 +366,8 @@ class SessionProcessor:
         unknown = [tid for tid in traces if tid not in self.cache]
         if not unknown:
             return
+        if self._state_broken:  # reconnect once per batch until the store answers again
+            self._reopen()
         now_ns = self.wall_ns()
         with self.state.transaction() as state:
             found = state.traces(unknown)
@@ -438,6 +451,14 @@ class SessionProcessor:
             assigned.extend((tid, survivor) for tid in tids)
         return assigned
 
+    def _reopen(self) -> None:
+        try:
+            self.state.close()
+        except Exception:  # noqa: BLE001 - it is broken already; the new connection matters
+            pass
+        self.state = SessionState(self.config.state.path, self.config.state.url)
+        self._state_broken = False
+
     def _alias(self, old: str, new: str) -> None:
         for key, value in self.aliases.items():
             if value == old:
@@ -495,6 +516,7 @@ class SessionProcessor:
             self._resolve(traces)
         except Exception:  # a broken store must not lose the batch: annotate what we know
             self.state_errors.add(1)
+            self._state_broken = True
             self.log.exception("session state store failed; spans keep only explicit ids")
         self._annotate(batch.spans, traces, own)
         return batch

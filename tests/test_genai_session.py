@@ -251,6 +251,15 @@ def test_a_broken_store_does_not_lose_the_batch(store):
     assert session_of(explicit) == ("x", "explicit")
     assert session_of(inferred) == (None, None)
     assert telemetry.value("otelcol_processor_session_state_errors", processor="genai_session") == 1
+    later = user_call("eve", T0 + MINUTE_NS)  # the next batch reconnects
+    p.process(batch(later))
+    assert session_of(later)[1] == "inferred"
+
+
+def test_an_unopenable_store_is_one_clear_startup_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="cannot open the state file"):
+        make({"state": {"path": str(tmp_path / "a-file" / "sessions.db")}})
 
 
 def test_old_state_is_pruned(tmp_path):
