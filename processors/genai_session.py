@@ -54,6 +54,7 @@ _GENAI_MARKERS = frozenset({
     "openinference.span.kind",
 })
 MAX_ID_LENGTH = 1024
+DEFAULT_STATE_PATH = "genai_sessions.db"
 EXPLICIT, INFERRED = "explicit", "inferred"
 
 
@@ -61,7 +62,8 @@ EXPLICIT, INFERRED = "explicit", "inferred"
 class StateConfig:
     """Where session state survives restarts; exactly one of ``path`` / ``url``."""
 
-    path: str | None = setting(None, doc="SQLite file; ':memory:' keeps state in this process only")
+    path: str | None = setting(None, doc="SQLite file (default genai_sessions.db unless url is set); "
+                                         "':memory:' keeps state in this process only")
     url: str | None = setting(None, pattern=r"postgres(ql)?(\+psycopg)?://.+",
                               doc="Postgres URL, e.g. postgresql://user@host:5432/db")
     trace_ttl: Duration = setting(86400.0, doc="how long trace -> session mappings are kept")
@@ -82,13 +84,11 @@ class SessionConfig:
     infer: bool = setting(True, doc="group spans without a session id by user activity")
     inactivity_timeout: Duration = setting(1800.0, doc="a gap this long or longer starts a new session")
     cache_size: int = setting(100000, min=1, doc="trace -> session mappings cached in memory")
-    state: StateConfig = field(default_factory=lambda: StateConfig(path="genai_sessions.db"))
+    state: StateConfig = field(default_factory=StateConfig)
 
     def validate(self) -> list[str]:
         if self.inactivity_timeout <= 0:
             raise ConfigError("inactivity_timeout", "must be > 0")
-        if self.state.path is None and self.state.url is None:
-            raise ConfigError("state", "set path (SQLite file, or ':memory:') or url (Postgres)")
         return []
 
 
@@ -295,7 +295,8 @@ class SessionProcessor:
         self.config = config
         self.wall_ns = wall_ns
         self.timeout_ns = int(config.inactivity_timeout * 1e9)
-        self.state = SessionState(config.state.path, config.state.url)
+        self._state_path = config.state.path or (None if config.state.url else DEFAULT_STATE_PATH)
+        self.state = SessionState(self._state_path, config.state.url)
         self._state_broken = False
         self.cache: dict[bytes, tuple[str, str, str | None]] = {}
         self.aliases: dict[str, str] = {}
@@ -456,7 +457,7 @@ class SessionProcessor:
             self.state.close()
         except Exception:  # noqa: BLE001 - it is broken already; the new connection matters
             pass
-        self.state = SessionState(self.config.state.path, self.config.state.url)
+        self.state = SessionState(self._state_path, self.config.state.url)
         self._state_broken = False
 
     def _alias(self, old: str, new: str) -> None:

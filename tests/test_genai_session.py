@@ -326,3 +326,11 @@ def test_postgres_store_survives_restarts_and_is_shared(postgres_url):
     three.process(batch(c, bridge_late))
     assert len({session_of(s)[0] for s in (a, b, c, bridge_late)}) == 1
     three.shutdown()
+
+
+def test_the_default_store_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = make({"state": {"trace_ttl": "2h"}})
+    p.process(batch(user_call("alice", T0)))
+    p.shutdown()
+    assert (tmp_path / "genai_sessions.db").exists()
