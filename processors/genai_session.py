@@ -21,8 +21,8 @@ processes (SQLite ``BEGIN IMMEDIATE``; a Postgres transaction-level advisory loc
 makes two instances sharing a store agree: the second sees the first's session before deciding.
 
 Session intervals are stored per (service, user) and merged when a late span bridges two: the
-earlier session's id survives, the other is recorded in ``gc_session_aliases`` and its trace
-mappings are rewritten.  A new session's id is ``sha256(service, user, first activity ns)`` (32
+earlier session's id survives, the other is recorded in ``gc_session_aliases``, through which
+trace mappings are read.  A new session's id is ``sha256(service, user, first activity ns)`` (32
 hex), so it is reproducible; an existing session keeps its id when it grows in either direction.
 """
 
@@ -66,7 +66,7 @@ class StateConfig:
                                          "':memory:' keeps state in this process only")
     url: str | None = setting(None, pattern=r"postgres(ql)?(\+psycopg)?://.+",
                               doc="Postgres URL, e.g. postgresql://user@host:5432/db")
-    trace_ttl: Duration = setting(86400.0, doc="how long trace -> session mappings are kept")
+    trace_ttl: Duration = setting(3600.0, doc="how long trace -> session mappings are kept")
     session_ttl: Duration = setting(7 * 86400.0, doc="how long idle session intervals are kept")
 
     def validate(self) -> list[str]:
@@ -105,12 +105,13 @@ def session_id_for(service: str, user: str, start_ns: int) -> str:
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gc_session_traces (
         trace_id {blob} PRIMARY KEY, session_id TEXT NOT NULL, source TEXT NOT NULL,
-        user_id TEXT, updated_ns BIGINT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS gc_session_traces_session ON gc_session_traces (session_id)",
+        user_id TEXT, updated_ns BIGINT NOT NULL){without_rowid}""",
+    # ascending insert times: appending to this index is cheap, and pruning needs it
+    "CREATE INDEX IF NOT EXISTS gc_session_traces_updated ON gc_session_traces (updated_ns)",
     """CREATE TABLE IF NOT EXISTS gc_session_intervals (
         service TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
         start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, updated_ns BIGINT NOT NULL,
-        PRIMARY KEY (service, user_id, session_id))""",
+        PRIMARY KEY (service, user_id, session_id)){without_rowid}""",
     "CREATE INDEX IF NOT EXISTS gc_session_intervals_key ON gc_session_intervals (service, user_id, start_ns)",
     """CREATE TABLE IF NOT EXISTS gc_session_aliases (
         old_id TEXT PRIMARY KEY, new_id TEXT NOT NULL, updated_ns BIGINT NOT NULL)""",
@@ -140,7 +141,7 @@ class SessionState:
 
             dsn = url.replace("postgresql+psycopg://", "postgresql://").replace("postgres+psycopg://", "postgresql://")
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            blob = "BYTEA"
+            blob, without_rowid = "BYTEA", ""
         else:
             import sqlite3
 
@@ -149,10 +150,11 @@ class SessionState:
             self.conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-            blob = "BLOB"
+            self.conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: random-key inserts stay in memory
+            blob, without_rowid = "BLOB", " WITHOUT ROWID"  # the primary key is the table: one B-tree
         with self.transaction():
             for statement in _SCHEMA:
-                self._execute(statement.format(blob=blob))
+                self._execute(statement.format(blob=blob, without_rowid=without_rowid))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -186,7 +188,9 @@ class SessionState:
             chunk = trace_ids[i:i + _CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._execute(
-                f"SELECT trace_id, session_id, source, user_id FROM gc_session_traces WHERE trace_id IN ({marks})",
+                "SELECT t.trace_id, COALESCE(a.new_id, t.session_id), t.source, t.user_id "
+                "FROM gc_session_traces t LEFT JOIN gc_session_aliases a ON a.old_id = t.session_id "
+                f"WHERE t.trace_id IN ({marks})",
                 chunk).fetchall()
             for trace_id, session_id, source, user in rows:
                 out[bytes(trace_id)] = (session_id, source, user)
@@ -222,11 +226,13 @@ class SessionState:
             [row + (now_ns,) for row in rows])
 
     def merge(self, merges: list[tuple[str, str, str, str]], now_ns: int) -> None:
-        """(service, user, old id, surviving id): drop the old interval, remap, record the alias."""
+        """(service, user, old id, surviving id): drop the old interval and record the alias.
+
+        Trace rows keep the old id (rewriting them would need an index on session ids that every
+        insert pays for); ``traces`` resolves it through the alias table, kept flat here.
+        """
         self._executemany("DELETE FROM gc_session_intervals WHERE service = ? AND user_id = ? AND session_id = ?",
                           [(svc, user, old) for svc, user, old, _ in merges])
-        self._executemany("UPDATE gc_session_traces SET session_id = ? WHERE session_id = ?",
-                          [(new, old) for _, _, old, new in merges])
         self._executemany("UPDATE gc_session_aliases SET new_id = ? WHERE new_id = ?",
                           [(new, old) for _, _, old, new in merges])
         self._executemany(
