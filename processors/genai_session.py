@@ -282,6 +282,15 @@ class _Trace:
         self.end = 0
 
 
+def _encodable(text: str) -> bool:
+    """False for lone surrogates (undecodable bytes smuggled through), which stores reject."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _first_id(attrs: dict[str, Any], keys: list[str]) -> Any:
     """The first present value among ``keys`` (validated by the caller)."""
     for key in keys:
@@ -322,10 +331,11 @@ class SessionProcessor:
     # -- reading ids ---------------------------------------------------------------------------
 
     def _valid(self, value: Any) -> str | None:
+        """An id as text, or None (counted) for values no store could key on."""
         if value is None:
             return None
         if isinstance(value, str):
-            if len(value) <= MAX_ID_LENGTH:
+            if len(value) <= MAX_ID_LENGTH and "\x00" not in value and (value.isascii() or _encodable(value)):
                 return value
         elif isinstance(value, int) and not isinstance(value, bool):
             return str(value)

@@ -87,12 +87,16 @@ def test_bad_id_values_are_counted_and_the_batch_survives(store):
     huge = span(session__id="x" * 5000)
     number = span(session__id=12345)
     good = span(session__id="ok")
-    out = p.process(batch(listy, huge, number, good))
-    assert len(out) == 4
+    surrogate = user_call("bad\udcff", T0)
+    nul = user_call("nul\x00user", T0)
+    unicode_user = user_call("ユーザー", T0)
+    out = p.process(batch(listy, huge, number, good, surrogate, nul, unicode_user))
+    assert len(out) == 7
+    assert session_of(unicode_user)[1] == "inferred"  # one hostile value does not spoil the batch
     assert session_of(number) == ("12345", "explicit")
     assert session_of(good) == ("ok", "explicit")
     assert session_of(listy) == (None, None) and session_of(huge) == (None, None)
-    assert telemetry.value("otelcol_processor_session_invalid_ids", processor="genai_session") == 3
+    assert telemetry.value("otelcol_processor_session_invalid_ids", processor="genai_session") == 5
 
 
 # -- inferred sessions ----------------------------------------------------------------------------
