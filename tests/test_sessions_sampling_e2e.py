@@ -110,3 +110,21 @@ def test_sessions_and_keep_rules_through_a_running_collector_and_a_restart(colle
     assert after["attributes"]["gen_ai.conversation.id"] in sessions
     with sqlite3.connect(tmp_path / "sessions.db") as db:
         assert db.execute("SELECT count(*) FROM gc_session_intervals").fetchone()[0] == 1
+
+
+def test_the_readme_example_is_a_valid_config():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from config.schema import build
+    from processors.genai_session import SessionConfig
+    from processors.sampling import SamplingConfig
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("<!-- section:processors-sessions-sampling -->", 1)[1]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    for key, cls in (("genai_session", SessionConfig), ("sampling", SamplingConfig)):
+        _, errors = build(cls, example["processors"][key])
+        assert not errors, errors
