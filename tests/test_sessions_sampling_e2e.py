@@ -112,6 +112,43 @@ def test_sessions_and_keep_rules_through_a_running_collector_and_a_restart(colle
         assert db.execute("SELECT count(*) FROM gc_session_intervals").fetchone()[0] == 1
 
 
+SESSIONS_ONLY = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+  genai_session:
+    state:
+      path: {tmp}/shared-sessions.db
+exporters:
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [genai_session]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def test_two_collector_processes_on_one_store_share_sessions(collector_factory):
+    collectors = [collector_factory(SESSIONS_ONLY), collector_factory(SESSIONS_ONLY)]
+    providers = [sdk_tracer_provider(c.grpc_endpoint, service="chat-api") for c in collectors]
+    for i in range(6):  # a load balancer alternating one user's requests
+        llm_call(providers[i % 2].get_tracer("test"), "bob")
+    for provider in providers:
+        provider.shutdown()
+    spans = [s for c in collectors for s in wait_for(lambda c=c: len(exported(c)) >= 3 and exported(c))]
+    assert len(spans) == 6
+    assert len({s["attributes"]["gen_ai.conversation.id"] for s in spans}) == 1
+
+
 def test_the_readme_example_is_a_valid_config():
     import re
     from pathlib import Path
