@@ -350,3 +350,13 @@ def test_the_default_store_is_a_file_in_the_working_directory(tmp_path, monkeypa
     p.process(batch(user_call("alice", T0)))
     p.shutdown()
     assert (tmp_path / "genai_sessions.db").exists()
+
+
+def test_the_memory_cache_is_bounded_and_the_store_answers_beyond_it(store):
+    p = make({**store, "cache_size": 10})
+    tids = [trace_id() for _ in range(30)]
+    p.process(batch(*[span(t, session__id=f"conv-{i}") for i, t in enumerate(tids)]))
+    assert len(p.cache) == 10
+    first_again = span(tids[0], name="tool call")  # evicted from memory, still in the store
+    p.process(batch(first_again))
+    assert session_of(first_again) == ("conv-0", "explicit")
