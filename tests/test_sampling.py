@@ -15,7 +15,7 @@ from processors.sampling import (
     SamplingConfig, SamplingProcessor, fnv1a32_seeded, hash_seed_sampled, hash_seed_threshold,
     is_content_key, strip_content,
 )
-from tests.span_helpers import batch, context, span, trace_id
+from tests.span_helpers import batch, context, span
 
 
 class Clock:
