@@ -360,14 +360,22 @@ class SessionProcessor:
     # -- resolving traces ----------------------------------------------------------------------
 
     def _scan(self, spans: list[Span]) -> tuple[dict[bytes, _Trace], list[tuple[str | None, str | None]]]:
+        """Each span's own ids, and per trace: its first session, first user, time range."""
         traces: dict[bytes, _Trace] = {}
         own: list[tuple[str | None, str | None]] = []
+        no_ids = (None, None)
+        id_keys = self._id_keys
         for span in spans:
-            session, user = self._span_ids(span)
-            own.append((session, user))
+            # the common case (no id attribute, no canonical fields) without a method call
+            if span.genai is None and span.attributes.keys().isdisjoint(id_keys):
+                ids = no_ids
+            else:
+                ids = self._span_ids(span)
+            own.append(ids)
             info = traces.get(span.trace_id)
             if info is None:
                 info = traces[span.trace_id] = _Trace()
+            session, user = ids
             if session is not None and info.session is None:
                 info.session = session
             if user is not None and info.user is None:
