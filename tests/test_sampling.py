@@ -74,6 +74,12 @@ def test_threshold_is_computed_in_float32_and_truncated_like_go():
     assert hash_seed_threshold(3 * 2**-16 * 100) == 0
 
 
+def test_a_percentage_below_one_bucket_samples_nothing_and_says_so(caplog):
+    p = make({"probabilistic": {"sampling_percentage": 0.005}, "keep": {"errors": False}})
+    assert len(p.process(batch(*[span() for _ in range(500)]))) == 0
+    assert "rounded to zero" in caplog.text
+
+
 def test_processor_decisions_equal_the_reference_function_and_agree_across_instances():
     tids = seeded_ids(3000)
     a, b = make({"probabilistic": {"sampling_percentage": 30, "hash_seed": 42}}), \
