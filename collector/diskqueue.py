@@ -26,6 +26,8 @@ Guarantees:
 * Corruption tolerant: every record carries its length and a CRC32.  A torn last record (the
   process died mid-write) is detected at open and cut off; a damaged record elsewhere makes the
   reader skip the rest of that segment (counted in ``corrupt_records``), never crash.
+* One process at a time: the directory is locked (``flock`` on ``<directory>/lock``, released by
+  the kernel even on ``kill -9``); a second opener gets an ``OSError`` that says so.
 * ``disk_bytes`` stays under ``max_bytes``: an append that would exceed it raises ``QueueFull``
   (callers turn that into backpressure).  A segment file is deleted once all its records are acked.
 
@@ -37,6 +39,7 @@ whenever a segment is deleted, and at close).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -87,6 +90,16 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _lock_directory(directory: str) -> int:
+    fd = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(f"disk queue directory {directory} is in use by another process") from None
+    return fd
+
+
 def _read_record(fd: int, offset: int, file_size: int) -> bytes | None:
     """The payload at ``offset``, or None when the bytes there are not one whole valid record."""
     if offset + _HEADER.size > file_size:
@@ -116,6 +129,7 @@ class DiskQueue:
         self.checkpoint_interval = checkpoint_interval
         self.corrupt_records = 0
         os.makedirs(directory, exist_ok=True)
+        self._lock_fd = _lock_directory(directory)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
@@ -127,7 +141,11 @@ class DiskQueue:
         self._reader_seg: int | None = None
         self._reader_fd: int | None = None
         self._reader_offset = 0
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -408,4 +426,5 @@ class DiskQueue:
                 os.close(self._reader_fd)
                 self._reader_fd = None
             self._save_checkpoint()
+            os.close(self._lock_fd)  # releases the flock
             self._cond.notify_all()

@@ -236,3 +236,11 @@ def test_every_appended_record_survives_kill_9(tmp_path):
     assert got[: len(acked)] == acked  # in order, none lost; maybe a few written after the last print
     assert got == list(range(len(got)))
     q.close()
+
+
+def test_a_directory_is_used_by_one_queue_at_a_time(tmp_path):
+    q = DiskQueue(str(tmp_path))
+    with pytest.raises(OSError, match="in use"):
+        DiskQueue(str(tmp_path))
+    q.close()
+    DiskQueue(str(tmp_path)).close()
