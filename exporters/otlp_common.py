@@ -319,8 +319,11 @@ class UpstreamExporter:
         self.log = ctx.logger
         self.id = ctx.id
         self.policy = RetryPolicy(cfg.retry_on_failure)
+        q = cfg.sending_queue
         self.max_request_size = cfg.max_request_size
-        self.drain_timeout = cfg.sending_queue.drain_timeout
+        if q.enabled and q.storage:  # a record must be able to fit once the queue has drained
+            self.max_request_size = min(cfg.max_request_size, q.storage.max_size // 4)
+        self.drain_timeout = q.drain_timeout
         self._retry = _BatchRetry()
         self._stop = threading.Event()
         self._drain_deadline = float("inf")
