@@ -289,3 +289,48 @@ def test_memory_queue_shutdown_drains_then_counts_what_it_could_not_send(upstrea
     m.exporter.shutdown()
     assert time.monotonic() - started < 8
     assert m.metric("send_failed_spans") == 11
+
+
+def test_persistent_queue_is_durable_and_resumes_in_a_new_exporter(upstream, make, tmp_path):
+    queue = {"num_consumers": 2, "drain_timeout": "200ms", "storage": {"directory": str(tmp_path / "q")}}
+    upstream.fail("unavailable")
+    m = make("otlp", retry_on_failure=FAST_RETRY, sending_queue=queue)
+    assert m.exporter.durable is True  # export returns only once the request is fsync'd
+    sent: set[bytes] = set()
+    for _ in range(4):
+        batch, ids = batch_of(10)
+        m.exporter.export(batch)
+        sent |= ids
+    m.exporter.shutdown()  # the upstream is still down: the queue keeps everything
+    assert not upstream.span_ids and m.metric("send_failed_spans") == 0
+    upstream.ok()
+    again = make("otlp", retry_on_failure=FAST_RETRY, sending_queue=queue)
+    assert not upstream.wait_for_spans(sent, timeout=10)
+    assert again.metric("delivered_spans") == 40
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_tls_verifies_the_server_with_ca_file(make, transport, tmp_path):
+    from upstream_support import self_signed
+
+    cert, key = self_signed()
+    (tmp_path / "ca.pem").write_bytes(cert)
+    secure = FakeUpstream(tls=(cert, key))
+    try:
+        endpoint = (f"https://localhost:{secure.grpc_port}" if transport == "otlp"
+                    else f"https://localhost:{secure.http_port}")
+        trusted = make(transport, endpoint=endpoint, tls={"ca_file": str(tmp_path / "ca.pem")}, **NO_QUEUE)
+        batch, ids = batch_of(3)
+        trusted.exporter.export(batch)
+        assert set(secure.span_ids) == ids
+        untrusted = make(transport, endpoint=endpoint, **NO_QUEUE)  # system roots do not know this CA
+        with pytest.raises(RetryableError):
+            untrusted.exporter.export(batch_of(1)[0])
+        assert len(secure.span_ids) == 3
+    finally:
+        secure.close()
+
+
+def test_missing_tls_file_fails_at_start_naming_the_key(make):
+    with pytest.raises(ValueError, match="tls::ca_file"):
+        make("otlp", tls={"ca_file": "/nonexistent/ca.pem"})

@@ -56,7 +56,8 @@ def free_port() -> int:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
+        """``tls``: (certificate PEM, key PEM) to serve both protocols over TLS."""
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
         self.raw: list[bytes] = []
@@ -72,7 +73,11 @@ class FakeUpstream:
         handler = grpc.unary_unary_rpc_method_handler(self._grpc_export)
         self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
-        self._grpc.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
+        if tls:
+            creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            self._grpc.add_secure_port(f"127.0.0.1:{self.grpc_port}", creds)
+        else:
+            self._grpc.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
         self._grpc.start()
         outer = self
 
@@ -97,6 +102,10 @@ class FakeUpstream:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            self.scheme = "https"
+            self._httpd.socket = _tls_context(*tls).wrap_socket(self._httpd.socket, server_side=True)
         self.http_port = self._httpd.server_address[1]
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
@@ -106,7 +115,7 @@ class FakeUpstream:
 
     @property
     def http_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -181,6 +190,44 @@ class FakeUpstream:
         self._grpc.stop(0)
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def _tls_context(cert: bytes, key: bytes):
+    import ssl
+    import tempfile
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "c.pem").write_bytes(cert)
+        Path(tmp, "k.pem").write_bytes(key)
+        ctx.load_cert_chain(Path(tmp, "c.pem"), Path(tmp, "k.pem"))
+    return ctx
+
+
+def self_signed(host: str = "localhost") -> tuple[bytes, bytes]:
+    """A certificate for ``host`` (and 127.0.0.1) and its key, PEM; it is its own CA."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
 
 
 # -- spans ------------------------------------------------------------------------------------
