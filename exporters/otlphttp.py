@@ -118,7 +118,7 @@ class HttpSender:
                                         timeout=urllib3.Timeout(total=cfg.timeout), **tls)
 
     def send(self, payload: bytes) -> ExportTraceServiceResponse | None:
-        body = gzip.compress(payload, compresslevel=5) if self.gzip else payload
+        body = gzip.compress(payload, compresslevel=1) if self.gzip else payload
         try:
             resp = self.pool.request("POST", self.endpoint, body=body, headers=self.headers)
         except urllib3.exceptions.HTTPError as exc:
