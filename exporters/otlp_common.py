@@ -143,6 +143,7 @@ class Sender(Protocol):
     """One transport.  ``send`` raises RetryableError / PermanentError; returns the response."""
 
     endpoint: str
+    timeout: float
 
     def send(self, payload: bytes) -> ExportTraceServiceResponse | None: ...
 
@@ -484,7 +485,8 @@ class UpstreamExporter:
             self._drain_deadline = deadline
             self._stop.set()
             for t in self._consumers:
-                t.join(max(0.0, deadline - time.monotonic()) + self.sender_timeout_margin())
+                # a send in flight at the deadline may take up to the transport timeout to return
+                t.join(max(0.0, deadline - time.monotonic()) + self.sender.timeout + 1.0)
             left = self.queue.close()
             lost = sum(it.spans for it in left)
             if lost:
@@ -493,7 +495,3 @@ class UpstreamExporter:
                 self.log.warning("%d requests stay in the persistent queue for the next start",
                                  self.queue.pending())
         self.sender.close()
-
-    def sender_timeout_margin(self) -> float:
-        """A send in flight at the deadline may take up to the transport timeout to return."""
-        return getattr(self.sender, "timeout", 5.0) + 1.0
