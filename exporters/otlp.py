@@ -36,9 +36,10 @@ class OtlpExporterConfig(UpstreamConfig):
     """``endpoint`` is ``host:port``; an ``https://`` / ``http://`` prefix chooses TLS / plaintext."""
 
     def validate(self) -> list:
+        problems = self.header_problems()
         if not self.endpoint.strip():
-            return [ConfigError("endpoint", "required (host:port of the upstream OTLP/gRPC server)")]
-        return []
+            problems.append(ConfigError("endpoint", "required (host:port of the upstream OTLP/gRPC server)"))
+        return problems
 
 
 def grpc_target(endpoint: str, insecure: bool) -> tuple[str, bool]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import struct
 import threading
 import time
@@ -42,6 +43,7 @@ __all__ = [
 
 QUEUE_FULL_RETRY_AFTER = 0.5  # seconds the pipeline waits before offering a refused batch again
 _COUNT = struct.Struct("<I")  # span count prefixed to each queued request
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -101,6 +103,16 @@ class UpstreamConfig:
         "larger batches are split into several requests (4 MiB is gRPC's default receive limit)"))
     retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
     sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
+
+    def header_problems(self) -> list:
+        """Header names must be HTTP tokens and values one line: caught here, not at the first send."""
+        problems = []
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                problems.append(ConfigError(f"headers::{name}", "invalid header name"))
+            elif any(c in value for c in "\r\n\0"):
+                problems.append(ConfigError(f"headers::{name}", "header values must be one line"))
+        return problems
 
 
 def read_file(path: str, what: str) -> bytes:
@@ -423,13 +435,17 @@ class UpstreamExporter:
         while True:
             if self._stop.is_set() and (self.durable or time.monotonic() > self._drain_deadline):
                 return
-            item = queue.get(timeout=0.2)
-            if item is None:
-                if self._stop.is_set():
-                    return
-                continue
-            if self._deliver(item):
-                queue.ack(item)
+            try:
+                item = queue.get(timeout=0.2)
+                if item is None:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if self._deliver(item):
+                    queue.ack(item)
+            except Exception:  # noqa: BLE001 - a consumer must outlive a disk error; the record stays
+                self.log.exception("sending queue consumer: unexpected error; continuing in 1s")
+                self._stop.wait(1.0)
 
     def _deliver(self, item: _Item) -> bool:
         """Send with retries; True once delivered or dropped for good, False when stopped first."""
@@ -455,6 +471,10 @@ class UpstreamExporter:
                         return False  # stays on disk, sent after the next start
                     self._drop(item.spans, "shutdown: sending_queue::drain_timeout passed")
                     return True
+            except Exception as exc:  # noqa: BLE001 - a transport bug must not kill the consumer
+                self.log.exception("upstream %s: unexpected error", self.sender.endpoint)
+                self._drop(item.spans, f"{type(exc).__name__}: {exc}")
+                return True
 
     def _sleep(self, delay: float) -> bool:
         """Wait ``delay``; False when shutdown says to stop retrying instead."""

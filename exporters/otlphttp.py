@@ -37,11 +37,14 @@ class OtlpHttpExporterConfig(UpstreamConfig):
     traces_endpoint: str = setting("", pattern=_URL, doc="full URL; default: endpoint + /v1/traces")
 
     def validate(self) -> list:
+        problems = self.header_problems()
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
-            return [ConfigError("endpoint", f"invalid URL {self.endpoint!r} (expected http://host:port or https://...)")]
+            problems.append(ConfigError("endpoint", f"invalid URL {self.endpoint!r} (expected http://host:port "
+                                                    "or https://...)"))
         if not self.endpoint and not self.traces_endpoint:
-            return [ConfigError("endpoint", "required (base URL such as http://host:4318), or set traces_endpoint")]
-        return []
+            problems.append(ConfigError("endpoint", "required (base URL such as http://host:4318), or set "
+                                                    "traces_endpoint"))
+        return problems
 
     @property
     def url(self) -> str:

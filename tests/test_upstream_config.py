@@ -72,6 +72,8 @@ def test_full_config_with_env_headers_and_persistent_storage(monkeypatch, tmp_pa
      "storage::max_size: must be >= 65536"),
     ('  otlp: {endpoint: "x:1", retry_on_failure: {multiplier: 0.5}}', "retry_on_failure::multiplier: must be >= 1"),
     ('  otlp: {endpoint: "x:1", sending_queue: {persistent: true}}', "sending_queue::persistent: unknown key"),
+    ('  otlp: {endpoint: "x:1", headers: {"bad name": v}}', "exporters::otlp::headers::bad name: invalid header"),
+    ('  otlphttp: {endpoint: "http://x:1", headers: {x-a: "one\\ntwo"}}', "headers::x-a: header values must be one"),
 ])
 def test_bad_values_name_their_path(exporters, message):
     assert message in errors_of(exporters)

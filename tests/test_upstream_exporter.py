@@ -334,3 +334,35 @@ def test_tls_verifies_the_server_with_ca_file(make, transport, tmp_path):
 def test_missing_tls_file_fails_at_start_naming_the_key(make):
     with pytest.raises(ValueError, match="tls::ca_file"):
         make("otlp", tls={"ca_file": "/nonexistent/ca.pem"})
+
+
+def test_an_unexpected_transport_error_drops_that_request_and_the_consumer_lives_on():
+    from exporters.otlp_common import UpstreamConfig, UpstreamExporter
+
+    class Flaky:
+        endpoint, timeout = "flaky", 1.0
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def send(self, payload: bytes):
+            self.calls += 1
+            if self.calls == 1:
+                raise ValueError("metadata was rejected")
+            return None
+
+        def close(self) -> None:
+            pass
+
+    cfg, errors = build(UpstreamConfig, {"endpoint": "x", "sending_queue": {"num_consumers": 1}})
+    assert not errors
+    telemetry = Telemetry()
+    exporter = UpstreamExporter(cfg, ComponentContext("otlp", "exporter", telemetry, logging.getLogger("t")), Flaky())
+    exporter.export(batch_of(3)[0])
+    exporter.export(batch_of(4)[0])
+    deadline = time.monotonic() + 5
+    while telemetry.value("otelcol_exporter_delivered_spans", exporter="otlp") < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    exporter.shutdown()
+    assert telemetry.value("otelcol_exporter_send_failed_spans", exporter="otlp") == 3
+    assert telemetry.value("otelcol_exporter_delivered_spans", exporter="otlp") == 4
