@@ -85,8 +85,7 @@ class Sink:
 
 
 def make_batches(total: int, per_batch: int) -> list[SpanBatch]:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    from upstream_support import make_request
+    from tests.upstream_support import make_request
 
     out = []
     for _ in range(total // per_batch):

@@ -16,7 +16,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from upstream_support import Collector, FakeUpstream, OtlpClient, make_request
+from tests.conftest import sdk_tracer_provider
+from tests.upstream_support import Collector, FakeUpstream, OtlpClient, make_request
 
 OUTAGE_SECONDS = float(os.environ.get("UPSTREAM_OUTAGE_SECONDS", "12"))
 FAST_RETRY = "retry_on_failure: {initial_interval: 200ms, max_interval: 1s, max_elapsed_time: 0}"
@@ -62,13 +63,7 @@ def sink_exporter(upstream: FakeUpstream) -> str:
 
 def send_with_sdk(port: int, n: int) -> set[bytes]:
     """Spans from the official OpenTelemetry SDK and its OTLP/gRPC exporter."""
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": "sdk-app"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)))
+    provider = sdk_tracer_provider(f"127.0.0.1:{port}", service="sdk-app")
     tracer = provider.get_tracer("chain-test")
     ids = set()
     for i in range(n):

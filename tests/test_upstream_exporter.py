@@ -17,7 +17,7 @@ from collector.pipeline import ExporterHandle, Pipeline
 from collector.telemetry import Telemetry
 from config.schema import build
 from exporters import EXPORTERS
-from upstream_support import FakeUpstream, make_request
+from tests.upstream_support import FakeUpstream, make_request
 
 TRANSPORTS = ["otlp", "otlphttp"]
 FAST_RETRY = {"initial_interval": "50ms", "max_interval": "200ms", "randomization_factor": 0}
@@ -311,7 +311,7 @@ def test_persistent_queue_is_durable_and_resumes_in_a_new_exporter(upstream, mak
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_tls_verifies_the_server_with_ca_file(make, transport, tmp_path):
-    from upstream_support import self_signed
+    from tests.upstream_support import self_signed
 
     cert, key = self_signed()
     (tmp_path / "ca.pem").write_bytes(cert)

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from upstream_support import Collector, FakeUpstream, OtlpClient
+from tests.upstream_support import Collector, FakeUpstream, OtlpClient
 
 
 def kv(key: str, **value) -> KeyValue:

@@ -9,15 +9,11 @@ until ``ok()``.
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,7 +28,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO, collector_cmd, free_port, http_get, metric_value
+
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 # kind -> (gRPC code or None, HTTP status or None)
@@ -47,12 +44,6 @@ _FAILURES = {
     "400": (grpc.StatusCode.INVALID_ARGUMENT, 400),
     "401": (grpc.StatusCode.UNAUTHENTICATED, 401),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FakeUpstream:
@@ -326,18 +317,17 @@ service:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> "Collector":
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        """Start (or start again: same config, ports and queue directories) and wait until ready."""
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "collector", "run", "--config", str(self.config)],
-                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(collector_cmd("run", "--config", str(self.config)), cwd=REPO,
+                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"collector exited with {self.proc.returncode}:\n{self.log.read_text()}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
+                if http_get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1)[0] == 200:
+                    return self
             except OSError:
                 pass
             time.sleep(0.1)
@@ -345,15 +335,7 @@ service:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the series of ``name`` whose labels include ``labels``."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                series, _, value = line.rpartition(" ")
-                if all(f'{k}="{v}"' in series for k, v in labels.items()):
-                    total += float(value)
-        return total
+        return metric_value(http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")[1], name, **labels)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
