@@ -366,3 +366,28 @@ def test_an_unexpected_transport_error_drops_that_request_and_the_consumer_lives
     exporter.shutdown()
     assert telemetry.value("otelcol_exporter_send_failed_spans", exporter="otlp") == 3
     assert telemetry.value("otelcol_exporter_delivered_spans", exporter="otlp") == 4
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_mutual_tls_presents_the_client_certificate(make, transport, tmp_path):
+    from tests.upstream_support import self_signed
+
+    server_cert, server_key = self_signed()
+    client_cert, client_key = self_signed("genai-collector")
+    for name, data in (("ca.pem", server_cert), ("client.pem", client_cert), ("client.key", client_key)):
+        (tmp_path / name).write_bytes(data)
+    secure = FakeUpstream(tls=(server_cert, server_key), client_ca=client_cert)
+    try:
+        endpoint = (f"https://localhost:{secure.grpc_port}" if transport == "otlp"
+                    else f"https://localhost:{secure.http_port}")
+        tls = {"ca_file": str(tmp_path / "ca.pem")}
+        anonymous = make(transport, endpoint=endpoint, tls=tls, **NO_QUEUE)
+        with pytest.raises(RetryableError):
+            anonymous.exporter.export(batch_of(1)[0])
+        mutual = make(transport, endpoint=endpoint, tls={**tls, "cert_file": str(tmp_path / "client.pem"),
+                                                         "key_file": str(tmp_path / "client.key")}, **NO_QUEUE)
+        batch, ids = batch_of(3)
+        mutual.exporter.export(batch)
+        assert set(secure.span_ids) == ids
+    finally:
+        secure.close()

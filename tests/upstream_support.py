@@ -47,8 +47,9 @@ _FAILURES = {
 
 
 class FakeUpstream:
-    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
-        """``tls``: (certificate PEM, key PEM) to serve both protocols over TLS."""
+    def __init__(self, tls: tuple[bytes, bytes] | None = None, client_ca: bytes | None = None) -> None:
+        """``tls``: (certificate PEM, key PEM) to serve both protocols over TLS; ``client_ca``: require
+        client certificates signed by it (mutual TLS)."""
         self.lock = threading.Lock()
         self.requests: list[ExportTraceServiceRequest] = []
         self.raw: list[bytes] = []
@@ -65,7 +66,8 @@ class FakeUpstream:
         self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
         if tls:
-            creds = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            creds = grpc.ssl_server_credentials([(tls[1], tls[0])], root_certificates=client_ca,
+                                                require_client_auth=client_ca is not None)
             self._grpc.add_secure_port(f"127.0.0.1:{self.grpc_port}", creds)
         else:
             self._grpc.add_insecure_port(f"127.0.0.1:{self.grpc_port}")
@@ -96,7 +98,7 @@ class FakeUpstream:
         self.scheme = "http"
         if tls:
             self.scheme = "https"
-            self._httpd.socket = _tls_context(*tls).wrap_socket(self._httpd.socket, server_side=True)
+            self._httpd.socket = _tls_context(*tls, client_ca).wrap_socket(self._httpd.socket, server_side=True)
         self.http_port = self._httpd.server_address[1]
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
@@ -183,11 +185,14 @@ class FakeUpstream:
         self._httpd.server_close()
 
 
-def _tls_context(cert: bytes, key: bytes):
+def _tls_context(cert: bytes, key: bytes, client_ca: bytes | None):
     import ssl
     import tempfile
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=client_ca.decode())
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "c.pem").write_bytes(cert)
         Path(tmp, "k.pem").write_bytes(key)
