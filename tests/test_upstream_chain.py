@@ -152,6 +152,8 @@ def test_sidecar_restarted_during_the_outage_resumes_from_its_persistent_queue(
     assert first.metric("otelcol_exporter_queue_size") > 0
     assert first.stop(sig) in (0, 1, -signal.SIGKILL)
     assert not upstream.span_ids
+    if sig == signal.SIGTERM:
+        assert "stay in the persistent queue for the next start" in first.log.read_text()
 
     first.start()  # same config, same queue directory
     time.sleep(1.5)
