@@ -348,7 +348,6 @@ class UpstreamExporter:
         self.enqueue_failed = ctx.counter("enqueue_failed_spans",
                                           "Spans refused because the sending queue was full (backpressure, "
                                           "not loss: the pipeline holds them and receivers refuse new data).")
-        q = cfg.sending_queue
         self.queue: MemoryQueue | PersistentQueue | None = None
         if q.enabled:
             self.queue = PersistentQueue(q.storage) if q.storage else MemoryQueue(q.queue_size, q.sizer)
@@ -370,6 +369,12 @@ class UpstreamExporter:
     # -- export (the pipeline's thread) -----------------------------------------------------------
 
     def export(self, batch: SpanBatch) -> None:
+        """Queue (or, without a queue, send) the batch; RetryableError asks the pipeline to offer it again.
+
+        The pipeline offers the *same* batch object again after a RetryableError, which is how a
+        retry is told from new data: its first-failure time bounds ``max_elapsed_time``, and the
+        requests of a split batch already queued or sent are not repeated.
+        """
         if not len(batch):
             return
         new = self._retry.track(batch)
