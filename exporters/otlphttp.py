@@ -29,6 +29,7 @@ from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_file
 __all__ = ["OtlpHttpExporterConfig", "HttpSender", "parse_retry_after"]
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+MAX_RESPONSE_BYTES = 1 << 20
 _URL = r"^$|^https?://\S+$"
 
 
@@ -64,9 +65,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def _error_text(resp: urllib3.BaseHTTPResponse) -> str:
+def _error_text(resp: urllib3.BaseHTTPResponse, body: bytes) -> str:
     """The message of the ``google.rpc.Status`` an OTLP server puts in an error body, else the text."""
-    body = resp.data or b""
     ctype = (resp.headers.get("Content-Type") or "").lower()
     if "protobuf" in ctype:
         try:
@@ -81,9 +81,22 @@ def _error_text(resp: urllib3.BaseHTTPResponse) -> str:
     return body[:200].decode("utf-8", "replace").strip() or f"HTTP {resp.status}"
 
 
-def _response(resp: urllib3.BaseHTTPResponse) -> ExportTraceServiceResponse | None:
+def _read_capped(resp: urllib3.BaseHTTPResponse) -> bytes:
+    """The body, up to ``MAX_RESPONSE_BYTES``: an upstream's answer must not be able to exhaust memory."""
+    try:
+        body = resp.read(MAX_RESPONSE_BYTES + 1)
+    except urllib3.exceptions.HTTPError:
+        resp.close()
+        return b""
+    if len(body) > MAX_RESPONSE_BYTES:
+        resp.close()  # not returned to the pool: the rest is never read
+        return body[:MAX_RESPONSE_BYTES]
+    resp.release_conn()
+    return body
+
+
+def _response(resp: urllib3.BaseHTTPResponse, body: bytes) -> ExportTraceServiceResponse | None:
     """Partial success from a 2xx body (protobuf, or JSON from servers that answer in JSON)."""
-    body = resp.data or b""
     if not body:
         return None
     out = ExportTraceServiceResponse()
@@ -123,12 +136,13 @@ class HttpSender:
     def send(self, payload: bytes) -> ExportTraceServiceResponse | None:
         body = gzip.compress(payload, compresslevel=1) if self.gzip else payload
         try:
-            resp = self.pool.request("POST", self.endpoint, body=body, headers=self.headers)
+            resp = self.pool.request("POST", self.endpoint, body=body, headers=self.headers, preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+        answer = _read_capped(resp)
         if 200 <= resp.status < 300:
-            return _response(resp)
-        text = f"HTTP {resp.status}: {_error_text(resp)}"
+            return _response(resp, answer)
+        text = f"HTTP {resp.status}: {_error_text(resp, answer)}"
         if resp.status in RETRYABLE_STATUS:
             raise RetryableError(text, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
         raise PermanentError(text)

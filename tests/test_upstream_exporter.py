@@ -391,3 +391,41 @@ def test_mutual_tls_presents_the_client_certificate(make, transport, tmp_path):
         assert set(secure.span_ids) == ids
     finally:
         secure.close()
+
+
+def test_a_huge_answer_from_the_upstream_is_read_only_up_to_a_cap(make):
+    """A hostile or broken upstream streaming an endless error body must not exhaust memory."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(1 << 33))  # 8 GiB promised
+            self.end_headers()
+            chunk = b"x" * (1 << 16)
+            try:
+                while True:
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        m = make("otlphttp", endpoint=f"http://127.0.0.1:{server.server_address[1]}", **NO_QUEUE)
+        started = time.monotonic()
+        with pytest.raises(PermanentError, match="HTTP 400: xxx"):
+            m.exporter.export(batch_of(2)[0])
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
