@@ -84,7 +84,8 @@ class StorageConfig:
 class SendingQueueConfig:
     enabled: bool = True
     num_consumers: int = setting(10, min=1, max=256, doc="requests sent concurrently")
-    queue_size: int = setting(1000, min=1, doc="in-memory capacity, counted in `sizer` units")
+    queue_size: ByteSize = setting(1000, min=1, doc="in-memory capacity in `sizer` units (bytes may be "
+                                                    "written 64MiB)")
     sizer: Literal["requests", "items", "bytes"] = "requests"
     storage: StorageConfig | None = None
     drain_timeout: Duration = setting(10.0, doc="at shutdown, keep sending what is queued for this long")

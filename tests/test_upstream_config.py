@@ -58,6 +58,11 @@ def test_full_config_with_env_headers_and_persistent_storage(monkeypatch, tmp_pa
     assert cfg.sending_queue.storage.max_size == 16 << 20
 
 
+def test_a_byte_sized_memory_queue_takes_sizes():
+    q = load('  otlp: {endpoint: "x:1", sending_queue: {sizer: bytes, queue_size: 64MiB}}').exporters["otlp"]
+    assert q.config.sending_queue.queue_size == 64 << 20
+
+
 @pytest.mark.parametrize("exporters,message", [
     ("  otlp: {}", "exporters::otlp::endpoint: required"),
     ("  otlphttp: {}", "exporters::otlphttp::endpoint: required"),

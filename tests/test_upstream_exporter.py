@@ -429,3 +429,16 @@ def test_a_huge_answer_from_the_upstream_is_read_only_up_to_a_cap(make):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_byte_sized_memory_queue_refuses_by_bytes(upstream, make):
+    m = make("otlp", retry_on_failure=FAST_RETRY,
+             sending_queue={"num_consumers": 1, "sizer": "bytes", "queue_size": "64KiB"})
+    upstream.fail("unavailable")
+    queued = 0
+    with pytest.raises(RetryableError):
+        for _ in range(50):
+            m.exporter.export(batch_of(20)[0])  # ~7 KB each
+            queued += 1
+    assert 5 <= queued <= 10
+    assert m.metric("queue_bytes") <= 64 * 1024
