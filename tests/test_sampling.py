@@ -307,3 +307,11 @@ def test_config_errors_name_the_key():
     assert errors
     _, errors = build(SamplingConfig, {"decision_wait": "soon"})
     assert [e.path for e in errors] == ["decision_wait"]
+
+
+def test_decision_wait_zero_holds_nothing():
+    p = make({"probabilistic": {"sampling_percentage": 10}, "decision_wait": "0s"})
+    (tid,) = dropped_trace_ids(1)
+    assert len(p.process(batch(span(tid)))) == 0 and not p.held
+    failing = span(tid, status=STATUS_ERROR)
+    assert ids(p.process(batch(failing))) == {failing.span_id}  # only the span that matched
