@@ -1,6 +1,7 @@
 """Run one real OpenAI instrumentation against a fake server and write the spans it emits.
 
-Usage: ``python instrumented_openai.py {official|openinference|traceloop} BASE_URL OUT_FILE``.
+Usage: ``python instrumented_openai.py {official|openinference|traceloop} BASE_URL OUT``, where OUT is
+a file (the spans are written there) or ``grpc://HOST:PORT`` (sent there with the SDK's OTLP exporter).
 
 Each instrumentation patches the same ``openai`` module (and Traceloop's shares the
 ``opentelemetry.instrumentation.openai`` namespace with the official one), so every dialect runs in
@@ -34,14 +35,19 @@ def instrument(dialect: str, provider) -> None:
     OpenAIInstrumentor().instrument(tracer_provider=provider)
 
 
-def main(dialect: str, base_url: str, out_file: str) -> None:
+def main(dialect: str, base_url: str, out: str) -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    exporter = InMemorySpanExporter()
+    if out.startswith("grpc://"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=out[len("grpc://"):], insecure=True, timeout=10)
+    else:
+        exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": f"app-{dialect}"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrument(dialect, provider)
@@ -55,8 +61,10 @@ def main(dialect: str, base_url: str, out_file: str) -> None:
     for _ in stream:
         pass
     provider.force_flush()
-    with open(out_file, "wb") as fh:
-        fh.write(encode_spans(exporter.get_finished_spans()).SerializeToString())
+    if isinstance(exporter, InMemorySpanExporter):
+        with open(out, "wb") as fh:
+            fh.write(encode_spans(exporter.get_finished_spans()).SerializeToString())
+    provider.shutdown()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector.model import spans_from_request
 from tests import fake_openai
 from tests.genai_helpers import make_processor, run
+from tests.conftest import collector_factory  # noqa: F401  (fixture)
 
 pytest.importorskip("openai")
 DIALECTS = ("official", "openinference", "traceloop")
@@ -136,3 +137,63 @@ def test_rewrite_gives_one_dialect(dialect_spans, dialect):
         for name in ("provider", "operation", "request_model", "response_model", "input_tokens",
                      "output_tokens", "cache_read_tokens", "input_messages", "output_messages"):
             assert getattr(after, name) == getattr(before, name), name
+
+
+E2E_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+  genai_normalize:
+  genai_cost:
+    model_aliases:
+      gpt-4o-2024-08-06: gpt-4o
+  genai_token_rate:
+exporters:
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [genai_normalize, genai_cost, genai_token_rate]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def test_end_to_end_through_the_collector(collector_factory):
+    """The instrumented apps export with the SDK's OTLP gRPC exporter to a running collector whose
+    pipeline is normalize -> cost -> token rate; the debug exporter shows the canonical fields."""
+    import json
+
+    collector = collector_factory(E2E_CONFIG)
+    with fake_openai.FakeOpenAI() as server, ThreadPoolExecutor(len(DIALECTS)) as pool:
+        jobs = [pool.submit(subprocess.run, [sys.executable, str(SCRIPT), d, server.base_url,
+                                             f"grpc://{collector.grpc_endpoint}"],
+                            capture_output=True, text=True, timeout=120) for d in DIALECTS]
+        for job in jobs:
+            assert job.result().returncode == 0, job.result().stderr[-4000:]
+    assert collector.metric("otelcol_exporter_sent_spans", exporter="debug") == 2 * len(DIALECTS)
+    details = [json.loads(line[line.index('{"attributes"'):]) for line in collector.log().splitlines()
+               if '{"attributes"' in line]
+    genai = [d["genai"] for d in details if d["genai"]]
+    assert len(genai) == 2 * len(DIALECTS)
+    for g in genai:
+        assert (g["provider"], g["response_model"], g["input_tokens"], g["output_tokens"]) == (
+            "openai", fake_openai.RESPONSE_MODEL, 1200, 300)
+        assert g["input_messages"] == EXPECTED_INPUT and g["output_messages"] == EXPECTED_OUTPUT
+        assert g["cost_usd"] == pytest.approx(_reference_cost(_Usage(g)), rel=1e-9)
+        assert g["output_tokens_per_second"] > 0
+    assert collector.metric("otelcol_processor_genai_spans", processor="genai_normalize") == 2 * len(DIALECTS)
+
+
+class _Usage:
+    """The canonical fields of a debug-exporter line, shaped like GenAI for the reference price."""
+
+    def __init__(self, fields: dict) -> None:
+        self.__dict__.update(fields)
