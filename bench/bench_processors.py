@@ -44,6 +44,7 @@ class Bench:
     type: str
     config: dict[str, Any] = field(default_factory=dict)
     before: tuple[str, ...] = ()  # processor types run (untimed) before, e.g. ("genai_normalize",)
+    then: tuple[str, ...] = ()  # further processor types timed after this one (a chain)
 
 
 BENCHMARKS: list[Bench] = [
@@ -51,6 +52,7 @@ BENCHMARKS: list[Bench] = [
     Bench("genai_normalize+rewrite", "genai_normalize", {"rewrite_attributes": True}),
     Bench("genai_cost", "genai_cost", before=("genai_normalize",)),
     Bench("genai_token_rate", "genai_token_rate", before=("genai_normalize",)),
+    Bench("genai chain (normalize, cost, token_rate)", "genai_normalize", then=("genai_cost", "genai_token_rate")),
 ]
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4o-2024-08-06"),
@@ -157,7 +159,7 @@ def _batches(payload: bytes, batch_size: int) -> list[SpanBatch]:
 
 def run_bench(bench: Bench, payload: bytes, runs: int, batch_size: int) -> dict[str, Any]:
     befores = [_processor(t, {}) for t in bench.before]
-    processor = _processor(bench.type, bench.config)
+    timed = [_processor(bench.type, bench.config)] + [_processor(t, {}) for t in bench.then]
     rates = []
     for _ in range(runs + 1):  # the first run warms the caches (price rates, imports) and is dropped
         batches = _batches(payload, batch_size)
@@ -166,7 +168,8 @@ def run_bench(bench: Bench, payload: bytes, runs: int, batch_size: int) -> dict[
         count = sum(len(b) for b in batches)
         began = time.perf_counter()
         for batch in batches:
-            processor.process(batch)
+            for processor in timed:
+                batch = processor.process(batch)
         rates.append(count / (time.perf_counter() - began))
     rates = rates[1:]
     median = statistics.median(rates)
