@@ -402,12 +402,10 @@ class GenAICostProcessor:
                 attrs[COST_SOURCE_ATTRIBUTE] = "app"
                 continue
             rates = self._pricing(g).at(span.start_time_unix_nano or time.time_ns())
-            if rates is None:
+            if rates is None:  # an app-sent cost, if any, is better than none even with override
                 model = g.response_model or g.request_model
                 if model:
                     unpriced[model] = unpriced.get(model, 0) + 1
-                if override:
-                    g.cost_usd = None
                 continue
             inp, cr, cw, out, rs, req = rates.breakdown(g)
             total = inp + cr + cw + out + rs + req

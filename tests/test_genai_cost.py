@@ -153,6 +153,8 @@ def test_app_cost_is_kept_unless_override():
     genai.cost_usd = 0.5
     span = priced(genai, {"override": True})
     assert span.genai.cost_usd == pytest.approx(reference("gpt-4o", "openai", input_tokens=1000, output_tokens=100))
+    unknown = GenAI(response_model="in-house-model", input_tokens=10, output_tokens=1, cost_usd=0.25)
+    assert priced(unknown, {"override": True}).genai.cost_usd == 0.25  # nothing better to replace it with
 
 
 def test_unknown_model_null_cost_one_warning_and_counter(caplog):
