@@ -15,6 +15,7 @@ conventions (dialect keys removed, canonical keys written), so upstream stacks s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -130,11 +131,15 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
             return _messages_from_choices(value["choices"]) or None
         else:
             value = [value]
-    if not isinstance(value, list):
+    if type(value) is not list or not value:
         return None
-    out = [message_from_openai(m, default_role) if isinstance(m, dict)
-           else {"role": default_role, "parts": [_text_part(str(m))]} for m in value]
-    return out or None
+    for m in value:  # the common case: already the OTel form, returned as parsed
+        if type(m) is not dict or type(m.get("parts")) is not list:
+            break
+    else:
+        return value
+    return [message_from_openai(m, default_role) if isinstance(m, dict)
+            else {"role": default_role, "parts": [_text_part(str(m))]} for m in value]
 
 
 def _parts_value(value: Any) -> list[dict[str, Any]] | None:
@@ -353,6 +358,7 @@ _DISPATCH: dict[str, tuple[Callable[[Any], Any], str, int, bool]] = {
 }
 # with ``messages: false`` the message keys are simply not looked at
 _DISPATCH_NO_MESSAGES = {k: v for k, v in _DISPATCH.items() if v[1] not in _MESSAGE_FIELDS}
+_GENAI_NAMESPACES = ("gen_ai.", "llm.")
 _FLAT_PRECEDENCE = 2  # flattened messages rank after structured ones, before legacy JSON blobs
 _ABSOLUTE_TTFT_PRECEDENCE = ATTRIBUTE_MAP["langfuse.observation.completion_start_time"][2]
 _LANGFUSE_USAGE = {"input": "input_tokens", "output": "output_tokens",
@@ -379,11 +385,12 @@ def normalize_span(span: Span, parse_messages: bool = True, stats: _Stats | None
     for key, value in span.attributes.items():
         entry = dispatch_get(key)
         if entry is None:
-            if parse_messages and key.startswith(FLAT_MESSAGE_PREFIXES):
-                if flat is None:
-                    flat = {}
-                if _collect_flat(flat, key, value):
-                    is_genai = True
+            if key.startswith(_GENAI_NAMESPACES):  # any gen_ai.* / llm.* key marks a GenAI span
+                is_genai = True
+                if parse_messages and key.startswith(FLAT_MESSAGE_PREFIXES):
+                    if flat is None:
+                        flat = {}
+                    _collect_flat(flat, key, value)
             continue
         convert, field, prio, signal = entry
         current = prios.get(field)
@@ -514,7 +521,15 @@ def _fill_messages(g: GenAI, span: Span, values: dict[str, Any], prios: dict[str
 # rewrite to the current conventions
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    """Compact JSON; integers beyond 64 bits or very deep nesting (which orjson refuses) go
+    through the json module, and whatever that refuses too becomes its ``str``."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (ValueError, RecursionError):
+            return str(value)
 
 
 def rewrite_attributes(span: Span, g: GenAI) -> None:

@@ -176,6 +176,7 @@ def test_current_name_wins_over_older_dialects_whatever_the_key_order():
     ({"openinference.span.kind": "TOOL", "tool.name": "search"}, "execute_tool"),
     ({"openinference.span.kind": "CHAIN"}, "invoke_workflow"),
     ({"traceloop.span.kind": "workflow"}, "invoke_workflow"),
+    ({"gen_ai.agent.name": "planner"}, None),  # any gen_ai.* key makes it GenAI, operation unknown
 ])
 def test_agent_and_tool_spans_get_an_operation(attributes, operation):
     g = normalize(attributes)
@@ -292,3 +293,13 @@ def test_any_attribute_values_never_break_a_batch():
             assert all(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in g.input_messages or [])
 
     check()
+
+
+def test_content_orjson_refuses_still_serialises():
+    """Found by the property test: a >64-bit integer inside structured content."""
+    processor = make_processor("genai_normalize", {"rewrite_attributes": True})
+    span = make_span({"gen_ai.system": "openai"},
+                     [Event("gen_ai.user.message", START_NS, {"content": {"n": 2**70}})])
+    g = run([processor], [span])[0].genai
+    assert g.input_messages == [{"role": "user", "parts": [{"type": "text", "content": '{"n":%d}' % 2**70}]}]
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == g.input_messages
