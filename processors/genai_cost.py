@@ -376,15 +376,27 @@ class GenAICostProcessor:
         return pricing
 
     def _unpriced(self, model: str, count: int) -> None:
-        """Count unpriced spans by model; warn once per model so the user sees what to add."""
+        """Count unpriced spans by model; warn once per model so the user sees what to add.
+
+        Past ``_MAX_UNPRICED_LABELS`` distinct models (a client sending random names), further
+        ones share the ``_other`` label and one last warning: memory and log stay bounded.
+        """
         counter = self._unpriced_counters.get(model)
+        if counter is None and len(self._unpriced_counters) >= _MAX_UNPRICED_LABELS:
+            counter = self._unpriced_counters.get("_other")
         if counter is None:
-            label = model if len(self._unpriced_counters) < _MAX_UNPRICED_LABELS else "_other"
+            if len(self._unpriced_counters) < _MAX_UNPRICED_LABELS:
+                self.logger.warning("genai_cost: no price known for model %r; spans keep their tokens "
+                                    "with cost null (add the model under prices: or model_aliases:)", model)
+                label = model
+            else:
+                label = "_other"
+                if "_other" not in self._unpriced_counters:
+                    self.logger.warning("genai_cost: more than %d models without a price; counting the "
+                                        "rest as model=\"_other\"", _MAX_UNPRICED_LABELS)
             counter = self.ctx.counter("unpriced_spans", "GenAI spans with tokens but no known price",
                                        model=label)
-            self._unpriced_counters[model] = counter
-            self.logger.warning("genai_cost: no price known for model %r; spans keep their tokens "
-                                "with cost null (add the model under prices: or model_aliases:)", model)
+            self._unpriced_counters[label] = counter
         counter.add(count)
 
     def process(self, batch: SpanBatch) -> SpanBatch:

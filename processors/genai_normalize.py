@@ -544,7 +544,9 @@ def rewrite_attributes(span: Span, g: GenAI) -> None:
         if value is None:
             continue
         if field in _MESSAGE_FIELDS:
-            attrs[key] = _dumps(value)
+            current = attrs.get(key)
+            if type(current) is not str or current[:1] != "[":  # else: the JSON g was parsed from
+                attrs[key] = _dumps(value)
         elif field == "ttft_ms":
             attrs.setdefault(key, value / 1000.0)
         else:

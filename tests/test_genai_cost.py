@@ -201,3 +201,15 @@ def test_no_network_at_run_time(monkeypatch):
 def test_config_errors_are_precise(raw, message):
     _, errors = build(GenAICostConfig, raw, ("processors", "genai_cost"))
     assert errors and message in str(errors[0]) and str(errors[0]).startswith("processors::genai_cost::prices::0")
+
+
+def test_unpriced_labels_and_warnings_stay_bounded(caplog):
+    telemetry = Telemetry()
+    processor = make_processor("genai_cost", telemetry=telemetry)
+    spans = [make_span() for _ in range(260)]
+    for i, span in enumerate(spans):
+        span.genai = GenAI(response_model=f"random-{i}", input_tokens=1, output_tokens=1)
+    with caplog.at_level(logging.WARNING):
+        run([processor], spans)
+    assert len(caplog.records) == 201  # 200 models named, then one line about the rest
+    assert telemetry.value("otelcol_processor_unpriced_spans", processor="genai_cost", model="_other") == 60
