@@ -61,8 +61,9 @@ class PriceConfig:
     cache_write_mtok: float | None = setting(None, min=0, doc="cache write (default: input price)")
     reasoning_mtok: float | None = setting(None, min=0, doc="reasoning output (default: output price)")
     request: float = setting(0.0, min=0, doc="USD per request")
-    effective_from: str | None = setting(None, doc="ISO date or datetime (UTC if no zone) from which "
-                                                   "this price applies")
+    # Any: YAML turns an unquoted 2025-06-01 into a date; validate() accepts that and ISO strings
+    effective_from: Any = setting(None, doc="ISO date or datetime (UTC if no zone) from which "
+                                            "this price applies")
 
     def validate(self) -> list[ConfigError]:
         problems = []
@@ -76,7 +77,7 @@ class PriceConfig:
         if self.effective_from is not None:
             try:
                 _parse_effective(self.effective_from)
-            except ValueError:
+            except (ValueError, TypeError):
                 problems.append(ConfigError("effective_from", f"invalid date {self.effective_from!r} "
                                                               "(expected e.g. 2025-06-01 or 2025-06-01T12:00:00Z)"))
         return problems
@@ -92,13 +93,18 @@ class GenAICostConfig:
     builtin_prices: bool = setting(True, doc="use the genai-prices tables shipped in its wheel")
 
 
-def _parse_effective(text: str) -> int:
-    """ISO date/datetime -> epoch ns (naive means UTC)."""
-    text = text.strip()
-    if len(text) == 10:
-        moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
+def _parse_effective(value: Any) -> int:
+    """ISO date/datetime string, or a YAML date/datetime -> epoch ns (naive means UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, datetime.min.time())
+    elif not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    elif len(value.strip()) == 10:
+        moment = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time())
     else:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp()) * 1_000_000_000

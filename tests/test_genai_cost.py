@@ -129,8 +129,16 @@ def test_user_prices_exact_and_regex_per_token_type():
     assert priced(other_provider, processor=processor).genai.cost_usd is None
 
 
-def test_effective_dates_switch_prices_and_fall_back_to_builtin_before():
-    processor = make_processor("genai_cost", USER_PRICES)
+@pytest.mark.parametrize("yaml_dates", [False, True], ids=["iso-strings", "yaml-dates"])
+def test_effective_dates_switch_prices_and_fall_back_to_builtin_before(yaml_dates):
+    import yaml
+
+    raw = USER_PRICES
+    if yaml_dates:  # unquoted dates in YAML arrive as date/datetime objects
+        raw = yaml.safe_load("prices:\n  - {model: gpt-4o, input_mtok: 2.0, output_mtok: 8.0, effective_from: 2025-06-01}\n"
+                             "  - {model: gpt-4o, input_mtok: 1.0, output_mtok: 4.0, "
+                             "effective_from: 2025-07-01T00:00:00Z}\n")
+    processor = make_processor("genai_cost", raw)
 
     def cost_at(iso: str) -> float:
         when = datetime.fromisoformat(iso).replace(tzinfo=timezone.utc)
@@ -195,6 +203,7 @@ def test_no_network_at_run_time(monkeypatch):
     ({"prices": [{"input_mtok": 1}]}, "exactly one of model, model_regex"),
     ({"prices": [{"model_regex": "(unclosed"}]}, "invalid regular expression"),
     ({"prices": [{"model": "a", "effective_from": "June"}]}, "invalid date"),
+    ({"prices": [{"model": "a", "effective_from": 20250601}]}, "invalid date"),
     ({"prices": [{"model": "a", "input_mtok": -1}]}, "must be >= 0"),
     ({"prices": [{"model": "a", "per_token": 1}]}, "unknown key"),
 ])
@@ -213,3 +222,14 @@ def test_unpriced_labels_and_warnings_stay_bounded(caplog):
         run([processor], spans)
     assert len(caplog.records) == 201  # 200 models named, then one line about the rest
     assert telemetry.value("otelcol_processor_unpriced_spans", processor="genai_cost", model="_other") == 60
+
+
+def test_the_readme_example_is_a_valid_config():
+    import yaml
+
+    from tests.conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("<!-- section:processors-genai -->", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])["processors"]
+    for type_name in ("genai_normalize", "genai_cost", "genai_token_rate"):
+        make_processor(type_name, example[type_name])  # asserts no config errors
