@@ -46,6 +46,7 @@ COST_DETAIL_PREFIX = "gen_ai.usage.cost_details."
 COST_SOURCE_ATTRIBUTE = "gen_ai.usage.cost_source"
 _MTOK = 1_000_000
 _MAX_UNPRICED_LABELS = 200  # distinct model labels on the unpriced counter; the rest share "_other"
+_RESOLUTIONS_PER_SECOND = 200  # new (provider, model) pairs looked up per second at most
 
 
 @dataclass
@@ -288,6 +289,7 @@ class _Builtin:
         self._by_price: dict[int, Rates] = {}
 
     def pricing(self, provider: str | None, model: str) -> _Pricing | None:
+        self._bound_snapshot_caches()
         for gp, ref in _model_candidates(provider, model):
             try:
                 _provider, info = self.snapshot.find_provider_model(ref, None, gp, None)
@@ -298,6 +300,14 @@ class _Builtin:
                     datetime.fromtimestamp(ns / 1e9, tz=timezone.utc))))
             return _Pricing(static=self._rates(info.prices))
         return None
+
+    def _bound_snapshot_caches(self) -> None:
+        """genai-prices memoises every lookup, misses included, without bound; we keep our own
+        cache, so its (private) ones are emptied when they grow past what real traffic needs."""
+        for name in ("_lookup_cache", "_provider_cache", "_provider_misses"):
+            memo = getattr(self.snapshot, name, None)
+            if memo is not None and len(memo) > 10_000:
+                memo.clear()
 
     def _rates(self, model_price: Any) -> Rates:
         rates = self._by_price.get(id(model_price))
@@ -342,6 +352,7 @@ class GenAICostProcessor:
         self._cache: dict[tuple[str | None, str | None, str | None], _Pricing] = {}
         self._lock = threading.Lock()
         self._unpriced_counters: dict[str, Any] = {}
+        self._budget_since, self._budget_left = 0.0, 0
         self.priced = ctx.counter("priced_spans", "GenAI spans given a cost")
 
     # -- resolution (once per provider + model) --
@@ -374,12 +385,25 @@ class GenAICostProcessor:
         key = (g.provider, g.response_model, g.request_model)
         pricing = self._cache.get(key)
         if pricing is None:
+            if not self._resolution_allowed():
+                return _UNPRICED  # not cached: priced once the budget allows
             with self._lock:
                 pricing = self._resolve(*key)
                 if len(self._cache) > 100_000:  # hostile cardinality: start over rather than grow
                     self._cache.clear()
                 self._cache[key] = pricing
         return pricing
+
+    def _resolution_allowed(self) -> bool:
+        """A new (provider, model) costs genai-prices lookups (~1 ms when unknown): a client sending
+        a new random model name on every span must not turn that into a denial of service."""
+        now = time.monotonic()
+        if now - self._budget_since >= 1.0:
+            self._budget_since, self._budget_left = now, _RESOLUTIONS_PER_SECOND
+        if self._budget_left <= 0:
+            return False
+        self._budget_left -= 1
+        return True
 
     def _unpriced(self, model: str, count: int) -> None:
         """Count unpriced spans by model; warn once per model so the user sees what to add.

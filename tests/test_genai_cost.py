@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -233,3 +234,20 @@ def test_the_readme_example_is_a_valid_config():
     example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])["processors"]
     for type_name in ("genai_normalize", "genai_cost", "genai_token_rate"):
         make_processor(type_name, example[type_name])  # asserts no config errors
+
+
+def test_new_model_lookups_are_rate_limited():
+    """A flood of random model names cannot make every span pay a genai-prices lookup."""
+    processor = make_processor("genai_cost")
+    spans = [make_span() for _ in range(450)]
+    for i, span in enumerate(spans):
+        span.genai = GenAI(provider="openai", response_model=f"random-{i}", input_tokens=1, output_tokens=1)
+    spans[-1].genai.response_model = "gpt-4o"  # past the budget: not priced in this second...
+    started = time.monotonic()
+    run([processor], spans)
+    if time.monotonic() - started < 1.0:
+        assert spans[-1].genai.cost_usd is None
+    time.sleep(1.0)
+    span = priced(GenAI(provider="openai", response_model="gpt-4o", input_tokens=1, output_tokens=1),
+                  processor=processor)
+    assert span.genai.cost_usd is not None  # ...but as soon as the budget refills
