@@ -67,9 +67,16 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
             if isinstance(item, str):
                 parts.append(_text_part(item))
             elif isinstance(item, dict):
+                kind = item.get("type", "text")
                 text = item.get("text", item.get("content"))
-                if isinstance(text, str) and item.get("type", "text") in ("text", "input_text", "output_text"):
+                if isinstance(text, str) and kind in ("text", "input_text", "output_text"):
                     parts.append(_text_part(text))
+                elif kind == "tool_use":  # Anthropic content blocks
+                    parts.append({"type": "tool_call", "id": item.get("id"), "name": item.get("name"),
+                                  "arguments": item.get("input")})
+                elif kind == "tool_result":
+                    parts.append({"type": "tool_call_response", "id": item.get("tool_use_id"),
+                                  "response": item.get("content")})
                 else:
                     parts.append({"type": str(item.get("type") or "unknown"),
                                   **{k: v for k, v in item.items() if k != "type"}})

@@ -303,3 +303,16 @@ def test_content_orjson_refuses_still_serialises():
     g = run([processor], [span])[0].genai
     assert g.input_messages == [{"role": "user", "parts": [{"type": "text", "content": '{"n":%d}' % 2**70}]}]
     assert json.loads(span.attributes["gen_ai.input.messages"]) == g.input_messages
+
+
+def test_anthropic_content_blocks_become_tool_parts():
+    g = normalize({"gen_ai.system": "anthropic", "gen_ai.prompt": json.dumps([
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me check."},
+                                          {"type": "tool_use", "id": "tu1", "name": "weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "-3C"}]},
+    ])})
+    assert g.input_messages == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Let me check."},
+                                        {"type": "tool_call", "id": "tu1", "name": "weather", "arguments": {"city": "Oslo"}}]},
+        {"role": "user", "parts": [{"type": "tool_call_response", "id": "tu1", "response": "-3C"}]},
+    ]
