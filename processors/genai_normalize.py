@@ -230,25 +230,24 @@ def _nested_parts(nested: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def _collect_flat(flat: dict[str, dict[int, dict[str, Any]]], key: str, value: Any) -> bool:
-    """File one flattened-message attribute under its message; False if malformed.
+def _flat_entry(key: str) -> tuple[Any, str, int, str] | None:
+    """Parse a flattened-message key once: ``(_FLAT, segment, message index, field)``.
 
     Every flattened form has the message index third: ``gen_ai.prompt.<i>.<field>``,
-    ``llm.input_messages.<i>.message.<field>``.  Nested fields (tool calls, content lists) go to the
-    message's ``"."`` entry so that the common flat message needs no nested parsing.
+    ``llm.input_messages.<i>.message.<field>``.  The parsed entry is remembered in the dispatch
+    table (up to ``_MAX_LEARNED_KEYS`` keys), so the next span with the same key pays one dict
+    lookup, like a known key.
     """
     pieces = key.split(".", 3)
     if len(pieces) != 4 or not pieces[2].isdigit():
-        return False
-    sub = pieces[3]
-    if sub.startswith("message."):
-        sub = sub[8:]
-    fields = flat.setdefault(pieces[1], {}).setdefault(int(pieces[2]), {})
-    if "." in sub:
-        fields.setdefault(".", {})[sub] = value
-    else:
-        fields[sub] = value
-    return True
+        return None
+    sub = pieces[3][8:] if pieces[3].startswith("message.") else pieces[3]
+    entry = (_FLAT, pieces[1], int(pieces[2]), sub)
+    global _learned_keys
+    if _learned_keys < _MAX_LEARNED_KEYS:
+        _learned_keys += 1
+        _DISPATCH[key] = entry
+    return entry
 
 
 def _event_messages(span: Span) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -366,6 +365,9 @@ _DISPATCH: dict[str, tuple[Callable[[Any], Any], str, int, bool]] = {
 # with ``messages: false`` the message keys are simply not looked at
 _DISPATCH_NO_MESSAGES = {k: v for k, v in _DISPATCH.items() if v[1] not in _MESSAGE_FIELDS}
 _GENAI_NAMESPACES = ("gen_ai.", "llm.")
+_FLAT = object()  # converter slot of a learned flattened-message key
+_MAX_LEARNED_KEYS = 20_000
+_learned_keys = 0
 _FLAT_PRECEDENCE = 2  # flattened messages rank after structured ones, before legacy JSON blobs
 _ABSOLUTE_TTFT_PRECEDENCE = ATTRIBUTE_MAP["langfuse.observation.completion_start_time"][2]
 _LANGFUSE_USAGE = {"input": "input_tokens", "output": "output_tokens",
@@ -392,14 +394,25 @@ def normalize_span(span: Span, parse_messages: bool = True, stats: _Stats | None
     for key, value in span.attributes.items():
         entry = dispatch_get(key)
         if entry is None:
-            if key.startswith(_GENAI_NAMESPACES):  # any gen_ai.* / llm.* key marks a GenAI span
-                is_genai = True
-                if parse_messages and key.startswith(FLAT_MESSAGE_PREFIXES):
-                    if flat is None:
-                        flat = {}
-                    _collect_flat(flat, key, value)
-            continue
+            if not key.startswith(_GENAI_NAMESPACES):
+                continue
+            is_genai = True  # any gen_ai.* / llm.* key marks a GenAI span
+            if not parse_messages or not key.startswith(FLAT_MESSAGE_PREFIXES):
+                continue
+            entry = _flat_entry(key)
+            if entry is None:
+                continue
         convert, field, prio, signal = entry
+        if convert is _FLAT:  # a flattened message field: (segment, message index, field name)
+            is_genai = True
+            if flat is None:
+                flat = {}
+            fields = flat.setdefault(field, {}).setdefault(prio, {})
+            if "." in signal:  # nested (tool calls, content lists): parsed only when present
+                fields.setdefault(".", {})[signal] = value
+            else:
+                fields[signal] = value
+            continue
         current = prios.get(field)
         if current is not None and current <= prio:
             continue
