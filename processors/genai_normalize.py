@@ -119,6 +119,14 @@ def _loads(text: str) -> Any:
         return None
 
 
+def _looks_like_json(text: str) -> bool:
+    """An array or object, judged by the first character (no copy of a long prompt)."""
+    first = text[:1]
+    if first == "[" or first == "{":
+        return True
+    return first.isspace() and text.lstrip()[:1] in ("[", "{")
+
+
 def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] | None:
     """Messages from an attribute value: structured list, JSON string, or plain text.
 
@@ -126,8 +134,7 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
     prompts that way.
     """
     if isinstance(value, str):
-        stripped = value.lstrip()
-        parsed = _loads(value) if stripped[:1] in ("[", "{") else None
+        parsed = _loads(value) if _looks_like_json(value) else None
         if parsed is None:
             return [{"role": default_role, "parts": [_text_part(value)]}] if value else None
         value = parsed
@@ -152,7 +159,7 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
 def _parts_value(value: Any) -> list[dict[str, Any]] | None:
     """``gen_ai.system_instructions``: a list of parts (or a JSON string of one)."""
     if isinstance(value, str):
-        parsed = _loads(value) if value.lstrip()[:1] in ("[", "{") else None
+        parsed = _loads(value) if _looks_like_json(value) else None
         if parsed is None:
             return [_text_part(value)] if value else None
         value = parsed
@@ -320,8 +327,8 @@ def _seconds_to_ms(value: Any) -> float | None:
 def _finish(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [value] if value else None
-    if isinstance(value, list):
-        return [str(v) for v in value] or None
+    if type(value) is list:  # a fresh list decoded for this span: no copy needed
+        return value or None
     return None
 
 
