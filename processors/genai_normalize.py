@@ -468,8 +468,8 @@ def _build(span: Span, values: dict[str, Any], prios: dict[str, int], flat: dict
             g.ttft_ms = delta / 1e6 if span.start_time_unix_nano and delta >= 0 else None
         else:
             g.ttft_ms = ttft
-    if g.error_type is None and span.status_code == STATUS_ERROR:
-        g.error_type = _exception_type(span) or "_OTHER"
+    if g.error_type is not None or span.status_code == STATUS_ERROR:
+        g.error_type = _error_type(span, g.error_type)
     if parse_messages:
         _fill_messages(g, span, values, prios, flat, event_in, event_out)
     if g.request_model is None:
@@ -496,6 +496,18 @@ def _fill_tokens(g: GenAI, values: dict[str, Any]) -> None:
             g.input_tokens = total - g.output_tokens
         elif g.output_tokens is None and g.input_tokens is not None and total >= g.input_tokens:
             g.output_tokens = total - g.input_tokens
+
+
+def _error_type(span: Span, reported: str | None) -> str:
+    """One name per error whatever the dialect: the fully qualified exception class when the span
+    has an ``exception`` event that agrees (``InternalServerError`` ->
+    ``openai.InternalServerError``), without the ``<class '...'>`` wrapping some SDKs send."""
+    if reported is not None and reported.startswith("<class '") and reported.endswith("'>"):
+        reported = reported[8:-2]
+    exception = _exception_type(span) if span.events else None
+    if exception and (reported is None or exception.endswith("." + reported)):
+        return exception
+    return reported or "_OTHER"
 
 
 def _exception_type(span: Span) -> str | None:

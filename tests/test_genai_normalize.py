@@ -198,6 +198,11 @@ def test_error_type_from_status_and_exception_event():
     assert g.error_type == "openai.RateLimitError"
     assert normalize({"gen_ai.operation.name": "chat"}, status_code=STATUS_ERROR).error_type == "_OTHER"
     assert normalize({"gen_ai.operation.name": "chat", "error.type": "timeout"}).error_type == "timeout"
+    assert normalize({"gen_ai.operation.name": "chat", "error.type": "<class 'httpx.ReadTimeout'>"}).error_type == (
+        "httpx.ReadTimeout")
+    assert normalize({"gen_ai.operation.name": "chat", "error.type": "RateLimitError"},
+                     [Event("exception", START_NS, {"exception.type": "openai.RateLimitError"})],
+                     status_code=STATUS_ERROR).error_type == "openai.RateLimitError"
 
 
 def test_total_tokens_fill_the_missing_side():
