@@ -5,4 +5,5 @@ from collector.component import Registry
 PROCESSORS = Registry("processor", {
     "batch": "processors.batch",
     "memory_limiter": "processors.memory_limiter",
+    "redaction": "processors.redaction",
 })
