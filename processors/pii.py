@@ -51,7 +51,7 @@ SCREENED_ENTITIES = frozenset(DEFAULT_ENTITIES)
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})  # need a spaCy NER model
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")  # presidio's default regions
 
-_CARD_MIN_DIGITS, _SSN_DIGITS, _PHONE_MIN_DIGITS, _IP_MIN_DIGITS = 12, 9, 4, 4
+_PHONE_MIN_DIGITS = 4  # shortest valid national number among the phone regions (DE); IPv4 has 4 too
 _WINDOW_BEFORE, _WINDOW_AFTER = 48, 40  # phone window margins, chars (extension "ext. 12345" fits)
 
 
@@ -80,6 +80,26 @@ def _has_digits(text: str) -> bool:
     if text.isascii():
         return bool(text.encode("ascii").translate(None, _NOT_DIGIT))
     return _DIGIT.search(text) is not None
+
+
+_NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+                 "voip", "pager", "uan", "voicemail")
+
+
+def _number_type_descs(metadata) -> list:
+    """The number-type descriptions phonenumbers' ``is_valid_number`` can accept a number by."""
+    descs = (getattr(metadata, name, None) for name in _NUMBER_TYPES)
+    return [d for d in descs if d is not None and d.national_number_pattern]
+
+
+def _compiled_patterns(recognizers) -> list[re.Pattern] | None:
+    """The recognizers' regexes compiled with ``re`` and presidio's flags (None if one is
+    written for the ``regex`` module only: the caller then screens by digit count alone)."""
+    try:
+        return [re.compile(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+                for rec in recognizers for p in getattr(rec, "patterns", ())]
+    except re.error:
+        return None
 
 
 def _phone_lead_and_extension() -> tuple[frozenset[str], re.Pattern]:
@@ -319,6 +339,7 @@ class PiiEngine:
         self._region_rules = self._make_region_rules(self._phone)
         self._numeric_run = _numeric_run_re()
         self._lead_chars, self._extension = _phone_lead_and_extension()
+        self._run_patterns = {e: _compiled_patterns(self._by_entity.get(e, ())) for e in ("CREDIT_CARD", "US_SSN", "IP_ADDRESS")}
         self._custom = [(re.compile(c.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE),
                          [r for r in recognizers if r.name == (c.name or f"custom_{i}_{c.entity}")])
                         for i, c in enumerate(custom)]
@@ -327,6 +348,7 @@ class PiiEngine:
             r for e in self.entities if e not in screened for r in self._by_entity.get(e, [])
             if isinstance(r, PatternRecognizer)))
         self._ner = [e for e in self.entities if e in NER_ENTITIES] if nlp_model else []
+        self._screened_only = not (self._unscreened or self._ner or self._custom)
         self.unsupported = [e for e in self.entities if e not in self._by_entity and e not in self._ner]
         self._anonymizer = AnonymizerEngine()
         self._operators = {e: self._operator_config(e, operator_for(e), mask_char, hash_secret)
@@ -334,14 +356,15 @@ class PiiEngine:
         self._drop = frozenset(e for e in self._operators if operator_for(e) == "drop")
         self._texts = LruCache(cache_size)
         self._windows = LruCache(cache_size)
+        self._group_regions = LruCache(max(cache_size, 1024))
 
     # -- configuration helpers ------------------------------------------------------------------
 
     @staticmethod
     def _make_region_rules(phone) -> list[tuple[str, re.Pattern, re.Pattern | None, re.Pattern | None]]:
-        """Per phone region: the national number pattern a valid number must match (any region of
-        its country code: validity is decided over all of them, e.g. the 25 regions of +1), and
-        the national and international prefixes parsing may strip."""
+        """Per phone region: the national number patterns of every number type (a valid number
+        matches one, in some region of its country code: validity is decided over all of them, e.g.
+        the 25 regions of +1), and the national and international prefixes parsing may strip."""
         if phone is None:
             return []
         import phonenumbers
@@ -350,11 +373,11 @@ class PiiEngine:
         rules = []
         for region in phone.supported_regions:
             md = PhoneMetadata.metadata_for_region(region)
-            siblings = phonenumbers.region_codes_for_country_code(md.country_code)
-            general = "|".join(f"(?:{PhoneMetadata.metadata_for_region(r).general_desc.national_number_pattern})"
-                               for r in siblings)
+            patterns = [desc.national_number_pattern
+                        for sibling in phonenumbers.region_codes_for_country_code(md.country_code)
+                        for desc in _number_type_descs(PhoneMetadata.metadata_for_region(sibling))]
             national = md.national_prefix_for_parsing or md.national_prefix
-            rules.append((region, re.compile(general),
+            rules.append((region, re.compile("|".join(f"(?:{p})" for p in patterns)),
                           re.compile(national) if national else None,
                           re.compile(md.international_prefix) if md.international_prefix else None))
         return rules
@@ -394,14 +417,13 @@ class PiiEngine:
         wanted = self._by_entity
         results: list = []
         runs, iban = self._numeric_runs(text) if _has_digits(text) else ((), False)
-        most = max((r[2] for r in runs), default=0)
         checks = (
             ("EMAIL_ADDRESS", "@" in text),
-            ("CREDIT_CARD", most >= _CARD_MIN_DIGITS),
-            ("US_SSN", most >= _SSN_DIGITS),
+            ("CREDIT_CARD", self._runs_match("CREDIT_CARD", runs)),
+            ("US_SSN", self._runs_match("US_SSN", runs)),
             ("IBAN_CODE", iban),
             ("IP_ADDRESS", (":" in text and _IPV6_SCREEN.search(text) is not None)
-             or any(n >= _IP_MIN_DIGITS and "." in run for _, _, n, run in runs)),
+             or self._runs_match("IP_ADDRESS", runs)),
         )
         for entity, possible in checks:
             if possible and entity in wanted:
@@ -417,6 +439,15 @@ class PiiEngine:
         for rec in self._unscreened:
             results += rec.analyze(text, rec.supported_entities, None)
         return results
+
+    def _runs_match(self, entity: str, runs) -> bool:
+        """Whether one of the entity's own patterns matches inside a numeric run.  Every match in
+        the text lies inside one run, and a run boundary is a word boundary at least wherever the
+        text had one, so this never says no when the recognizer would say yes."""
+        patterns = self._run_patterns.get(entity)
+        if patterns is None:
+            return bool(runs)
+        return any(p.search(run) for _, _, _, run in runs for p in patterns)
 
     def _numeric_runs(self, text: str) -> tuple[list[tuple[int, int, int, str]], bool]:
         """Numeric runs of >= 4 digits as (start, end, digits, run), and whether an IBAN may start
@@ -510,14 +541,24 @@ class PiiEngine:
             for i in range(len(blocks)):
                 for j in range(i + 1, len(blocks) + 1):
                     group = "".join(blocks[i:j])
-                    groups.add(group if group.isascii() else _ascii_digits(group))
-        return [region for region, general, national, international in self._region_rules
-                if any(_plausible(g, general, national, international) for g in groups)]
+                    if len(group) >= _PHONE_MIN_DIGITS:
+                        groups.add(group if group.isascii() else _ascii_digits(group))
+        plausible: set[str] = set()
+        for group in groups:
+            regions = self._group_regions.get(group)
+            if regions is None:
+                regions = frozenset(region for region, general, national, international in self._region_rules
+                                    if _plausible(group, general, national, international))
+                self._group_regions.put(group, regions)
+            plausible |= regions
+        return [region for region in self._phone.supported_regions if region in plausible]
 
     # -- replacement -------------------------------------------------------------------------------
 
     def redact(self, text: str) -> Outcome:
         """Redact one text (cached): replace/mask/hash each finding; ``drop`` asks to remove it."""
+        if self._screened_only and "@" not in text and ":" not in text and not _has_digits(text):
+            return CLEAN  # no default recognizer can match: no digit, "@" or ":"
         cached = self._texts.get(text)
         if cached is not None:
             return cached
