@@ -286,9 +286,29 @@ def _make_recognizers(entities: Iterable[str], custom: Iterable[CustomPattern], 
     return recognizers
 
 
+_LOWER_LEMMA = "genai_collector_lower_lemma"
+
+
+def _register_lower_lemma() -> None:
+    """A spaCy component giving each token its lower-cased text as lemma.  Presidio's context
+    enhancer compares lemmas with context words ("call" near a phone number raises its score); a
+    blank pipeline has no lemmas, so without this context would never count."""
+    from spacy.language import Language
+
+    if not Language.has_factory(_LOWER_LEMMA):
+        def lower_lemma(doc):
+            for token in doc:
+                token.lemma_ = token.lower_
+            return doc
+
+        Language.component(_LOWER_LEMMA, func=lower_lemma)
+
+
 def _make_nlp_engine(nlp_model: str):
     """Presidio's spaCy engine without its download-if-missing: blank English or a named model."""
     import spacy
+
+    _register_lower_lemma()
     from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
     class OfflineSpacyNlpEngine(SpacyNlpEngine):
@@ -299,7 +319,9 @@ def _make_nlp_engine(nlp_model: str):
                                      f"(pip install it, or remove nlp_model)")
                 self.nlp = {"en": spacy.load(nlp_model)}
             else:
-                self.nlp = {"en": spacy.blank("en")}
+                blank = spacy.blank("en")
+                blank.add_pipe(_LOWER_LEMMA)
+                self.nlp = {"en": blank}
 
     engine = OfflineSpacyNlpEngine(models=[{"lang_code": "en", "model_name": nlp_model or "blank"}],
                                    ner_model_configuration=NerModelConfiguration())
@@ -484,6 +506,7 @@ class PiiEngine:
                 if (s == 0 and ws > 0) or (e == len(window) and we < len(text)):
                     return self._phone.analyze(text, ["PHONE_NUMBER"], None)  # window too small
                 out.append(RecognizerResult("PHONE_NUMBER", s + ws, e + ws, score,
+                                            analysis_explanation=self._phone._get_analysis_explanation("any"),
                                             recognition_metadata={
                                                 RecognizerResult.RECOGNIZER_NAME_KEY: self._phone.name,
                                                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self._phone.id}))
