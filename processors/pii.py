@@ -5,29 +5,36 @@ clean 450-char text and 8-10 ms for a PII-heavy one (the phone recognizer, pure-
 ``phonenumbers`` run for 8 regions, is most of it) -- a few hundred spans/s.  The same recognizers
 give the same answers much faster when each one only runs where it could possibly match:
 
-1. **Exact screens.**  Every default entity has a necessary condition that one C-level scan checks:
-   an e-mail needs ``@``; a card 12+ digits, an SSN 9, a phone 4 (the shortest valid national
-   number among the phone regions, German) and an IPv4 address 4 digits with dots -- all inside one
-   "numeric run" (digits joined by at most 4 of phonenumbers' own punctuation characters); an IBAN
-   two letters and two digits followed by two 4-character groups; an IPv6 address ``::`` or seven
-   hex groups.  A text that fails every screen is clean without running any recognizer; that is
-   most content.  Screens are supersets of the recognizers' patterns, so they never cost recall
-   (``tests/test_redaction.py`` checks this with generated texts).
-2. **Recognizers called directly**, only those whose screen fired, pattern recognizers on the text,
-   the phone recognizer only on a small window around each numeric run, only for the regions whose
-   shortest valid number fits in the run, and it stops trying regions once every character of the
-   run is already covered (another region can only match inside a run).
-3. **Caches.**  Whole texts (system prompts and tool schemas repeat on every call) and phone windows
-   (dates, prices and versions repeat) are kept in bounded LRU caches.
+1. **Exact screens.**  Text with no digit, no ``@`` and no IPv6-like colons cannot hold a default
+   entity: that is decided in about a microsecond (a bytes ``translate`` for ASCII text) and is
+   most content.  Otherwise one scan finds the "numeric runs" (digits joined by at most 4 of
+   phonenumbers' own punctuation characters: every card, SSN, IPv4 address and phone number lies
+   inside one), and each recognizer runs only if its own regexes match inside a run (cards, SSNs,
+   IPv4), two letters precede a run (IBAN), the text has ``@`` (e-mail) or ``::``-like colons
+   (IPv6).  Screens are supersets, so they never cost recall: the tests check it against
+   presidio's full engine on generated texts.
+2. **Phone numbers on small windows, few regions.**  The phone recognizer runs on a window just
+   around each run (plus the lead characters and extension phonenumbers' candidate pattern allows
+   and one character either side, which its VALID leniency looks at), only for the regions where
+   some digit group of the run matches a number-type pattern of the region (a valid number must),
+   and it stops once the runs are covered.  A run already inside a card, IBAN, SSN or IP finding is
+   skipped: a phone match there would only change the placeholder's label.  A match touching a
+   window edge makes the whole text go through the recognizer instead.
+3. **Caches.**  Whole texts (system prompts repeat on every call), phone windows (dates, prices,
+   versions repeat) and per-digit-group region verdicts sit in bounded LRU caches.
+4. **Replacement in-process** when findings do not overlap (nearly always): the same output as
+   presidio-anonymizer's replace/mask/custom operators at a fraction of its per-call cost;
+   overlapping findings still go through presidio-anonymizer's conflict resolution.
 
-Context words only raise scores; they are computed (presidio's own enhancer over a blank spaCy
-pipeline) only when a result is below ``score_threshold``.  Presidio's card pattern misses
-Mastercard 2-series (2221-2720) and some other schemes, so :class:`AnyCardRecognizer` adds
-Luhn-valid numbers of every major scheme.
+Context words only raise scores; they are applied (presidio's own enhancer) only when a finding is
+below ``score_threshold``.  A blank pipeline has no lemmas, so a tiny component copies each token's
+lower-cased text into its lemma for the enhancer to compare.  Presidio's card pattern misses
+Mastercard 2-series (2221-2720) and other schemes, so ``AnyCardRecognizer`` adds Luhn-valid numbers
+in the IIN ranges of every major scheme.
 
 Everything here is offline: the NLP engine is ``spacy.blank("en")`` unless ``nlp_model`` names an
-installed spaCy model, and the e-mail recognizer uses tldextract's bundled public-suffix snapshot
-instead of downloading the list at first use.
+installed spaCy model (never downloaded), and the e-mail recognizer validates domains with
+tldextract's bundled public-suffix snapshot instead of fetching the list at first use.
 """
 
 from __future__ import annotations
@@ -465,7 +472,8 @@ class PiiEngine:
                 for rec in wanted[entity]:
                     results += rec.analyze(text, [entity], None)
         if runs and self._phone is not None:
-            covered = [r for r in results if r.score >= self.threshold and r.score >= self._phone.SCORE]
+            covered = [r for r in results if r.score >= max(self.threshold, self._phone.SCORE)
+                       and text[r.start:r.end] not in self.allow]
             results += self._phone_results(text, runs, covered)
         for pattern, recs in self._custom:
             if pattern.search(text):
