@@ -203,7 +203,10 @@ class LruCache:
     def get(self, key: Any) -> Any:
         value = self._data.get(key)
         if value is not None:
-            self._data.move_to_end(key)
+            try:
+                self._data.move_to_end(key)
+            except KeyError:  # evicted meanwhile by another pipeline's thread sharing this instance
+                pass
         return value
 
     def put(self, key: Any, value: Any) -> None:
@@ -211,7 +214,10 @@ class LruCache:
             return
         self._data[key] = value
         if len(self._data) > self.size:
-            self._data.popitem(last=False)
+            try:
+                self._data.popitem(last=False)
+            except KeyError:
+                pass
 
     def __len__(self) -> int:
         return len(self._data)

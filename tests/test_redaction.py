@@ -415,3 +415,14 @@ def test_replacement_equals_presidio_anonymizer(operator):
 
     both = [Finding("PHONE_NUMBER", 5, 17, 0.4), Finding("US_SSN", 9, 21, 0.5)]
     assert engine._replace(overlapping, both) == engine._anonymize(overlapping, both)
+
+
+def test_nlp_model_from_a_path_serves_ner_entities(tmp_path):
+    """A named model is loaded (here a saved pipeline directory; real use: en_core_web_lg & co),
+    never downloaded; NER entities then go through presidio's engine with it."""
+    import spacy
+
+    spacy.blank("en").to_disk(tmp_path / "model")
+    p = make({"nlp_model": str(tmp_path / "model"), "entities": ["PERSON", "EMAIL_ADDRESS"]})
+    assert p.engine._ner == ["PERSON"]
+    assert p.engine.redact("write to a.b@example.com").text == "write to <EMAIL_ADDRESS>"
