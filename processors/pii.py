@@ -78,6 +78,7 @@ _MAX_NATIONAL_PREFIX = 6  # longest national prefix (with carrier code) of the p
 # Every IPv6 form presidio matches has two colons at most 4 hex digits apart ("::" or 8 groups);
 # starting at a literal ":" keeps the scan fast.
 _IPV6_SCREEN = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
+_RUN_ENTITIES = ("CREDIT_CARD", "US_SSN", "IP_ADDRESS")  # patterns of digits and separators only
 _MAX_LEAD = 10  # phonenumbers' candidate may start with up to 2 x (lead char + 4 punctuation)
 _NOT_DIGIT = bytes(b for b in range(256) if not 48 <= b <= 57)
 
@@ -374,7 +375,7 @@ class PiiEngine:
         self._region_rules = self._make_region_rules(self._phone)
         self._numeric_run = _numeric_run_re()
         self._lead_chars, self._extension = _phone_lead_and_extension()
-        self._run_patterns = {e: _compiled_patterns(self._by_entity.get(e, ())) for e in ("CREDIT_CARD", "US_SSN", "IP_ADDRESS")}
+        self._run_patterns = {e: _compiled_patterns(self._by_entity.get(e, ())) for e in _RUN_ENTITIES}
         self._custom = [(re.compile(c.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE),
                          [r for r in recognizers if r.name == (c.name or f"custom_{i}_{c.entity}")])
                         for i, c in enumerate(custom)]
@@ -461,22 +462,20 @@ class PiiEngine:
                 if text[r.start:r.end] not in self.allow]
 
     def _raw_results(self, text: str) -> list:
-        """Run each recognizer whose screen says it may match; phone on windows only."""
+        """Run each recognizer whose screen says it may match: e-mail and IBAN on the text, cards,
+        SSNs and IPv4 addresses on the numeric runs their patterns match, phones on windows."""
         wanted = self._by_entity
         results: list = []
         runs, iban = self._numeric_runs(text) if _has_digits(text) else ((), False)
-        checks = (
-            ("EMAIL_ADDRESS", "@" in text),
-            ("CREDIT_CARD", self._runs_match("CREDIT_CARD", runs)),
-            ("US_SSN", self._runs_match("US_SSN", runs)),
-            ("IBAN_CODE", iban),
-            ("IP_ADDRESS", (":" in text and _IPV6_SCREEN.search(text) is not None)
-             or self._runs_match("IP_ADDRESS", runs)),
-        )
-        for entity, possible in checks:
+        whole = (("EMAIL_ADDRESS", "@" in text), ("IBAN_CODE", iban),
+                 ("IP_ADDRESS", ":" in text and _IPV6_SCREEN.search(text) is not None))
+        for entity, possible in whole:
             if possible and entity in wanted:
                 for rec in wanted[entity]:
                     results += rec.analyze(text, [entity], None)
+        for entity in _RUN_ENTITIES:
+            if runs and entity in wanted and not (entity == "IP_ADDRESS" and whole[2][1]):
+                results += self._on_runs(text, entity, runs)
         if runs and self._phone is not None:
             covered = [r for r in results if r.score >= max(self.threshold, self._phone.SCORE)
                        and text[r.start:r.end] not in self.allow]
@@ -489,14 +488,24 @@ class PiiEngine:
             results += rec.analyze(text, rec.supported_entities, None)
         return results
 
-    def _runs_match(self, entity: str, runs) -> bool:
-        """Whether one of the entity's own patterns matches inside a numeric run.  Every match in
-        the text lies inside one run, and a run boundary is a word boundary at least wherever the
-        text had one, so this never says no when the recognizer would say yes."""
+    def _on_runs(self, text: str, entity: str, runs) -> list:
+        """The entity's recognizers on each run one of their own patterns matches, with one
+        character of context either side.  Their matches consist of digits and separators only,
+        so each lies inside one run, and ``\\b`` or a one-character look-behind sees the same
+        neighbours as in the whole text: the results are the whole-text results."""
         patterns = self._run_patterns.get(entity)
-        if patterns is None:
-            return bool(runs)
-        return any(p.search(run) for _, _, _, run in runs for p in patterns)
+        out = []
+        for s, e, _, run in runs:
+            if patterns is not None and not any(p.search(run) for p in patterns):
+                continue
+            ws = max(0, s - 1)
+            window = text[ws:e + 1]
+            for rec in self._by_entity[entity]:
+                for r in rec.analyze(window, [entity], None):
+                    r.start += ws
+                    r.end += ws
+                    out.append(r)
+        return out
 
     def _numeric_runs(self, text: str) -> tuple[list[tuple[int, int, int, str]], bool]:
         """Numeric runs of >= 4 digits as (start, end, digits, run), and whether an IBAN may start
