@@ -173,10 +173,11 @@ def test_cards_of_every_major_scheme_and_not_luhn_invalid(default):
     assert default.engine.redact("order 2223003122003223 shipped").text is None  # Luhn fails
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["555", "0", "1", "12", "123", "4111", "2024", "-", " ", ".", "(", ")", "+",
                                  "+1", "+44", "@", "a", "x", "GB", "ab", "::", ":", "fe80", "ext. ", "\n",
-                                 "９", "00", "311", "0170", "bob@ex.com", "10.0", "2223"]),
+                                 "９", "00", "311", "0170", "bob@ex.com", "10.0", "2223", "\u00a0", "\t",
+                                 "a.b", "x@y", "-c@d.io"]),
                 max_size=14).map("".join))
 def test_screens_never_hide_what_presidio_finds(default, text):
     """Whatever presidio's full engine finds, our output redacts (screens are supersets)."""
