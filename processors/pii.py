@@ -144,10 +144,15 @@ def _ascii_digits(text: str) -> str:
     return "".join(str(unicodedata.digit(ch, 0)) for ch in text)
 
 
-def _plausible(digits: str, general: re.Pattern, national: re.Pattern | None,
-               international: re.Pattern | None) -> bool:
-    """Whether ``digits`` could parse to a valid number of a region (see ``_plausible_regions``)."""
+def _plausible(digits: str, rule: tuple) -> bool:
+    """Whether ``digits`` could parse to a valid number of a region (see ``_plausible_regions``):
+    as a national number, after a national prefix, after the region's own country code (parsing
+    strips a leading "55" in Brazil, as if "+55" was written), or as an international call."""
+    _, general, national, international, country_code = rule
     if general.fullmatch(digits) or (international is not None and international.match(digits)):
+        return True
+    skip = len(country_code) if digits.startswith(country_code) else 0
+    if skip and any(general.fullmatch(digits, skip + k) for k in range(0, _MAX_NATIONAL_PREFIX + 1)):
         return True
     if national is not None and national.match(digits):
         return any(general.fullmatch(digits, k) for k in range(1, min(_MAX_NATIONAL_PREFIX, len(digits)) + 1))
@@ -414,7 +419,7 @@ class PiiEngine:
     # -- configuration helpers ------------------------------------------------------------------
 
     @staticmethod
-    def _make_region_rules(phone) -> list[tuple[str, re.Pattern, re.Pattern | None, re.Pattern | None]]:
+    def _make_region_rules(phone) -> list[tuple[str, re.Pattern, re.Pattern | None, re.Pattern | None, str]]:
         """Per phone region: the national number patterns of every number type (a valid number
         matches one, in some region of its country code: validity is decided over all of them, e.g.
         the 25 regions of +1), and the national and international prefixes parsing may strip."""
@@ -432,7 +437,8 @@ class PiiEngine:
             national = md.national_prefix_for_parsing or md.national_prefix
             rules.append((region, re.compile("|".join(f"(?:{p})" for p in patterns)),
                           re.compile(national) if national else None,
-                          re.compile(md.international_prefix) if md.international_prefix else None))
+                          re.compile(md.international_prefix) if md.international_prefix else None,
+                          str(md.country_code)))
         return rules
 
     @staticmethod
@@ -626,8 +632,7 @@ class PiiEngine:
         for group in groups:
             regions = self._group_regions.get(group)
             if regions is None:
-                regions = frozenset(region for region, general, national, international in self._region_rules
-                                    if _plausible(group, general, national, international))
+                regions = frozenset(rule[0] for rule in self._region_rules if _plausible(group, rule))
                 self._group_regions.put(group, regions)
             plausible |= regions
         return [region for region in self._phone.supported_regions if region in plausible]
