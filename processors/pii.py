@@ -9,15 +9,18 @@ give the same answers much faster when each one only runs where it could possibl
    entity: that is decided in about a microsecond (a bytes ``translate`` for ASCII text) and is
    most content.  Otherwise one scan finds the "numeric runs" (digits joined by at most 4 of
    phonenumbers' own punctuation characters: every card, SSN, IPv4 address and phone number lies
-   inside one), and each recognizer runs only if its own regexes match inside a run (cards, SSNs,
-   IPv4), two letters precede a run (IBAN), the text has ``@`` (e-mail) or ``::``-like colons
-   (IPv6).  Screens are supersets, so they never cost recall: the tests check it against
-   presidio's full engine on generated texts.
+   inside one).  Card, SSN and IPv4 recognizers run only on the runs one of their own regexes
+   matches, with one character either side (``\\b`` sees the same neighbours, so the results are
+   the whole-text results); the e-mail recognizer only on the whitespace-delimited tokens holding
+   an ``@``; IBAN only when two letters precede a run; IPv6 only with ``::``-like colons.  Screens
+   are supersets, so they never cost recall: the tests check it against presidio's full engine on
+   generated texts.
 2. **Phone numbers on small windows, few regions.**  The phone recognizer runs on a window just
    around each run (plus the lead characters and extension phonenumbers' candidate pattern allows
    and one character either side, which its VALID leniency looks at), only for the regions where
-   some digit group of the run matches a number-type pattern of the region (a valid number must),
-   and it stops once the runs are covered.  A run already inside a card, IBAN, SSN or IP finding is
+   some digit group of the run could be valid there (matches a number-type pattern of the region
+   after stripping a national prefix, the region's country code or an international prefix), and
+   it stops once the runs are covered.  A run already inside a card, IBAN, SSN or IP finding is
    skipped: a phone match there would only change the placeholder's label.  A match touching a
    window edge makes the whole text go through the recognizer instead.
 3. **Caches.**  Whole texts (system prompts repeat on every call), phone windows (dates, prices,
