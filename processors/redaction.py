@@ -324,20 +324,15 @@ class RedactionProcessor:
                 stats.add(label, outcome.count, outcome.types)
                 return _DROP if outcome.drop else outcome.text
             return value
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                new = self._walk(item, stats, label)
-                if new is _DROP:
-                    return _DROP
-                value[i] = new
-            return value
-        if isinstance(value, dict):
-            for k, item in value.items():
+        if isinstance(value, (list, dict)):
+            clean = self.engine.surely_clean
+            for k, item in (enumerate(value) if isinstance(value, list) else value.items()):
+                if item.__class__ is str and clean(item):
+                    continue  # the common leaf ("user", "text", plain prose): no call, no change
                 new = self._walk(item, stats, label)
                 if new is _DROP:
                     return _DROP
                 value[k] = new
-            return value
         return value
 
     def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
