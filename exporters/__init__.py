@@ -4,4 +4,6 @@ from collector.component import Registry
 
 EXPORTERS = Registry("exporter", {
     "debug": "exporters.debug",
+    "otlp": "exporters.otlp",
+    "otlphttp": "exporters.otlphttp",
 })

@@ -5,5 +5,7 @@ from collector.component import Registry
 PROCESSORS = Registry("processor", {
     "batch": "processors.batch",
     "memory_limiter": "processors.memory_limiter",
+    "genai_session": "processors.genai_session",
     "redaction": "processors.redaction",
+    "sampling": "processors.sampling",
 })
