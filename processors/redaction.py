@@ -59,6 +59,7 @@ _EVENT_METADATA = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.op
 _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
 _MAX_CACHED_CHARS = 65536
+_MAX_KEYS = 65536  # attribute keys whose classification is remembered
 
 
 def is_content_key(key: str) -> bool:
@@ -228,8 +229,8 @@ class RedactionProcessor:
             except Exception as exc:  # fail closed: never pass content we could not check
                 errors += 1
                 self._drop_content(span, stats)
-                if self._log:
-                    self._log.warning("redaction failed for %r, content dropped: %s", span, exc)
+                if self._log:  # the exception type only: its message may quote the content
+                    self._log.warning("redaction failed for %r, content dropped: %s", span, type(exc).__name__)
             total += stats.count
             self._summarize(span, stats)
         if self._redacted is not None:
@@ -254,6 +255,8 @@ class RedactionProcessor:
                 kind |= _BLOCKED
             if self._allowed and key not in self._allowed and not key.startswith(_SUMMARY_PREFIX):
                 kind |= _NOT_ALLOWED
+            if len(self._kinds) >= _MAX_KEYS:  # keys are few in practice; bound hostile ones
+                self._kinds.clear()
             self._kinds[key] = kind
         return kind
 
@@ -296,6 +299,8 @@ class RedactionProcessor:
         for key in list(attrs):
             match = self._resource_kinds.get(key)
             if match is None:
+                if len(self._resource_kinds) >= _MAX_KEYS:
+                    self._resource_kinds.clear()
                 match = self._resource_kinds[key] = any(p.search(key) for p in self._resource_patterns)
             if match:
                 self._redact_attribute(attrs, key, stats, "resource." + key)
