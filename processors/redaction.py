@@ -289,7 +289,7 @@ class RedactionProcessor:
             for name in _GENAI_CONTENT_FIELDS:
                 value = getattr(genai, name)
                 if value:
-                    new = self._walk(value, stats, "genai." + name)
+                    new = self._walk_structure(value, stats, "genai." + name)
                     setattr(genai, name, None if new is _DROP else new)
         for event in span.events:
             for key in list(event.attributes):
@@ -306,7 +306,11 @@ class RedactionProcessor:
                 self._redact_attribute(attrs, key, stats, "resource." + key)
 
     def _redact_attribute(self, attrs: dict[str, Any], key: str, stats: _Stats, label: str | None = None) -> None:
-        new = self._walk(attrs[key], stats, label or key, parse_json=True)
+        value = attrs[key]
+        if isinstance(value, (list, dict)):
+            new = self._walk_structure(value, stats, label or key)
+        else:
+            new = self._walk(value, stats, label or key, parse_json=True)
         if new is _DROP:
             del attrs[key]
         else:
@@ -339,6 +343,16 @@ class RedactionProcessor:
                     return _DROP
                 value[k] = new
         return value
+
+    def _walk_structure(self, value: list | dict, stats: _Stats, label: str) -> Any:
+        """:meth:`_walk` for a list/dict, skipped when its JSON encoding (one C call) is surely
+        clean: then no string in it can be either (structured messages are mostly prose)."""
+        try:
+            if self.engine.surely_clean(json.dumps(value)):
+                return value
+        except (TypeError, ValueError):  # bytes or other non-JSON values inside: walk it
+            pass
+        return self._walk(value, stats, label)
 
     def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
         """(redacted JSON string or _DROP, findings, types) of a JSON document, cached (system
