@@ -9,5 +9,6 @@ PROCESSORS = Registry("processor", {
     "genai_session": "processors.genai_session",
     "genai_cost": "processors.genai_cost",
     "genai_token_rate": "processors.genai_token_rate",
+    "redaction": "processors.redaction",
     "sampling": "processors.sampling",
 })
