@@ -10,7 +10,8 @@ queue.  The whole API::
     rec.seq, rec.payload
     q.ack(rec.seq)                                # consumed: never delivered again after restart
     q.close()                                     # saves the checkpoint; read() then returns None
-    q.disk_bytes, q.pending                       # bytes of segment files; records not yet acked
+    q.disk_bytes, q.pending, q.next_seq           # bytes of segment files; records not yet acked;
+                                                  # the seq the next append gets
 
 Guarantees:
 
@@ -242,6 +243,11 @@ class DiskQueue:
     @property
     def disk_bytes(self) -> int:
         return sum(self._sizes.values())
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next append gets; records below it existed when this was read."""
+        return self._next_seq
 
     @property
     def pending(self) -> int:
