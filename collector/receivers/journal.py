@@ -49,7 +49,10 @@ class IntakeJournal:
         self.cfg = cfg
         self.log = ctx.logger
         self.decode = decode
-        self.queue = DiskQueue(cfg.directory, max_bytes=cfg.max_size)
+        try:
+            self.queue = DiskQueue(cfg.directory, max_bytes=cfg.max_size)
+        except OSError as exc:
+            raise OSError(f"storage directory {cfg.directory!r}: {exc.strerror or exc}") from None
         self._replay_below = self.queue.next_seq  # records below were journaled by a previous run
         self._cache: dict[int, SpanBatch | None] = {}
         self._cache_bytes = 0
