@@ -104,3 +104,16 @@ def test_a_request_never_waits_longer_than_ack_timeout(tmp_path):
         assert span_keys(req) | span_keys(req2) <= set(_wait_stored(db, span_keys(req) | span_keys(req2), 15))
     finally:
         c.stop()
+
+
+def test_http_requests_beyond_max_concurrent_requests_get_429(tmp_path):
+    g, h = free_port(), free_port()
+    c = InProcessCollector(collector_yaml(str(tmp_path), g, h, http_extra="        max_concurrent_requests: 1",
+                                          exporter_extra="    delay: 500ms"))
+    try:
+        results = _concurrently(lambda i: http_post(h, make_request(1, 300 + i).SerializeToString()), 3)
+        statuses = sorted(status for status, _, _ in results)
+        assert statuses[0] == 200 and statuses[-1] == 429
+        assert http_post(h, make_request(1, 400).SerializeToString())[0] == 200
+    finally:
+        c.stop()

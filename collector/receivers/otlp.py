@@ -55,6 +55,7 @@ class HttpConfig:
     endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS)
     traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$")
     max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1)
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests handled at once; beyond, 429")
     tls: TlsConfig | None = None
     auth: AuthConfig | None = None
 
@@ -217,6 +218,9 @@ class _GrpcServer:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except PermanentError as exc:  # as the Collector: permanent means "do not retry this data"
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Exception:  # noqa: BLE001 - a bug must cost one request, not the server
+            self.ingest.log.exception("otlp grpc: unexpected error")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
         return response_bytes(decoded, as_json=False)
 
     def shutdown(self) -> None:
@@ -290,6 +294,7 @@ class _HttpServer:
         self.cfg = cfg
         self.ingest = ingest
         self.auth = BearerAuth(cfg.auth) if cfg.auth else None
+        self.slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
         self.port = 0
@@ -398,6 +403,16 @@ class _HttpServer:
                               {"Allow": "POST"})
         if ctype not in _CONTENT_TYPES:
             return self.reply(h, 415, _UNSUPPORTED_MEDIA, "text/plain")
+        if not self.slots.acquire(blocking=False):  # bounds the memory bodies in flight can take
+            h.close_connection = True
+            return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, "too many concurrent requests", as_json,
+                              {"Retry-After": "1"})
+        try:
+            self._ingest(h, as_json)
+        finally:
+            self.slots.release()
+
+    def _ingest(self, h: BaseHTTPRequestHandler, as_json: bool) -> None:
         try:
             body = self._read_body(h)
             if body is None:
