@@ -331,3 +331,19 @@ def test_malformed_http_and_abrupt_disconnects_do_not_hurt(collector):
             except OSError:
                 pass
     assert_serves(collector)
+
+
+def test_expect_100_continue_gets_413_before_an_oversized_body_is_sent(collector):
+    with socket.create_connection(("127.0.0.1", collector.http_port), timeout=5) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    req = make_request(1, next_seed(collector))
+    body = req.SerializeToString()
+    with socket.create_connection(("127.0.0.1", collector.http_port), timeout=5) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+        assert s.recv(4096).startswith(b"HTTP/1.1 100")
+        s.sendall(body)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    assert_serves(collector)
