@@ -56,6 +56,7 @@ class IntakeJournal:
         self._replay_below = self.queue.next_seq  # records below were journaled by a previous run
         self._cache: dict[int, SpanBatch | None] = {}
         self._cache_bytes = 0
+        self._fed_seq = -1  # the last seq the feeder looked up
         self._cache_cond = threading.Condition()
         self._pending: deque[tuple[int, list, int]] = deque()
         self._pending_cond = threading.Condition()
@@ -84,6 +85,8 @@ class IntakeJournal:
             self.log.error("intake journal: append failed: %s", exc)
             raise TimeoutError(f"intake journal write failed: {exc.strerror or exc}") from None
         with self._cache_cond:
+            if seq <= self._fed_seq:
+                return  # the feeder gave up waiting and decoded it from disk already
             keep = self._cache_bytes + batch.nbytes <= self.cfg.memory_cache
             self._cache[seq] = batch if keep else None
             self._cache_bytes += batch.nbytes if keep else 0
@@ -105,8 +108,9 @@ class IntakeJournal:
             while seq not in self._cache and seq >= self._replay_below:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
-                    return None
+                    break
                 self._cache_cond.wait(remaining)
+            self._fed_seq = seq  # a registration arriving after this is not waited for: dropped
             batch = self._cache.pop(seq, None)
             if batch is not None:
                 self._cache_bytes -= batch.nbytes
