@@ -2,9 +2,9 @@
 
 ``testsqlite`` is a durable exporter that commits (trace_id, span_id) rows to a SQLite file with
 ``synchronous=FULL`` and upserts like the real storage exporter (a re-delivered span bumps
-``deliveries`` instead of adding a row).  It is registered only in processes that import this
-module: ``python -m tests.receiver_helpers run --config F`` starts the collector with it.  To run
-the crash tests against the real storage exporter instead, change ``durable_exporter_config``.
+``deliveries`` instead of adding a row) and can be slowed down.  It is registered only in
+processes that import this module: ``python -m tests.receiver_helpers run --config F`` starts the
+collector with it.  The crash tests use the real ``sqlite`` exporter.
 """
 
 from __future__ import annotations
@@ -62,19 +62,26 @@ class TestSqliteExporter:
 FACTORY = Factory("testsqlite", TestSqliteConfig, lambda cfg, ctx: TestSqliteExporter(cfg))
 
 
-def durable_exporter_config(db_path: str) -> tuple[str, dict]:
-    """The durable exporter the end-to-end tests use: (id, config)."""
+def durable_exporter_config(db_path: str, real: bool = False) -> tuple[str, dict]:
+    """The durable exporter of a test config: (id, config).
+
+    ``real``: the project's ``sqlite`` storage exporter (the crash tests); otherwise ``testsqlite``,
+    which can be slowed down with ``delay`` (the overload tests).
+    """
+    if real:
+        return "sqlite", {"path": db_path, "synchronous": "FULL"}
     return "testsqlite", {"path": db_path}
 
 
 def stored_spans(db_path: str) -> dict[tuple[str, str], int]:
-    """(trace_id hex, span_id hex) -> deliveries, read from the test exporter's file."""
+    """(trace_id hex, span_id hex) -> rows holding that span, in either exporter's ``spans`` table."""
     if not os.path.exists(db_path):
         return {}
     db = sqlite3.connect(db_path, timeout=10)
     try:
-        return {(t, s): n for t, s, n in db.execute("SELECT trace_id, span_id, deliveries FROM spans")}
-    except sqlite3.OperationalError:
+        return {(t, s): n for t, s, n in
+                db.execute("SELECT trace_id, span_id, COUNT(*) FROM spans GROUP BY trace_id, span_id")}
+    except sqlite3.OperationalError:  # not created yet
         return {}
     finally:
         db.close()
@@ -167,9 +174,10 @@ if __name__ == "__main__":
 
 
 def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
-                   receiver_extra: str = "", exporter_extra: str = "", processors: str = "") -> str:
-    """A config with the otlp receiver on both protocols feeding the test durable exporter."""
-    exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"))
+                   receiver_extra: str = "", exporter_extra: str = "", processors: str = "",
+                   real_storage: bool = False) -> str:
+    """A config with the otlp receiver on both protocols feeding a durable exporter."""
+    exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"), real_storage)
     exporter_cfg = "\n".join(f"    {k}: {v}" for k, v in exporter_cfg.items())
     processors_section = ""
     processor_ids = []
