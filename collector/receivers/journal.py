@@ -13,6 +13,9 @@ Decoded spans of fresh requests are kept in memory (up to ``memory_cache`` bytes
 size) so the feeder does not decode twice; beyond that, and on replay, it decodes from disk.  So
 the journal can buffer far more than memory while an exporter is down, up to ``max_size``, after
 which requests are refused with backpressure.
+
+The consumer must offer ``submit(batch) -> [Ticket]`` (``collector.pipeline.Fanout`` does): the
+feeder hands over without waiting, and the acker waits on the tickets in order.
 """
 
 from __future__ import annotations
