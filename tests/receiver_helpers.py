@@ -9,6 +9,7 @@ collector with it.  The crash tests use the real ``sqlite`` exporter.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sqlite3
@@ -104,6 +105,20 @@ def make_request(n: int, seed: int, name: str = "op") -> ExportTraceServiceReque
         span.end_time_unix_nano = 1_700_000_000_500_000_000
         span.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o"
     return req
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> dict:
+    """The request as OTLP/JSON: protobuf's JSON mapping with hex ids instead of base64."""
+    from google.protobuf import json_format
+
+    data = json_format.MessageToDict(req)
+    for rs in data.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return data
 
 
 def span_keys(req: ExportTraceServiceRequest) -> set[tuple[str, str]]:

@@ -18,8 +18,8 @@ import grpc
 import pytest
 
 from collector.diskqueue import DiskQueue
-from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, span_keys,
-                                    start_collector, stored_spans)
+from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, otlp_json,
+                                    span_keys, start_collector, stored_spans)
 from tests.test_receiver_protocol import EXPORT, grpc_export, http_post
 
 
@@ -180,5 +180,29 @@ def test_full_journal_answers_with_backpressure_then_recovers(tmp_path):
         while http_post(h, make_request(1, 99).SerializeToString())[0] != 200:
             assert time.monotonic() < deadline, "the journal never freed space"
             time.sleep(0.2)
+    finally:
+        c.stop()
+
+
+def test_journal_feeds_from_disk_when_nothing_is_cached(tmp_path):
+    """``memory_cache: 0``: every request is decoded again from its journal record (JSON and protobuf),
+    with the same partial-success outcome as at intake (the path a replay takes)."""
+    import json
+
+    g, h = free_port(), free_port()
+    db = f"{tmp_path}/spans.sqlite"
+    c = InProcessCollector(collector_yaml(str(tmp_path), g, h,
+                                          receiver_extra=f"    storage: {{directory: {tmp_path}/j, memory_cache: 0}}"))
+    try:
+        proto_req = make_request(3, 1)
+        proto_req.resource_spans[0].scope_spans[0].spans[0].span_id = bytes(8)  # rejected
+        assert http_post(h, proto_req.SerializeToString())[0] == 200
+        json_req = make_request(2, 2)
+        status, _, body = http_post(h, json.dumps(otlp_json(json_req)).encode(), "application/json")
+        assert status == 200 and json.loads(body) == {}
+        expected = (span_keys(proto_req) | span_keys(json_req)) - {(proto_req.resource_spans[0].scope_spans[0]
+                                                                   .spans[0].trace_id.hex(), bytes(8).hex())}
+        stored = _wait_stored(db, expected, 10)
+        assert expected <= set(stored) and len(stored) == 4
     finally:
         c.stop()
