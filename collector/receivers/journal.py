@@ -20,7 +20,6 @@ feeder hands over without waiting, and the acker waits on the tickets in order.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque

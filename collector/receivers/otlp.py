@@ -12,7 +12,6 @@ the request's encoding).
 
 from __future__ import annotations
 
-import logging
 import math
 import ssl
 import threading
