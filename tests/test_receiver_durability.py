@@ -156,13 +156,13 @@ def test_journal_acknowledges_before_a_slow_exporter_commits(tmp_path):
 def test_full_journal_answers_with_backpressure_then_recovers(tmp_path):
     g, h = free_port(), free_port()
     c = InProcessCollector(collector_yaml(
-        str(tmp_path), g, h, receiver_extra=f"    storage: {{directory: {tmp_path}/j, max_size: 1MiB}}",
-        exporter_extra="    delay: 500ms"))
+        str(tmp_path), g, h, grpc_extra="        max_recv_msg_size_mib: 1", http_extra="        max_request_body_size: 1MiB",
+        receiver_extra=f"    storage: {{directory: {tmp_path}/j, max_size: 2MiB}}", exporter_extra="    delay: 1s"))
     try:
         big = make_request(1, 1)
         big.resource_spans[0].scope_spans[0].spans[0].attributes.add(key="blob").value.string_value = "x" * 150_000
         codes, retry_after = [], None
-        for seed in range(2, 20):
+        for seed in range(2, 60):
             req = make_request(1, seed)
             req.MergeFrom(big)
             status, headers, _ = http_post(h, req.SerializeToString())
