@@ -26,7 +26,6 @@ from exporters import EXPORTERS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPORTERS.modules.setdefault("testsqlite", "tests.receiver_helpers")
 
 
 @dataclass
@@ -165,7 +164,12 @@ class InProcessCollector:
         from collector.service import Service
         from config.service import parse_config
 
-        self.service = Service(parse_config(yaml_text))
+        EXPORTERS.modules["testsqlite"] = "tests.receiver_helpers"
+        try:
+            self.service = Service(parse_config(yaml_text))
+        finally:  # registered only while this config is built: other tests see the real registry
+            del EXPORTERS.modules["testsqlite"]
+            EXPORTERS._loaded.pop("testsqlite", None)  # noqa: SLF001
         self.service.start()
 
     @property
@@ -180,12 +184,6 @@ def run_in_thread(fn, *args) -> threading.Thread:
     thread = threading.Thread(target=fn, args=args, daemon=True)
     thread.start()
     return thread
-
-
-if __name__ == "__main__":
-    from collector.cli import main
-
-    raise SystemExit(main(sys.argv[1:]))
 
 
 def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
@@ -226,3 +224,10 @@ service:
     metrics:
       address: "127.0.0.1:0"
 """
+
+
+if __name__ == "__main__":
+    from collector.cli import main
+
+    EXPORTERS.modules["testsqlite"] = "tests.receiver_helpers"
+    raise SystemExit(main(sys.argv[1:]))
