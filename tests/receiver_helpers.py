@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -145,9 +144,10 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def start_collector(config_path: str, *ports: int, stderr=None) -> subprocess.Popen:
+def start_collector(config_path: str, *ports: int) -> subprocess.Popen:
+    """``collector run`` (with the test exporter registered) as a subprocess, once its ports listen."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.receiver_helpers", "run", "--config", config_path],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for port in ports:
             wait_port(port)
@@ -178,12 +178,6 @@ class InProcessCollector:
 
     def stop(self) -> None:
         self.service.shutdown(timeout=10)
-
-
-def run_in_thread(fn, *args) -> threading.Thread:
-    thread = threading.Thread(target=fn, args=args, daemon=True)
-    thread.start()
-    return thread
 
 
 def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
