@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from collector.component import Factory
+from collector.component import Factory, RetryableError
 from collector.model import SpanBatch
 from config.schema import Duration, setting
 from exporters import EXPORTERS
@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class TestSqliteConfig:
     path: str = setting()
     delay: Duration = setting(0.0, doc="sleep per export, to make the exporter the bottleneck")
+    down_while: str = setting("", doc="while this file exists, exports fail with a retryable error (an outage)")
 
 
 class TestSqliteExporter:
@@ -48,6 +49,8 @@ class TestSqliteExporter:
     def export(self, batch: SpanBatch) -> None:
         if self.cfg.delay:
             time.sleep(self.cfg.delay)
+        if self.cfg.down_while and os.path.exists(self.cfg.down_while):
+            raise RetryableError("test database is down", retry_after=0.1)
         with self.db:
             self.db.executemany(
                 "INSERT INTO spans (trace_id, span_id, name) VALUES (?, ?, ?) "

@@ -206,3 +206,23 @@ def test_journal_feeds_from_disk_when_nothing_is_cached(tmp_path):
         assert expected <= set(stored) and len(stored) == 4
     finally:
         c.stop()
+
+
+def test_journal_keeps_acknowledging_through_an_exporter_outage_and_delivers_after(tmp_path):
+    g, h = free_port(), free_port()
+    db, outage = f"{tmp_path}/spans.sqlite", tmp_path / "db-down"
+    outage.touch()
+    c = InProcessCollector(collector_yaml(str(tmp_path), g, h, receiver_extra=f"    storage: {{directory: {tmp_path}/j}}",
+                                          exporter_extra=f"    down_while: {outage}"))
+    try:
+        sent = set()
+        for seed in range(1, 21):
+            req = make_request(10, seed)
+            code, _, _ = grpc_export(g, req.SerializeToString(), timeout=5)
+            assert code == grpc.StatusCode.OK  # safe in the journal, although storage is down
+            sent |= span_keys(req)
+        assert not set(stored_spans(db)) & sent
+        outage.unlink()
+        assert sent <= set(_wait_stored(db, sent, 15))
+    finally:
+        c.stop()
