@@ -3,6 +3,8 @@
     /tmp/venv/bin/python bench/receiver_bench.py [--runs 3]
 
 Prints one JSON object with the median of ``--runs`` runs for each figure:
+* ``decode_<format>_spans_per_s``: one thread decoding + validating requests of 100 spans
+  (protobuf, OTLP/JSON, and OTLP/JSON through protobuf's generic ``json_format`` for reference);
 * ``diskqueue_appends_per_s``: 8 threads appending 2 KiB records, each append fsync'd (group commit),
   and ``diskqueue_appends_per_fsync``, how many appends one fsync covered on average;
   ``diskqueue_single_thread_appends_per_s``: the same with one thread (one fsync per append);
@@ -14,6 +16,7 @@ Prints one JSON object with the median of ``--runs`` runs for each figure:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import multiprocessing
 import os
@@ -84,6 +87,34 @@ def _request_bytes(seed: int, spans: int) -> bytes:
         for key, value in (("gen_ai.usage.input_tokens", 1000), ("gen_ai.usage.output_tokens", 200)):
             s.attributes.add(key=key).value.int_value = value
     return req.SerializeToString()
+
+
+def bench_decode(spans: int = 100, rounds: int = 30) -> dict[str, float]:
+    """Spans/s decoded and validated in one thread: protobuf, OTLP/JSON, and (for reference)
+    OTLP/JSON through protobuf's generic ``json_format`` parser."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from collector.otlp import decode
+
+    body = _request_bytes(1, spans)
+    data = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
+    base64_body = json.dumps(data).encode()  # protobuf's JSON mapping: ids in base64
+    for span in data["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId"):
+            span[key] = base64.b64decode(span[key]).hex()
+    json_body = json.dumps(data).encode()  # OTLP/JSON: ids in hex
+
+    def rate(fn) -> float:
+        started = time.perf_counter()
+        for _ in range(rounds):
+            fn()
+        return spans * rounds / (time.perf_counter() - started)
+
+    return {"decode_protobuf_spans_per_s": rate(lambda: decode(body, False)),
+            "decode_json_spans_per_s": rate(lambda: decode(json_body, True)),
+            "decode_json_via_json_format_spans_per_s": rate(
+                lambda: json_format.Parse(base64_body, ExportTraceServiceRequest()))}
 
 
 def _client(port: int, requests: int, spans: int, threads: int, out) -> None:
@@ -159,6 +190,8 @@ def main() -> None:
             rate, per_fsync = bench_diskqueue(f"{tmp}/q{run}")
             figures.setdefault("diskqueue_appends_per_s", []).append(rate)
             figures.setdefault("diskqueue_appends_per_fsync", []).append(per_fsync)
+            for key, value in bench_decode().items():
+                figures.setdefault(key, []).append(value)
             single, _ = bench_diskqueue(f"{tmp}/s{run}", threads=1, per_thread=300)
             figures.setdefault("diskqueue_single_thread_appends_per_s", []).append(single)
             for mode in ("direct", "journal"):

@@ -27,7 +27,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from collector.component import ComponentContext, Consumer, Factory, Overloaded, PermanentError
 from collector.model import SpanBatch
-from collector.otlp import DecodeFailure, decode_json, decode_protobuf, response_bytes, status_bytes, validate_spans
+from collector.otlp import DecodeFailure, decode, response_bytes, status_bytes
 from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, StorageConfig
 from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, read_file, server_ssl_context
 from collector.telemetry import parse_address
@@ -100,8 +100,7 @@ class OtlpReceiverConfig:
 
 def _decode_record(tag: bytes, body: bytes) -> SpanBatch:
     """The valid spans of a journaled request (validation is deterministic, so same as at intake)."""
-    request = decode_json(body) if tag == JSON_TAG else decode_protobuf(body)
-    return SpanBatch(validate_spans(request).spans, len(body))
+    return SpanBatch(decode(body, tag == JSON_TAG).spans, len(body))
 
 
 class _Ingest:
@@ -132,11 +131,7 @@ class _Ingest:
     def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None):
         """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError."""
         accepted, refused, rejected, _ = self.counters(transport)
-        try:
-            request = decode_json(body) if as_json else decode_protobuf(body)
-            decoded = validate_spans(request)
-        except RecursionError:
-            raise DecodeFailure("request nested too deeply") from None
+        decoded = decode(body, as_json)
         rejected.add(decoded.rejected)
         if decoded.rejected:
             self.log.debug("partial success: %s", decoded.error_message)
