@@ -8,9 +8,6 @@ counted; the rest of the request is kept.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -22,16 +19,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from collector.model import Span, spans_from_request
+from collector.otlp_json import DecodeFailure, spans_from_json
 
-__all__ = ["DecodeFailure", "Decoded", "decode_protobuf", "decode_json", "validate_spans",
+__all__ = ["DecodeFailure", "Decoded", "decode", "decode_protobuf", "validate_spans", "check_spans",
            "response_bytes", "status_bytes"]
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
 _MAX_ERRORS_LISTED = 5
-
-
-class DecodeFailure(ValueError):
-    """The request body is not a valid OTLP trace request; the message says why."""
 
 
 @dataclass
@@ -50,61 +44,13 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def _hex_to_b64(obj: dict, key: str) -> None:
-    value = obj.get(key)
-    if value is None:
-        return
-    if not isinstance(value, str):
-        raise DecodeFailure(f"{key}: expected a hex string, got {type(value).__name__}")
+def decode(body: bytes, as_json: bool) -> Decoded:
+    """A request body (OTLP/JSON or protobuf) to its valid spans; raises DecodeFailure."""
     try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b"\x00"  # kept as an invalid id, so the span is rejected with partial success
-    obj[key] = base64.b64encode(raw).decode()
-
-
-def _fix_json_ids(data: dict) -> None:
-    """OTLP/JSON carries ids as hex; protobuf's JSON mapping wants base64 for bytes fields."""
-    for rs in _list(data, "resourceSpans", "resource_spans"):
-        for ss in _list(rs, "scopeSpans", "scope_spans"):
-            for span in _list(ss, "spans"):
-                if not isinstance(span, dict):
-                    raise DecodeFailure("spans: expected objects")
-                for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
-                    _hex_to_b64(span, key)
-                for link in _list(span, "links"):
-                    if not isinstance(link, dict):
-                        raise DecodeFailure("links: expected objects")
-                    for key in ("traceId", "spanId", "trace_id", "span_id"):
-                        _hex_to_b64(link, key)
-
-
-def _list(obj, *keys) -> list:
-    if not isinstance(obj, dict):
-        raise DecodeFailure("expected a JSON object")
-    for key in keys:
-        value = obj.get(key)
-        if value is not None:
-            if not isinstance(value, list):
-                raise DecodeFailure(f"{key}: expected an array")
-            return value
-    return []
-
-
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DecodeFailure(f"invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DecodeFailure("invalid OTLP/JSON: the body must be a JSON object")
-    _fix_json_ids(data)
-    request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise DecodeFailure(f"invalid OTLP/JSON: {exc}") from None
-    return request
+        spans = spans_from_json(body) if as_json else spans_from_request(decode_protobuf(body))
+    except RecursionError:
+        raise DecodeFailure("request nested too deeply") from None
+    return check_spans(spans)
 
 
 def _problem(span: Span) -> str | None:
@@ -122,7 +68,11 @@ def _problem(span: Span) -> str | None:
 
 def validate_spans(request: ExportTraceServiceRequest) -> Decoded:
     """Decode to the internal model and drop invalid spans (partial success)."""
-    spans = spans_from_request(request)
+    return check_spans(spans_from_request(request))
+
+
+def check_spans(spans: list[Span]) -> Decoded:
+    """Split decoded spans into the valid ones and a count + message for the rejected ones."""
     good: list[Span] = []
     problems: list[str] = []
     for span in spans:
