@@ -1,0 +1,480 @@
+"""Read models for every query command, written once in SQLAlchemy Core for SQLite and Postgres.
+
+Results are plain dicts whose keys are the documented, stable JSON field names (README, section
+"Query CLI"); the renderers only format them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Sequence
+
+import sqlalchemy as sa
+
+from collector.query.filters import NS_PER_MS, Filters, genai_call, like_escape, llm_call
+from collector.query.store import Store
+from exporters.storage.schema import sessions, spans, traces
+
+__all__ = [
+    "iso", "span_record", "list_traces", "get_trace", "list_sessions", "get_session",
+    "stats", "export_spans", "eval_candidates", "PERCENTILES", "nearest_rank",
+    "TRACE_SORTS", "SESSION_SORTS",
+]
+
+PERCENTILES = (0.5, 0.95, 0.99)
+
+NS_PER_DAY = 86_400_000_000_000
+NS_PER_HOUR = 3_600_000_000_000
+
+
+def iso(unix_nano: int | None) -> str | None:
+    """Unix nanoseconds -> ISO 8601 UTC with microseconds and a ``Z`` (as OTLP/JSON readers expect)."""
+    if unix_nano is None:
+        return None
+    seconds, nanos = divmod(int(unix_nano), 1_000_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
+
+
+def _json(value: Any) -> Any:
+    """JSON columns come back as text from SQLite and as Python objects from Postgres JSONB."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+STATUS = {0: "unset", 1: "ok", 2: "error"}
+
+SPAN_COLUMNS = [
+    spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.kind,
+    spans.c.start_time_unix_nano, spans.c.duration_ms, spans.c.status_code,
+    spans.c.status_message, spans.c.service_name, spans.c.provider, spans.c.operation,
+    spans.c.request_model, spans.c.response_model, spans.c.model, spans.c.input_tokens,
+    spans.c.output_tokens, spans.c.cache_read_tokens, spans.c.cache_write_tokens,
+    spans.c.reasoning_tokens, spans.c.cost_usd, spans.c.ttft_ms,
+    spans.c.output_tokens_per_second, spans.c.session_id, spans.c.user_id, spans.c.error_type,
+    spans.c.system_instructions, spans.c.input_messages, spans.c.output_messages,
+]
+
+
+def span_record(row: Any) -> dict[str, Any]:
+    """One span as the documented JSON object (field order is part of the contract)."""
+    m = row._mapping
+    return {
+        "trace_id": m["trace_id"],
+        "span_id": m["span_id"],
+        "parent_span_id": m["parent_span_id"],
+        "name": m["name"],
+        "start_time": iso(m["start_time_unix_nano"]),
+        "duration_ms": m["duration_ms"],
+        "status": STATUS.get(m["status_code"], "unset"),
+        "status_message": m["status_message"] or None,
+        "service": m["service_name"],
+        "provider": m["provider"],
+        "operation": m["operation"],
+        "request_model": m["request_model"],
+        "response_model": m["response_model"],
+        "input_tokens": m["input_tokens"],
+        "output_tokens": m["output_tokens"],
+        "cache_read_tokens": m["cache_read_tokens"],
+        "cache_write_tokens": m["cache_write_tokens"],
+        "reasoning_tokens": m["reasoning_tokens"],
+        "cost_usd": m["cost_usd"],
+        "ttft_ms": m["ttft_ms"],
+        "output_tokens_per_second": m["output_tokens_per_second"],
+        "session_id": m["session_id"],
+        "user_id": m["user_id"],
+        "error_type": m["error_type"],
+        "system_instructions": _json(m["system_instructions"]),
+        "input_messages": _json(m["input_messages"]),
+        "output_messages": _json(m["output_messages"]),
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# traces
+
+TRACE_SORTS = {
+    "time": lambda t: t.c.start_time_unix_nano,
+    "cost": lambda t: t.c.cost_usd,
+    "latency": lambda t: t.c.end_time_unix_nano - t.c.start_time_unix_nano,
+    "tokens": lambda t: t.c.input_tokens + t.c.output_tokens,
+}
+
+
+def _rollup_record(m: Any, key: str) -> dict[str, Any]:
+    start, end = m["start_time_unix_nano"], m["end_time_unix_nano"]
+    return {
+        key: m[key],
+        "start_time": iso(start),
+        "duration_ms": (end - start) / NS_PER_MS,
+        "status": "error" if m["error_count"] else "ok",
+        "span_count": m["span_count"],
+        "error_count": m["error_count"],
+        "turns": m["turns"],
+        "input_tokens": m["input_tokens"],
+        "output_tokens": m["output_tokens"],
+        "cost_usd": m["cost_usd"],
+        "user_id": m["user_id"],
+    }
+
+
+def _page(query: sa.Select, table: sa.Table, key: str, sort_expr: sa.ColumnElement,
+          limit: int, offset: int) -> sa.Select:
+    # the key breaks ties so that --offset pages never repeat or skip a row
+    return query.order_by(sort_expr.desc(), table.c[key].desc()).limit(limit).offset(offset)
+
+
+def list_traces(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
+    """A page of traces (newest / costliest / slowest / biggest first) with the models they used."""
+    query = sa.select(traces).where(*f.rollup_clauses(traces, "trace_id", store.dialect))
+    query = _page(query, traces, "trace_id", TRACE_SORTS[sort](traces), limit, offset)
+    with store.connect() as conn:
+        rows = conn.execute(query).all()
+        models = _models_of(conn, [r.trace_id for r in rows])
+    out = []
+    for row in rows:
+        m = row._mapping
+        record = {"trace_id": m["trace_id"], "name": m["root_name"], "service": m["service_name"],
+                  **_rollup_record(m, "trace_id"), "session_id": m["session_id"],
+                  "models": models.get(m["trace_id"], [])}
+        del record["user_id"]
+        record["user_id"] = m["user_id"]
+        out.append(record)
+    return out
+
+
+def _models_of(conn: sa.Connection, trace_ids: Sequence[str]) -> dict[str, list[str]]:
+    if not trace_ids:
+        return {}
+    query = (sa.select(spans.c.trace_id, spans.c.model).distinct()
+             .where(spans.c.trace_id.in_(trace_ids), spans.c.model.is_not(None))
+             .order_by(spans.c.trace_id, spans.c.model))
+    out: dict[str, list[str]] = defaultdict(list)
+    for trace_id, model in conn.execute(query):
+        out[trace_id].append(model)
+    return out
+
+
+def get_trace(store: Store, trace_id: str) -> list[dict]:
+    """Every span of one trace, in start order (the renderer builds the tree)."""
+    query = (sa.select(*SPAN_COLUMNS).where(spans.c.trace_id == trace_id)
+             .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
+    with store.connect() as conn:
+        return [span_record(r) for r in conn.execute(query)]
+
+
+# -------------------------------------------------------------------------------------------------
+# sessions
+
+SESSION_SORTS = {**TRACE_SORTS, "turns": lambda t: t.c.turns}
+
+
+def list_sessions(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
+    query = sa.select(sessions).where(*f.rollup_clauses(sessions, "session_id", store.dialect))
+    query = _page(query, sessions, "session_id", SESSION_SORTS[sort](sessions), limit, offset)
+    with store.connect() as conn:
+        return [_rollup_record(r._mapping, "session_id") for r in conn.execute(query)]
+
+
+def get_session(store: Store, session_id: str) -> dict | None:
+    """The session's rollup and its turns (LLM calls) in order; ``None`` when unknown."""
+    with store.connect() as conn:
+        row = conn.execute(sa.select(sessions).where(sessions.c.session_id == session_id)).first()
+        if row is None:
+            return None
+        query = (sa.select(*SPAN_COLUMNS)
+                 .where(spans.c.session_id == session_id, llm_call())
+                 .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
+        turns = [span_record(r) for r in conn.execute(query)]
+    return {"session": _rollup_record(row._mapping, "session_id"), "turns": turns}
+
+
+# -------------------------------------------------------------------------------------------------
+# stats
+
+
+def _group_columns() -> dict[str, sa.ColumnElement]:
+    """``--by`` key -> SQL expression.  Days and hours are integer buckets of the UTC epoch, the
+    same arithmetic on both dialects (no timezone or date-function differences)."""
+    start = spans.c.start_time_unix_nano
+    return {
+        "model": spans.c.model,
+        "provider": spans.c.provider,
+        "service": spans.c.service_name,
+        "user": spans.c.user_id,
+        "session": spans.c.session_id,
+        # literal constants, not bound parameters: Postgres must see the SELECT and GROUP BY
+        # expressions as the same expression
+        "day": start // sa.literal_column(str(NS_PER_DAY), sa.BigInteger),
+        "hour": start // sa.literal_column(str(NS_PER_HOUR), sa.BigInteger),
+    }
+
+
+def _group_value(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key == "day":
+        return iso(int(value) * NS_PER_DAY)[:10]
+    if key == "hour":
+        return iso(int(value) * NS_PER_HOUR)[:13] + ":00Z"
+    return value
+
+
+PERCENTILE_METRICS = {
+    "latency_ms": spans.c.duration_ms,
+    "ttft_ms": spans.c.ttft_ms,
+    "output_tokens_per_second": spans.c.output_tokens_per_second,
+    "cost_usd": spans.c.cost_usd,
+}
+"""Metric name -> column whose exact percentiles ``stats`` reports."""
+
+
+def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
+    """The percentile_disc definition: the first value whose cumulative share reaches ``p``.
+
+    That is the value at 1-based rank ``ceil(p * n)``, computed with the same double arithmetic
+    as Postgres' ``percentile_disc`` (``ceil(percentile * rowcount)``), so both stores agree to
+    the bit.  It is always an observed value: no interpolation.
+    """
+    n = len(sorted_values)
+    if n == 0:
+        return None
+    rank = max(1, math.ceil(p * n))
+    return sorted_values[min(rank, n) - 1]
+
+
+def _percentile_columns(dialect: str, metrics: Sequence[str]) -> list[sa.ColumnElement]:
+    """Postgres computes percentiles in the GROUP BY query itself (one sort per metric)."""
+    if dialect != "postgresql":
+        return []
+    from sqlalchemy.dialects import postgresql
+
+    fractions = postgresql.array([sa.literal_column(repr(p)) for p in PERCENTILES])
+    return [sa.func.percentile_disc(fractions).within_group(PERCENTILE_METRICS[name]).label(f"pct_{name}")
+            for name in metrics]
+
+
+def _sqlite_percentiles(conn: sa.Connection, where: list, keys: list[sa.ColumnElement],
+                        metrics: Sequence[str]) -> dict[tuple, dict[str, list]]:
+    """SQLite has no ordered-set aggregates: fetch each group's values and rank them here."""
+    columns = [PERCENTILE_METRICS[name] for name in metrics]
+    values: dict[tuple, list[list[float]]] = defaultdict(lambda: [[] for _ in columns])
+    width = len(keys)
+    for row in conn.execute(sa.select(*keys, *columns).where(*where)):
+        lists = values[tuple(row[:width])]
+        for i, value in enumerate(row[width:]):
+            if value is not None:
+                lists[i].append(value)
+    out = {}
+    for group, lists in values.items():
+        out[group] = {}
+        for name, vals in zip(metrics, lists):
+            vals.sort()
+            out[group][name] = [nearest_rank(vals, p) for p in PERCENTILES]
+    return out
+
+
+def _grouped(conn: sa.Connection, store: Store, where: list, by: Sequence[str],
+             metrics: Sequence[str]) -> list[tuple[dict, Any, dict[str, list]]]:
+    """Aggregates and percentiles per group: [(group dict, aggregate row, {metric: [p50,p95,p99]})]."""
+    exprs = _group_columns()
+    keys = [exprs[k].label(f"g_{k}") for k in by]
+    c = spans.c
+    aggregates = [
+        sa.func.count().label("requests"),
+        sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)).label("errors"),
+        sa.func.coalesce(sa.func.sum(c.input_tokens), 0).label("input_tokens"),
+        sa.func.coalesce(sa.func.sum(c.output_tokens), 0).label("output_tokens"),
+        sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0).label("cost_usd"),
+    ]
+    query = (sa.select(*keys, *aggregates, *_percentile_columns(store.dialect, metrics))
+             .where(*where).group_by(*[exprs[k] for k in by]))
+    rows = conn.execute(query).all()
+    if store.dialect == "postgresql":
+        pct = {tuple(r[:len(by)]): {m: list(r._mapping[f"pct_{m}"] or [None] * len(PERCENTILES))
+                                     for m in metrics} for r in rows}
+    else:
+        pct = _sqlite_percentiles(conn, where, [exprs[k] for k in by], metrics)
+    empty = {m: [None] * len(PERCENTILES) for m in metrics}
+    return [({k: _group_value(k, v) for k, v in zip(by, r[:len(by)])}, r._mapping,
+             pct.get(tuple(r[:len(by)]), empty)) for r in rows]
+
+
+def _pct(values: list, prefix: str, which: Sequence[float] = PERCENTILES) -> dict[str, Any]:
+    return {f"{prefix}_p{int(p * 100)}": v for p, v in zip(PERCENTILES, values) if p in which}
+
+
+def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
+    """Volume, errors, tokens, cost and latency / TTFT / throughput percentiles per group, the top
+    users by spend and the cost per call by model.  Counts GenAI calls (spans with a model)."""
+    where = [genai_call(), *f.span_clauses(store.dialect)]
+    with store.connect() as conn:
+        groups = []
+        for group, agg, pct in _grouped(conn, store, where, by,
+                                        ("latency_ms", "ttft_ms", "output_tokens_per_second")):
+            groups.append({
+                **group,
+                "requests": agg["requests"],
+                "errors": agg["errors"],
+                "error_rate": agg["errors"] / agg["requests"] if agg["requests"] else 0.0,
+                "input_tokens": int(agg["input_tokens"]),
+                "output_tokens": int(agg["output_tokens"]),
+                "cost_usd": float(agg["cost_usd"]),
+                **_pct(pct["latency_ms"], "latency"),
+                **_pct(pct["ttft_ms"], "ttft", (0.5, 0.95)),
+                **_pct(pct["output_tokens_per_second"], "output_tokens_per_second", (0.5,)),
+            })
+        groups.sort(key=_group_order(by))
+        users = _top_users(conn, where, top)
+        per_call = []
+        for group, agg, pct in _grouped(conn, store, where, ["model"], ("cost_usd",)):
+            per_call.append({
+                "model": group["model"], "requests": agg["requests"],
+                "cost_usd": float(agg["cost_usd"]),
+                "cost_per_call_avg": float(agg["cost_usd"]) / agg["requests"],
+                **{k.replace("cost_usd", "cost_per_call"): v
+                   for k, v in _pct(pct["cost_usd"], "cost_usd", (0.5, 0.95)).items()},
+            })
+        per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
+    return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}
+
+
+def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
+    """Over time (``day`` / ``hour`` in ``--by``): in key order, so a spike reads top to bottom;
+    otherwise the busiest groups first."""
+    def keys(g: dict) -> tuple:
+        return tuple((g[k] is None, str(g[k])) for k in by)
+
+    if "day" in by or "hour" in by:
+        return keys
+    return lambda g: (-g["requests"], keys(g))
+
+
+def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
+    c = spans.c
+    spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
+    query = (sa.select(c.user_id, sa.func.count().label("requests"), spend.label("cost_usd"),
+                       sa.func.coalesce(sa.func.sum(c.input_tokens), 0).label("input_tokens"),
+                       sa.func.coalesce(sa.func.sum(c.output_tokens), 0).label("output_tokens"))
+             .where(*where, c.user_id.is_not(None)).group_by(c.user_id)
+             .order_by(spend.desc(), c.user_id).limit(top))
+    return [{"user_id": r.user_id, "requests": r.requests, "cost_usd": float(r.cost_usd),
+             "input_tokens": int(r.input_tokens), "output_tokens": int(r.output_tokens)}
+            for r in conn.execute(query)]
+
+
+# -------------------------------------------------------------------------------------------------
+# export and eval candidates
+
+
+def export_spans(store: Store, f: Filters, all_spans: bool, limit: int | None) -> Iterator[dict]:
+    """Matching spans, oldest first, streamed (an export may be millions of rows)."""
+    where = f.span_clauses(store.dialect)
+    if not all_spans:
+        where.append(genai_call())
+    query = (sa.select(*SPAN_COLUMNS).where(*where)
+             .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
+    if limit is not None:
+        query = query.limit(limit)
+    with store.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
+        for row in result:
+            yield span_record(row)
+
+
+REFUSAL_PHRASES = (
+    "I can't", "I cannot", "I can’t", "I'm unable", "I am unable", "I'm not able",
+    "I don't know", "I do not know", "I don’t know", "I'm sorry, but", "As an AI",
+)
+"""Phrases in an assistant's answer that mark a refusal or a non-answer (case-insensitive)."""
+
+FEEDBACK_KEYS = ("feedback", "user_feedback", "feedback.value", "gen_ai.feedback")
+"""Attributes whose value says what the user thought of the answer."""
+
+NEGATIVE_FEEDBACK = ("negative", "thumbs_down", "thumbsdown", "bad", "down", "-1", "0", "false")
+
+FEEDBACK_SCORE_KEYS = ("feedback.score", "user_feedback.score", "gen_ai.feedback.score")
+"""Numeric feedback attributes: a score below 0.5 (or negative) counts as negative."""
+
+
+def _refusal() -> sa.ColumnElement:
+    text = sa.cast(spans.c.output_messages, sa.Text)
+    return sa.or_(*(text.ilike(f"%{like_escape(p)}%", escape="\\") for p in REFUSAL_PHRASES))
+
+
+def _attribute(dialect: str, key: str, numeric: bool) -> sa.ColumnElement:
+    """One span attribute as text, or as a number only when it IS a JSON number (a CAST of
+    ``"good"`` would be 0.0 on SQLite and an error on Postgres)."""
+    attrs = spans.c.attributes
+    if dialect == "postgresql":
+        if numeric:
+            return sa.case((sa.func.jsonb_typeof(attrs.op("->")(key)) == "number",
+                            sa.cast(attrs.op("->>")(key), sa.Float)))
+        return attrs.op("->>")(key)
+    path = '$."' + key.replace('"', '""') + '"'
+    if numeric:
+        return sa.case((sa.func.json_type(attrs, path).in_(("integer", "real")),
+                        sa.func.json_extract(attrs, path)))
+    return sa.cast(sa.func.json_extract(attrs, path), sa.Text)
+
+
+def _negative_feedback(dialect: str) -> sa.ColumnElement:
+    clauses = [sa.func.lower(_attribute(dialect, k, False)).in_(NEGATIVE_FEEDBACK)
+               for k in FEEDBACK_KEYS]
+    clauses += [_attribute(dialect, k, True) < 0.5 for k in FEEDBACK_SCORE_KEYS]
+    return sa.or_(*clauses)
+
+
+def percentile_of(conn: sa.Connection, column: sa.ColumnElement, where: list, p: float) -> float | None:
+    """One exact nearest-rank percentile with plain SQL on either dialect (count, then OFFSET)."""
+    n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
+    if not n:
+        return None
+    rank = max(1, math.ceil(p * n))
+    query = (sa.select(column).where(*where, column.is_not(None)).order_by(column)
+             .offset(rank - 1).limit(1))
+    return conn.execute(query).scalar_one()
+
+
+EVAL_REASONS = ("error", "slow", "expensive", "refusal", "negative_feedback")
+
+
+def eval_candidates(store: Store, f: Filters, limit: int, slow_ms: float | None,
+                    expensive_usd: float | None) -> dict[str, Any]:
+    """GenAI calls worth turning into eval cases, most reasons first, then newest.
+
+    Slow and expensive mean at or above the p95 of the filtered calls unless thresholds are given.
+    """
+    c = spans.c
+    where = [genai_call(), *f.span_clauses(store.dialect)]
+    with store.connect() as conn:
+        if slow_ms is None:
+            slow_ms = percentile_of(conn, c.duration_ms, where, 0.95)
+        if expensive_usd is None:
+            expensive_usd = percentile_of(conn, c.cost_usd, where, 0.95)
+        conditions = {
+            "error": c.status_code == 2,
+            "slow": c.duration_ms >= slow_ms if slow_ms is not None else sa.false(),
+            "expensive": (sa.and_(c.cost_usd >= expensive_usd, c.cost_usd > 0)
+                          if expensive_usd is not None else sa.false()),
+            "refusal": _refusal(),
+            "negative_feedback": _negative_feedback(store.dialect),
+        }
+        flags = [sa.case((cond, 1), else_=0).label(f"is_{name}") for name, cond in conditions.items()]
+        score = sum((sa.case((cond, 1), else_=0) for cond in conditions.values()), sa.literal(0))
+        query = (sa.select(*SPAN_COLUMNS, *flags).where(*where, sa.or_(*conditions.values()))
+                 .order_by(score.desc(), c.start_time_unix_nano.desc(), c.span_id).limit(limit))
+        candidates = []
+        for row in conn.execute(query):
+            record = span_record(row)
+            record["reasons"] = [name for name in EVAL_REASONS if row._mapping[f"is_{name}"]]
+            candidates.append(record)
+    return {"thresholds": {"slow_ms": slow_ms, "expensive_usd": expensive_usd},
+            "candidates": candidates}

@@ -1,0 +1,130 @@
+"""Open the store a query reads: ``--db`` (a SQLite path or a database URL) or, by default, the
+first storage exporter (``sqlite`` / ``postgres``) of ``--config``.
+
+The query CLI never creates or migrates anything: a SQLite file that does not exist is an error (a
+typo must not silently produce an empty database), and the connection is made ``query_only``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from collector.query.args import UsageError
+
+__all__ = ["Store", "open_store", "resolve_db", "STORAGE_TYPES"]
+
+STORAGE_TYPES = {"sqlite": "path", "postgres": "url"}
+"""Storage exporter type -> the config key that names its database."""
+
+
+@dataclass
+class Store:
+    """An open store: the engine and which SQL dialect it speaks (``sqlite`` or ``postgresql``)."""
+
+    engine: Engine
+    dialect: str
+
+    def connect(self):
+        return self.engine.connect()
+
+
+def _default_from_config(config_path: str) -> str:
+    """The database of the first storage exporter in the config file's ``exporters:``."""
+    from config.loader import load_yaml
+    from config.schema import ConfigError
+
+    path = Path(config_path)
+    if not path.is_file():
+        raise UsageError(f"no --db given and config file {config_path} not found "
+                         f"(pass --db PATH_OR_URL or --config FILE)")
+    try:
+        tree, _, _ = load_yaml(path.read_text(encoding="utf-8"), source=config_path)
+    except (ConfigError, UnicodeDecodeError, OSError) as exc:
+        raise UsageError(f"cannot read config {config_path}: {exc}") from None
+    exporters = tree.get("exporters") or {}
+    if not isinstance(exporters, dict):
+        raise UsageError(f"{config_path}: exporters must be a mapping")
+    for exporter_id, settings in exporters.items():
+        type_name = str(exporter_id).partition("/")[0]
+        key = STORAGE_TYPES.get(type_name)
+        if key is None:
+            continue
+        value = (settings or {}).get(key) if isinstance(settings, dict) else None
+        if value is None:
+            value = _config_default(type_name, key)
+        if not value:
+            raise UsageError(f"{config_path}: exporters::{exporter_id}::{key} is not set")
+        return str(value)
+    raise UsageError(f"{config_path} has no sqlite or postgres exporter; pass --db PATH_OR_URL")
+
+
+def _config_default(type_name: str, key: str) -> Any:
+    """The exporter's own default for ``key`` (e.g. the default SQLite path), if it has one."""
+    try:
+        from exporters import EXPORTERS
+
+        config_class = EXPORTERS.get(type_name).config_class
+        return getattr(config_class(), key, None)
+    except Exception:  # noqa: BLE001 - no registered exporter / no default: caller reports it
+        return None
+
+
+def resolve_db(db: str | None, config_path: str) -> URL:
+    """``--db`` (or the config's storage exporter) as a SQLAlchemy URL, checked for existence."""
+    target = db if db else _default_from_config(config_path)
+    if "://" not in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise UsageError(f"database file not found: {target}")
+        return URL.create("sqlite+pysqlite", database=str(path.resolve()))
+    try:
+        url = make_url(target)
+    except (ArgumentError, ValueError):
+        raise UsageError(f"malformed database URL: {target!r} "
+                         f"(expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:" or not os.path.isfile(url.database):
+            raise UsageError(f"database file not found: {url.database or '(none)'}")
+        return url.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        # psycopg (3) is the driver we ship; a bare postgresql:// would ask for psycopg2.
+        return url.set(drivername="postgresql+psycopg")
+    raise UsageError(f"unsupported database URL scheme {url.drivername!r} (use sqlite or postgresql)")
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only = 1")      # a reader must never write, whatever SQL runs
+    cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: stats scan many pages once
+    cursor.execute("PRAGMA mmap_size = 1073741824")
+    cursor.execute("PRAGMA busy_timeout = 5000")  # the collector may be writing right now
+    cursor.close()
+
+
+def open_store(db: str | None, config_path: str) -> Store:
+    """Connect and check that this is a genai-collector store; every failure is a UsageError."""
+    url = resolve_db(db, config_path)
+    shown = url.render_as_string(hide_password=True)
+    backend = url.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "postgresql":
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    engine = sa.create_engine(url, **kwargs)
+    if backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("spans"):
+                raise UsageError(f"{shown} has no spans table: not a genai-collector store")
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise UsageError(f"cannot open {shown}: {reason}") from None
+    return Store(engine, backend)
