@@ -414,10 +414,12 @@ def _attribute(dialect: str, key: str, numeric: bool) -> sa.ColumnElement:
     ``"good"`` would be 0.0 on SQLite and an error on Postgres)."""
     attrs = spans.c.attributes
     if dialect == "postgresql":
+        name = sa.literal(key, sa.Text)  # typed: as a JSONB parameter it would match no operator
+        text = attrs.op("->>", return_type=sa.Text)(name)
         if numeric:
-            return sa.case((sa.func.jsonb_typeof(attrs.op("->")(key)) == "number",
-                            sa.cast(attrs.op("->>")(key), sa.Float)))
-        return attrs.op("->>")(key)
+            return sa.case((sa.func.jsonb_typeof(attrs.op("->")(name)) == "number",
+                            sa.cast(text, sa.Float)))
+        return text
     path = '$."' + key.replace('"', '""') + '"'
     if numeric:
         return sa.case((sa.func.json_type(attrs, path).in_(("integer", "real")),
