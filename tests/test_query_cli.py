@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import os
 import re
 import subprocess
@@ -175,10 +174,10 @@ def test_stats_by_model_matches_dataset_on_both_stores(dbs, dataset):
         assert g["cost_usd"] == pytest.approx(sum(s.genai.cost_usd for s in calls), rel=1e-9)
         durations = [s.duration_ms for s in calls]
         for p in (50, 95, 99):
-            assert g[f"latency_p{p}"] == pytest.approx(nearest_rank(durations, p / 100), abs=1e-6)
+            assert g[f"latency_p{p}_ms"] == pytest.approx(nearest_rank(durations, p / 100), abs=1e-6)
         ttfts = [s.genai.ttft_ms for s in calls if s.genai.ttft_ms is not None]
-        assert g["ttft_p50"] == pytest.approx(nearest_rank(ttfts, 0.5))
-        assert g["ttft_p95"] == pytest.approx(nearest_rank(ttfts, 0.95))
+        assert g["ttft_p50_ms"] == pytest.approx(nearest_rank(ttfts, 0.5))
+        assert g["ttft_p95_ms"] == pytest.approx(nearest_rank(ttfts, 0.95))
         tps = [s.genai.output_tokens_per_second for s in calls]
         assert g["output_tokens_per_second_p50"] == pytest.approx(nearest_rank(tps, 0.5))
     # the busiest model first

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 from collector.query import queries, render
+from collector.query.stats import stats as compute_stats
 from collector.query.args import (
     UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
     time_arg,
@@ -236,10 +237,10 @@ def _stat_columns(by: list[str]) -> list[Column]:
         Column("err%", "error_rate", fmt_pct, numeric=True),
         Column("tok in/out", _tokens, numeric=True, optional=True),
         Column("cost", "cost_usd", fmt_cost, numeric=True),
-        Column("p50", "latency_p50", fmt_ms, numeric=True),
-        Column("p95", "latency_p95", fmt_ms, numeric=True),
-        Column("p99", "latency_p99", fmt_ms, numeric=True),
-        Column("ttft50", "ttft_p50", fmt_ms, numeric=True, optional=True),
+        Column("p50", "latency_p50_ms", fmt_ms, numeric=True),
+        Column("p95", "latency_p95_ms", fmt_ms, numeric=True),
+        Column("p99", "latency_p99_ms", fmt_ms, numeric=True),
+        Column("ttft50", "ttft_p50_ms", fmt_ms, numeric=True, optional=True),
         Column("tok/s", "output_tokens_per_second_p50",
                lambda v: "-" if v is None else f"{v:.0f}", numeric=True, optional=True),
     ]
@@ -266,7 +267,7 @@ STAT_SECTIONS = {"groups": "groups", "top-users": "top_users", "cost-per-call": 
 
 @_command
 def cmd_stats(args: argparse.Namespace, store: Store) -> int:
-    result = queries.stats(store, Filters.from_args(args), args.by, args.top)
+    result = compute_stats(store, Filters.from_args(args), args.by, args.top)
     if args.format == "json":
         render.write_json(result, sys.stdout)
     elif args.format == "csv":

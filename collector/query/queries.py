@@ -7,27 +7,22 @@ Results are plain dicts whose keys are the documented, stable JSON field names (
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 
 from collector.query.filters import NS_PER_MS, Filters, genai_call, like_escape, llm_call
+from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Store
 from exporters.storage.schema import sessions, spans, traces
 
 __all__ = [
     "iso", "span_record", "list_traces", "get_trace", "list_sessions", "get_session",
-    "stats", "export_spans", "eval_candidates", "PERCENTILES", "nearest_rank",
-    "TRACE_SORTS", "SESSION_SORTS",
+    "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
-PERCENTILES = (0.5, 0.95, 0.99)
-
-NS_PER_DAY = 86_400_000_000_000
-NS_PER_HOUR = 3_600_000_000_000
 
 
 def iso(unix_nano: int | None) -> str | None:
@@ -197,180 +192,6 @@ def get_session(store: Store, session_id: str) -> dict | None:
 
 
 # -------------------------------------------------------------------------------------------------
-# stats
-
-
-def _group_columns() -> dict[str, sa.ColumnElement]:
-    """``--by`` key -> SQL expression.  Days and hours are integer buckets of the UTC epoch, the
-    same arithmetic on both dialects (no timezone or date-function differences)."""
-    start = spans.c.start_time_unix_nano
-    return {
-        "model": spans.c.model,
-        "provider": spans.c.provider,
-        "service": spans.c.service_name,
-        "user": spans.c.user_id,
-        "session": spans.c.session_id,
-        # literal constants, not bound parameters: Postgres must see the SELECT and GROUP BY
-        # expressions as the same expression
-        "day": start // sa.literal_column(str(NS_PER_DAY), sa.BigInteger),
-        "hour": start // sa.literal_column(str(NS_PER_HOUR), sa.BigInteger),
-    }
-
-
-def _group_value(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if key == "day":
-        return iso(int(value) * NS_PER_DAY)[:10]
-    if key == "hour":
-        return iso(int(value) * NS_PER_HOUR)[:13] + ":00Z"
-    return value
-
-
-PERCENTILE_METRICS = {
-    "latency_ms": spans.c.duration_ms,
-    "ttft_ms": spans.c.ttft_ms,
-    "output_tokens_per_second": spans.c.output_tokens_per_second,
-    "cost_usd": spans.c.cost_usd,
-}
-"""Metric name -> column whose exact percentiles ``stats`` reports."""
-
-
-def nearest_rank(sorted_values: Sequence[float], p: float) -> float | None:
-    """The percentile_disc definition: the first value whose cumulative share reaches ``p``.
-
-    That is the value at 1-based rank ``ceil(p * n)``, computed with the same double arithmetic
-    as Postgres' ``percentile_disc`` (``ceil(percentile * rowcount)``), so both stores agree to
-    the bit.  It is always an observed value: no interpolation.
-    """
-    n = len(sorted_values)
-    if n == 0:
-        return None
-    rank = max(1, math.ceil(p * n))
-    return sorted_values[min(rank, n) - 1]
-
-
-def _percentile_columns(dialect: str, metrics: Sequence[str]) -> list[sa.ColumnElement]:
-    """Postgres computes percentiles in the GROUP BY query itself (one sort per metric)."""
-    if dialect != "postgresql":
-        return []
-    from sqlalchemy.dialects import postgresql
-
-    fractions = postgresql.array([sa.literal_column(repr(p)) for p in PERCENTILES])
-    return [sa.func.percentile_disc(fractions).within_group(PERCENTILE_METRICS[name]).label(f"pct_{name}")
-            for name in metrics]
-
-
-def _sqlite_percentiles(conn: sa.Connection, where: list, keys: list[sa.ColumnElement],
-                        metrics: Sequence[str]) -> dict[tuple, dict[str, list]]:
-    """SQLite has no ordered-set aggregates: fetch each group's values and rank them here."""
-    columns = [PERCENTILE_METRICS[name] for name in metrics]
-    values: dict[tuple, list[list[float]]] = defaultdict(lambda: [[] for _ in columns])
-    width = len(keys)
-    for row in conn.execute(sa.select(*keys, *columns).where(*where)):
-        lists = values[tuple(row[:width])]
-        for i, value in enumerate(row[width:]):
-            if value is not None:
-                lists[i].append(value)
-    out = {}
-    for group, lists in values.items():
-        out[group] = {}
-        for name, vals in zip(metrics, lists):
-            vals.sort()
-            out[group][name] = [nearest_rank(vals, p) for p in PERCENTILES]
-    return out
-
-
-def _grouped(conn: sa.Connection, store: Store, where: list, by: Sequence[str],
-             metrics: Sequence[str]) -> list[tuple[dict, Any, dict[str, list]]]:
-    """Aggregates and percentiles per group: [(group dict, aggregate row, {metric: [p50,p95,p99]})]."""
-    exprs = _group_columns()
-    keys = [exprs[k].label(f"g_{k}") for k in by]
-    c = spans.c
-    aggregates = [
-        sa.func.count().label("requests"),
-        sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)).label("errors"),
-        sa.func.coalesce(sa.func.sum(c.input_tokens), 0).label("input_tokens"),
-        sa.func.coalesce(sa.func.sum(c.output_tokens), 0).label("output_tokens"),
-        sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0).label("cost_usd"),
-    ]
-    query = (sa.select(*keys, *aggregates, *_percentile_columns(store.dialect, metrics))
-             .where(*where).group_by(*[exprs[k] for k in by]))
-    rows = conn.execute(query).all()
-    if store.dialect == "postgresql":
-        pct = {tuple(r[:len(by)]): {m: list(r._mapping[f"pct_{m}"] or [None] * len(PERCENTILES))
-                                     for m in metrics} for r in rows}
-    else:
-        pct = _sqlite_percentiles(conn, where, [exprs[k] for k in by], metrics)
-    empty = {m: [None] * len(PERCENTILES) for m in metrics}
-    return [({k: _group_value(k, v) for k, v in zip(by, r[:len(by)])}, r._mapping,
-             pct.get(tuple(r[:len(by)]), empty)) for r in rows]
-
-
-def _pct(values: list, prefix: str, which: Sequence[float] = PERCENTILES) -> dict[str, Any]:
-    return {f"{prefix}_p{int(p * 100)}": v for p, v in zip(PERCENTILES, values) if p in which}
-
-
-def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
-    """Volume, errors, tokens, cost and latency / TTFT / throughput percentiles per group, the top
-    users by spend and the cost per call by model.  Counts GenAI calls (spans with a model)."""
-    where = [genai_call(), *f.span_clauses(store.dialect)]
-    with store.connect() as conn:
-        groups = []
-        for group, agg, pct in _grouped(conn, store, where, by,
-                                        ("latency_ms", "ttft_ms", "output_tokens_per_second")):
-            groups.append({
-                **group,
-                "requests": agg["requests"],
-                "errors": agg["errors"],
-                "error_rate": agg["errors"] / agg["requests"] if agg["requests"] else 0.0,
-                "input_tokens": int(agg["input_tokens"]),
-                "output_tokens": int(agg["output_tokens"]),
-                "cost_usd": float(agg["cost_usd"]),
-                **_pct(pct["latency_ms"], "latency"),
-                **_pct(pct["ttft_ms"], "ttft", (0.5, 0.95)),
-                **_pct(pct["output_tokens_per_second"], "output_tokens_per_second", (0.5,)),
-            })
-        groups.sort(key=_group_order(by))
-        users = _top_users(conn, where, top)
-        per_call = []
-        for group, agg, pct in _grouped(conn, store, where, ["model"], ("cost_usd",)):
-            per_call.append({
-                "model": group["model"], "requests": agg["requests"],
-                "cost_usd": float(agg["cost_usd"]),
-                "cost_per_call_avg": float(agg["cost_usd"]) / agg["requests"],
-                **{k.replace("cost_usd", "cost_per_call"): v
-                   for k, v in _pct(pct["cost_usd"], "cost_usd", (0.5, 0.95)).items()},
-            })
-        per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
-    return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}
-
-
-def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
-    """Over time (``day`` / ``hour`` in ``--by``): in key order, so a spike reads top to bottom;
-    otherwise the busiest groups first."""
-    def keys(g: dict) -> tuple:
-        return tuple((g[k] is None, str(g[k])) for k in by)
-
-    if "day" in by or "hour" in by:
-        return keys
-    return lambda g: (-g["requests"], keys(g))
-
-
-def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
-    c = spans.c
-    spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
-    query = (sa.select(c.user_id, sa.func.count().label("requests"), spend.label("cost_usd"),
-                       sa.func.coalesce(sa.func.sum(c.input_tokens), 0).label("input_tokens"),
-                       sa.func.coalesce(sa.func.sum(c.output_tokens), 0).label("output_tokens"))
-             .where(*where, c.user_id.is_not(None)).group_by(c.user_id)
-             .order_by(spend.desc(), c.user_id).limit(top))
-    return [{"user_id": r.user_id, "requests": r.requests, "cost_usd": float(r.cost_usd),
-             "input_tokens": int(r.input_tokens), "output_tokens": int(r.output_tokens)}
-            for r in conn.execute(query)]
-
-
-# -------------------------------------------------------------------------------------------------
 # export and eval candidates
 
 
@@ -439,7 +260,7 @@ def percentile_of(conn: sa.Connection, column: sa.ColumnElement, where: list, p:
     n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
     if not n:
         return None
-    rank = max(1, math.ceil(p * n))
+    rank = percentile_rank(p, n)
     query = (sa.select(column).where(*where, column.is_not(None)).order_by(column)
              .offset(rank - 1).limit(1))
     return conn.execute(query).scalar_one()

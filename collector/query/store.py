@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from collector.query.args import UsageError
+from collector.query.percentile import register_sqlite
 
 __all__ = ["Store", "open_store", "resolve_db", "STORAGE_TYPES"]
 
@@ -100,7 +101,8 @@ def resolve_db(db: str | None, config_path: str) -> URL:
     raise UsageError(f"unsupported database URL scheme {url.drivername!r} (use sqlite or postgresql)")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_setup(dbapi_connection, _record) -> None:
+    register_sqlite(dbapi_connection)  # gc_percentiles(): exact percentiles like Postgres
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only = 1")      # a reader must never write, whatever SQL runs
     cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: stats scan many pages once
@@ -119,7 +121,7 @@ def open_store(db: str | None, config_path: str) -> Store:
         kwargs["connect_args"] = {"connect_timeout": 5}
     engine = sa.create_engine(url, **kwargs)
     if backend == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", _sqlite_setup)
     try:
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("spans"):
