@@ -1,0 +1,123 @@
+"""``genai-collector`` command line: run, validate, and the query commands over the store."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from collector import __version__
+from config.schema import ConfigErrors
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_CONFIG = "otel-config.yaml"
+log = logging.getLogger("genai_collector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genai-collector",
+        description="An OpenTelemetry-Collector-style pipeline for LLM spans: OTLP in, GenAI "
+                    "processors, SQLite/Postgres/OTLP out, and queries over the store.")
+    parser.add_argument("--version", action="version", version=f"genai-collector {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="start the collector", description=(
+        "Start the collector with a config file; SIGTERM/SIGINT stop it gracefully (receivers "
+        "first, then the pipelines drain and exporters flush); a second signal exits at once."))
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default: ./{DEFAULT_CONFIG})")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config file and exit", description=(
+        "Load and validate a config: exit 0 when valid, otherwise print every error (one per "
+        "line, with its path and line) and exit 1."))
+    validate.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default: ./{DEFAULT_CONFIG})")
+    validate.set_defaults(func=cmd_validate)
+
+    _register_query_commands(sub)
+    return parser
+
+
+def _register_query_commands(sub) -> None:
+    try:
+        from collector.query.cli import register
+    except ImportError:  # the query package is optional until it lands
+        return
+    register(sub)
+
+
+def _load(path: str):
+    from config.service import load_config
+
+    return load_config(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load(args.config)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name in cfg.unset_env:
+        print(f"warning: environment variable {name} is not set (expanded to an empty string)", file=sys.stderr)
+    pipelines = ", ".join(cfg.service.pipelines)
+    print(f"{args.config}: valid ({len(cfg.service.pipelines)} pipeline(s): {pipelines})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.logs import setup_logging
+    from collector.service import Service, StartupError
+
+    try:
+        cfg = _load(args.config)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    logs = cfg.service.telemetry.logs
+    setup_logging(logs.level, logs.encoding)
+    for name in cfg.unset_env:
+        log.warning("environment variable %s is not set (expanded to an empty string)", name)
+
+    stop = threading.Event()
+    signals_seen = []
+
+    def on_signal(signum, _frame) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            log.warning("second signal: exiting at once")
+            os._exit(1)
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    service = Service(cfg)
+    try:
+        service.start()
+    except (StartupError, OSError) as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    while not stop.wait(1.0):
+        pass
+    clean = service.shutdown()
+    log.info("shutdown %s", "complete" if clean else "cut short by shutdown_timeout")
+    return 0 if clean else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""Pipelines: admission, batching, processors in order, fan-out to exporters, durable acks.
+
+Each pipeline has one worker thread.  Receivers ``submit`` a decoded batch and get a
+:class:`Ticket`; the worker merges whatever has queued up (group commit: while one batch is being
+written, the next accumulates), runs the processors in order, hands the result to every exporter,
+and only then completes the tickets.  A receiver that waits on its ticket therefore acknowledges
+only data that every exporter has taken durably.  This is the point where we differ from the
+OTel Collector's ``batch`` processor, which acknowledges before exporting.
+
+Memory is bounded by admission: a pipeline refuses (``Overloaded``) a batch when the encoded
+bytes admitted but not yet completed would exceed its limit (``memory_limiter.limit_mib``).
+Retryable export failures are retried with backoff *inside* the worker, so a database outage
+fills the queue, admission starts refusing, and clients see backpressure rather than loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from collector.component import Exporter, Overloaded, PermanentError, Processor, RetryableError
+from collector.model import SpanBatch
+from collector.telemetry import Telemetry
+
+__all__ = ["BatchPolicy", "Pipeline", "Ticket", "Fanout", "ExporterHandle", "DEFAULT_LIMIT_BYTES"]
+
+log = logging.getLogger("genai_collector.pipeline")
+
+DEFAULT_LIMIT_BYTES = 64 * 1024 * 1024
+RETRY_INITIAL, RETRY_MAX = 0.05, 5.0
+FLUSH_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How the worker groups queued requests (set by the ``batch`` processor when listed).
+
+    ``timeout`` 0 means group commit: take what has queued, never wait for more.
+    """
+
+    send_batch_size: int = 8192
+    send_batch_max_size: int = 0
+    timeout: float = 0.0
+
+
+class Ticket:
+    """Completion of one submitted batch: set once, with an optional error."""
+
+    __slots__ = ("_event", "error", "spans")
+
+    def __init__(self, spans: int) -> None:
+        self._event = threading.Event()
+        self.error: BaseException | None = None
+        self.spans = spans
+
+    def done(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self._event.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        if not self._event.wait(timeout):
+            raise TimeoutError("the pipeline did not finish the batch in time (it stays queued)")
+        if self.error is not None:
+            raise self.error
+
+
+class ExporterHandle:
+    """One exporter instance, shared by every pipeline that lists it; calls are serialised."""
+
+    def __init__(self, exporter_id: str, exporter: Exporter, telemetry: Telemetry) -> None:
+        self.id = exporter_id
+        self.exporter = exporter
+        self.durable = bool(getattr(exporter, "durable", False))
+        self.lock = threading.Lock()
+        self.sent = telemetry.counter("otelcol_exporter_sent_spans", "Spans delivered by the exporter.",
+                                      exporter=exporter_id)
+        self.failed = telemetry.counter("otelcol_exporter_send_failed_spans",
+                                        "Spans the exporter failed to deliver for good.", exporter=exporter_id)
+        self.retries = telemetry.counter("otelcol_exporter_retries",
+                                         "Export attempts that failed with a retryable error.", exporter=exporter_id)
+
+    def export(self, batch: SpanBatch) -> None:
+        with self.lock:
+            self.exporter.export(batch)
+
+
+class _Item:
+    __slots__ = ("batch", "ticket")
+
+    def __init__(self, batch: SpanBatch, ticket: Ticket | None) -> None:
+        self.batch = batch
+        self.ticket = ticket
+
+
+class Pipeline:
+    def __init__(self, name: str, processors: list[tuple[str, Processor]], exporters: list[ExporterHandle],
+                 telemetry: Telemetry, policy: BatchPolicy | None = None,
+                 limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
+        self.name = name
+        self.processors = processors
+        self.exporters = exporters
+        self.policy = policy or BatchPolicy()
+        self.limit_bytes = limit_bytes
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._in_flight_bytes = 0
+        self._queued_spans = 0
+        self._stopping = False
+        self._abandon = False
+        self._thread: threading.Thread | None = None
+        t = telemetry
+        self.refused = t.counter("otelcol_pipeline_refused_spans",
+                                 "Spans refused at admission (memory limit reached).", pipeline=name)
+        self.failed = t.counter("otelcol_pipeline_failed_spans",
+                                "Spans whose processing failed (the client got an error).", pipeline=name)
+        t.gauge("otelcol_pipeline_queue_size", "Spans waiting for the pipeline worker.",
+                lambda: self._queued_spans, pipeline=name)
+        t.gauge("otelcol_pipeline_bytes_in_flight", "Encoded bytes admitted and not yet exported.",
+                lambda: self._in_flight_bytes, pipeline=name)
+        t.gauge("otelcol_pipeline_bytes_limit", "Admission limit in bytes.", lambda: self.limit_bytes, pipeline=name)
+        self._proc_counters = [
+            (t.counter("otelcol_processor_incoming_spans", "Spans into the processor.", processor=pid, pipeline=name),
+             t.counter("otelcol_processor_outgoing_spans", "Spans out of the processor.", processor=pid, pipeline=name),
+             t.counter("otelcol_processor_dropped_spans", "Spans the processor dropped.", processor=pid, pipeline=name))
+            for pid, _ in processors
+        ]
+        self._flushers = [(i, p) for i, (_, p) in enumerate(processors) if callable(getattr(p, "flush", None))]
+
+    # -- intake -------------------------------------------------------------------------------
+
+    def admit(self, nbytes: int, nspans: int) -> None:
+        """Reserve room for a batch or raise Overloaded (always admits into an empty pipeline)."""
+        with self._cond:
+            if self._stopping:
+                raise Overloaded("the collector is shutting down", retry_after=5.0)
+            if self._in_flight_bytes and self._in_flight_bytes + nbytes > self.limit_bytes:
+                self.refused.add(nspans)
+                raise Overloaded(f"pipeline {self.name}: memory limit reached "
+                                 f"({self._in_flight_bytes + nbytes} > {self.limit_bytes} bytes in flight)")
+            self._in_flight_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._cond:
+            self._in_flight_bytes -= nbytes
+
+    def enqueue(self, batch: SpanBatch) -> Ticket:
+        """Queue an admitted batch; the ticket completes once every exporter has it."""
+        ticket = Ticket(len(batch))
+        with self._cond:
+            self._queue.append(_Item(batch, ticket))
+            self._queued_spans += len(batch)
+            self._cond.notify()
+        return ticket
+
+    def submit(self, batch: SpanBatch) -> Ticket:
+        self.admit(batch.nbytes, len(batch))
+        return self.enqueue(batch)
+
+    # -- worker -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> list[_Item] | None:
+        """Block for the next group of items; None when stopping and drained."""
+        policy = self.policy
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait(FLUSH_INTERVAL)
+                if not self._queue:
+                    return []  # idle tick: let the worker flush timed processors
+            items = [self._queue.popleft()]
+            count = len(items[0].batch)
+            deadline = time.monotonic() + policy.timeout
+            limit = policy.send_batch_max_size or None
+            while count < policy.send_batch_size:
+                if self._queue:
+                    nxt = len(self._queue[0].batch)
+                    if limit is not None and count + nxt > limit:
+                        break
+                    items.append(self._queue.popleft())
+                    count += nxt
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+            self._queued_spans -= count
+            return items
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            items = self._take()
+            if items is None:
+                break
+            if items:
+                self._handle(items)
+            if self._flushers and time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                last_flush = time.monotonic()
+                self._flush_processors(final=False)
+        if self._flushers and not self._abandon:
+            self._flush_processors(final=True)
+
+    def _handle(self, items: list[_Item]) -> None:
+        if len(items) == 1:
+            batch = items[0].batch
+        else:
+            spans: list = []
+            for it in items:
+                spans.extend(it.batch.spans)
+            batch = SpanBatch(spans, sum(it.batch.nbytes for it in items))
+        nbytes = sum(it.batch.nbytes for it in items)
+        error: BaseException | None = None
+        try:
+            out = self._process(batch, 0)
+            self._export(out)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting clients
+            error = exc if isinstance(exc, (PermanentError, Overloaded)) else PermanentError(
+                f"pipeline {self.name}: {type(exc).__name__}: {exc}")
+            self.failed.add(len(batch))
+            if not isinstance(exc, (PermanentError, Overloaded)):
+                log.exception("pipeline %s: processing failed; %d spans refused", self.name, len(batch))
+        finally:
+            self.release(nbytes)
+        for it in items:
+            if it.ticket is not None:
+                it.ticket.done(error)
+
+    def _process(self, batch: SpanBatch, start: int) -> SpanBatch:
+        for i in range(start, len(self.processors)):
+            pid, proc = self.processors[i]
+            incoming, outgoing, dropped = self._proc_counters[i]
+            n_in = len(batch)
+            incoming.add(n_in)
+            batch = proc.process(batch)
+            n_out = len(batch)
+            outgoing.add(n_out)
+            if n_out < n_in:
+                dropped.add(n_in - n_out)
+        return batch
+
+    def _flush_processors(self, final: bool) -> None:
+        """Spans held by a processor (tail sampling) continue through the rest of the chain."""
+        for i, proc in self._flushers:
+            try:
+                released = proc.flush(final=final)
+                if released is not None and len(released):
+                    self._export(self._process(released, i + 1))
+            except Exception:  # noqa: BLE001
+                log.exception("pipeline %s: flushing processor %s failed", self.name, self.processors[i][0])
+
+    def _export(self, batch: SpanBatch) -> None:
+        if not len(batch):
+            return
+        pending = list(self.exporters)
+        delay = RETRY_INITIAL
+        while pending:
+            retry: list[ExporterHandle] = []
+            hint = None
+            for handle in pending:
+                try:
+                    handle.export(batch)
+                    handle.sent.add(len(batch))
+                except RetryableError as exc:
+                    handle.retries.add(1)
+                    retry.append(handle)
+                    hint = exc.retry_after if exc.retry_after is not None else hint
+                    log.warning("exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
+                except PermanentError as exc:
+                    handle.failed.add(len(batch))
+                    log.error("exporter %s: dropping %d spans: %s", handle.id, len(batch), exc)
+                    if handle.durable:
+                        raise
+                except Exception as exc:  # noqa: BLE001 - a buggy exporter is a permanent failure
+                    handle.failed.add(len(batch))
+                    log.exception("exporter %s failed; dropping %d spans", handle.id, len(batch))
+                    if handle.durable:
+                        raise PermanentError(f"exporter {handle.id}: {type(exc).__name__}: {exc}") from exc
+            pending = retry
+            if pending:
+                if self._abandon:
+                    for handle in pending:
+                        handle.failed.add(len(batch))
+                    raise Overloaded("shutdown deadline passed before the exporters recovered")
+                time.sleep(min(hint or delay, RETRY_MAX))
+                delay = min(delay * 2, RETRY_MAX)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def drain(self, deadline: float) -> bool:
+        """Finish everything queued (and held) by ``deadline``; True if it all went out."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is None:
+            return True
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._abandon = True  # stop retrying; the worker fails what is left
+            self._thread.join(2.0)
+            return False
+        return True
+
+    def shutdown_processors(self) -> None:
+        for pid, proc in self.processors:
+            try:
+                proc.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("processor %s: shutdown failed", pid)
+
+
+class Fanout:
+    """The consumer a receiver feeds: every pipeline that lists the receiver.
+
+    With several pipelines each gets its own copy of the spans (processors modify spans in
+    place), and ``consume`` returns once all of them are done.
+    """
+
+    def __init__(self, pipelines: list[Pipeline]) -> None:
+        self.pipelines = pipelines
+
+    def consume(self, batch: SpanBatch, timeout: float | None = None) -> None:
+        tickets = self.submit(batch)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for ticket in tickets:
+            ticket.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def submit(self, batch: SpanBatch) -> list[Ticket]:
+        admitted: list[Pipeline] = []
+        try:
+            for p in self.pipelines:
+                p.admit(batch.nbytes, len(batch))
+                admitted.append(p)
+        except Overloaded:
+            for p in admitted:
+                p.release(batch.nbytes)
+            raise
+        # copy before the first enqueue: a worker may start modifying spans at once
+        batches = [batch] + [SpanBatch(copy.deepcopy(batch.spans), batch.nbytes)
+                             for _ in self.pipelines[1:]]
+        return [p.enqueue(b) for p, b in zip(self.pipelines, batches)]

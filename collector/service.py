@@ -1,0 +1,141 @@
+"""The running collector: builds the component graph from a config, starts it, stops it cleanly.
+
+Graph rules (as in the OTel Collector): a component configured but not named in a pipeline stays
+idle; a receiver or exporter used by several pipelines is one instance; processors are instantiated
+per pipeline.  Start order is extensions, exporters, pipelines, receivers; shutdown is the reverse,
+so nothing accepted is left behind: receivers stop taking data, pipelines drain, exporters flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from collector.component import ComponentContext
+from collector.pipeline import DEFAULT_LIMIT_BYTES, BatchPolicy, ExporterHandle, Fanout, Pipeline
+from collector.telemetry import Telemetry, TelemetryServer
+from config.service import CollectorConfig, ComponentSpec
+
+__all__ = ["Service", "StartupError"]
+
+log = logging.getLogger("genai_collector.service")
+
+
+class StartupError(Exception):
+    """A component could not be built or started; the message is one line for the user."""
+
+
+def _create(spec: ComponentSpec, telemetry: Telemetry, pipeline: str | None = None) -> Any:
+    logger = logging.getLogger(f"genai_collector.{spec.kind}.{spec.id}")
+    ctx = ComponentContext(spec.id, spec.kind, telemetry, logger, pipeline)
+    try:
+        return spec.factory.create(spec.config, ctx)
+    except StartupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turned into one clear line
+        raise StartupError(f"{spec.kind} {spec.id}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {text}"
+
+
+class Service:
+    def __init__(self, config: CollectorConfig, telemetry: Telemetry | None = None) -> None:
+        self.config = config
+        self.telemetry = telemetry or Telemetry()
+        self.telemetry_server = TelemetryServer(self.telemetry, config.service.telemetry.metrics.address)
+        self.extensions: dict[str, Any] = {}
+        self.exporters: dict[str, ExporterHandle] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.receivers: dict[str, Any] = {}
+        self._started_receivers: list[tuple[str, Any]] = []
+
+    # -- build + start --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build and start everything; raise StartupError (after cleaning up) on failure."""
+        self.telemetry_server.start()  # first, so /healthz says "starting" meanwhile
+        try:
+            self._build()
+            for ext_id, ext in self.extensions.items():
+                self._start_component("extension", ext_id, lambda e=ext: e.start())
+            for pipeline in self.pipelines.values():
+                pipeline.start()
+            for rid, receiver in self.receivers.items():
+                consumer = Fanout([self.pipelines[pid] for pid, pc in self.config.service.pipelines.items()
+                                   if rid in pc.receivers])
+                self._start_component("receiver", rid, lambda r=receiver, c=consumer: r.start(c))
+                self._started_receivers.append((rid, receiver))
+        except StartupError:
+            self.shutdown(timeout=5.0)
+            raise
+        self._set_status("ready")
+        log.info("collector ready: %d pipeline(s), receivers %s, exporters %s",
+                 len(self.pipelines), sorted(self.receivers), sorted(self.exporters))
+
+    def _start_component(self, kind: str, cid: str, start) -> None:
+        try:
+            start()
+        except StartupError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise StartupError(f"{kind} {cid}: {_reason(exc)}") from exc
+
+    def _build(self) -> None:
+        cfg = self.config
+        t = self.telemetry
+        for ext_id in cfg.service.extensions:
+            self.extensions[ext_id] = _create(cfg.extensions[ext_id], t)
+        for pid, pc in cfg.service.pipelines.items():
+            for eid in pc.exporters:
+                if eid not in self.exporters:
+                    self.exporters[eid] = ExporterHandle(eid, _create(cfg.exporters[eid], t), t)
+            processors = [(proc_id, _create(cfg.processors[proc_id], t, pid)) for proc_id in pc.processors]
+            policy = next((p.batch_policy for _, p in processors if hasattr(p, "batch_policy")), BatchPolicy())
+            limit = next((p.limit_bytes for _, p in processors if hasattr(p, "limit_bytes")), DEFAULT_LIMIT_BYTES)
+            self.pipelines[pid] = Pipeline(pid, processors, [self.exporters[e] for e in pc.exporters], t,
+                                           policy, limit)
+            for rid in pc.receivers:
+                if rid not in self.receivers:
+                    self.receivers[rid] = _create(cfg.receivers[rid], t)
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def _set_status(self, status: str) -> None:
+        self.telemetry_server.status = status
+        for ext in self.extensions.values():
+            if hasattr(ext, "set_status"):
+                ext.set_status(status)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Receivers first, then drain pipelines, then flush exporters; True if nothing was cut short."""
+        timeout = self.config.service.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._set_status("stopping")
+        clean = True
+        for rid, receiver in reversed(self._started_receivers):
+            try:
+                receiver.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("receiver %s: shutdown failed", rid)
+        self._started_receivers.clear()
+        for pid, pipeline in self.pipelines.items():
+            if not pipeline.drain(deadline):
+                clean = False
+                log.error("pipeline %s: shutdown_timeout reached before it drained", pid)
+            pipeline.shutdown_processors()
+        for eid, handle in self.exporters.items():
+            try:
+                handle.exporter.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("exporter %s: shutdown failed", eid)
+        for ext_id, ext in self.extensions.items():
+            try:
+                ext.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("extension %s: shutdown failed", ext_id)
+        self.telemetry_server.shutdown()
+        return clean

@@ -1,0 +1,191 @@
+"""The whole collector config: components by id, and the ``service`` section that wires them.
+
+Mirrors ``otelcol/config.go``: top level ``receivers``, ``processors``, ``exporters``,
+``extensions``, ``service``; ids ``type`` or ``type/name``; ``service.pipelines`` maps pipeline
+ids (``traces`` or ``traces/name``) to ordered component lists.  Every problem is collected and
+reported with its path and line, so ``validate`` shows them all at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from collector.component import ID_TYPE_RE, Factory, Registry, split_id
+from config.loader import load_yaml
+from config.schema import ConfigError, ConfigErrors, Duration, build, setting
+
+__all__ = ["CollectorConfig", "ComponentSpec", "PipelineConfig", "ServiceConfig", "load_config",
+           "parse_config", "registries"]
+
+SIGNALS = ("traces",)
+_NAME_RE = r"^[^\s/]*$"
+
+
+@dataclass
+class PipelineConfig:
+    receivers: list[str] = field(default_factory=list)
+    processors: list[str] = field(default_factory=list)
+    exporters: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MetricsTelemetryConfig:
+    address: str = setting("127.0.0.1:8888", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$",
+                           doc="where /metrics and /healthz are served")
+    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+
+
+@dataclass
+class LogsTelemetryConfig:
+    level: Literal["debug", "info", "warn", "error"] = "info"
+    encoding: Literal["console", "json"] = "console"
+
+
+@dataclass
+class TelemetryConfig:
+    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
+    logs: LogsTelemetryConfig = field(default_factory=LogsTelemetryConfig)
+
+
+@dataclass
+class ServiceConfig:
+    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
+    extensions: list[str] = field(default_factory=list)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    shutdown_timeout: Duration = setting(30.0, doc="how long a graceful shutdown may take to drain")
+
+
+@dataclass
+class ComponentSpec:
+    """One configured component: its id, type, factory and validated config object."""
+
+    id: str
+    kind: str
+    type: str
+    factory: Factory
+    config: Any
+
+
+@dataclass
+class CollectorConfig:
+    receivers: dict[str, ComponentSpec]
+    processors: dict[str, ComponentSpec]
+    exporters: dict[str, ComponentSpec]
+    extensions: dict[str, ComponentSpec]
+    service: ServiceConfig
+    source: str = ""
+    unset_env: list[str] = field(default_factory=list)
+
+
+def registries() -> dict[str, Registry]:
+    """kind (plural, as in YAML) -> registry; imported lazily to keep ``config`` import-light."""
+    from collector.extensions import EXTENSIONS
+    from collector.receivers import RECEIVERS
+    from exporters import EXPORTERS
+    from processors import PROCESSORS
+
+    return {"receivers": RECEIVERS, "processors": PROCESSORS, "exporters": EXPORTERS,
+            "extensions": EXTENSIONS}
+
+
+def load_config(path: str | Path) -> CollectorConfig:
+    """Read, expand and validate a config file; raise ConfigErrors listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError("", f"config file not found: {path}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc}")]) from None
+    return parse_config(text, source=str(path))
+
+
+def parse_config(text: str, source: str = "config") -> CollectorConfig:
+    try:
+        raw, lines, unset = load_yaml(text, source)
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    errors: list[ConfigError] = []
+
+    def err(path: tuple[str, ...], message: str) -> None:
+        line = next((lines[path[:i]] for i in range(len(path), 0, -1) if path[:i] in lines), None)
+        errors.append(ConfigError("::".join(path), message, line))
+
+    known_top = ("receivers", "processors", "exporters", "extensions", "service", "connectors")
+    for key in raw:
+        if key not in known_top:
+            err((str(key),), f"unknown key (valid keys: {', '.join(known_top[:-1])})")
+    if raw.get("connectors"):
+        err(("connectors",), "connectors are not supported")
+
+    sections: dict[str, dict[str, ComponentSpec]] = {}
+    configured: dict[str, set[str]] = {}  # ids as written, valid or not: no cascading errors
+    for kind, registry in registries().items():
+        sections[kind] = {}
+        section = raw.get(kind) or {}
+        if not isinstance(section, dict):
+            err((kind,), "expected a mapping of component ids to configs")
+            section = {}
+        configured[kind] = {str(k) for k in section}
+        for comp_id, comp_raw in section.items():
+            comp_id = str(comp_id)
+            spec = _build_component(kind, registry, comp_id, comp_raw, lines, err, errors)
+            if spec is not None:
+                sections[kind][comp_id] = spec
+
+    service, service_errors = build(ServiceConfig, raw.get("service") or {}, ("service",), lines)
+    errors.extend(service_errors)
+    if service is not None:
+        _check_service(service, configured, err)
+
+    if errors:
+        raise ConfigErrors(errors)
+    return CollectorConfig(sections["receivers"], sections["processors"], sections["exporters"],
+                           sections["extensions"], service, source, unset)
+
+
+def _build_component(kind, registry, comp_id, comp_raw, lines, err, errors) -> ComponentSpec | None:
+    type_name, name = split_id(comp_id)
+    path = (kind, comp_id)
+    if not ID_TYPE_RE.match(type_name) or (name == "" and comp_id.endswith("/")) or "/" in name:
+        err(path, f'invalid id "{comp_id}": the type must match [a-zA-Z][0-9a-zA-Z_]{{0,62}}, '
+                  'optionally followed by "/name"')
+        return None
+    if type_name not in registry:
+        err(path, f'unknown type: "{type_name}" for id: "{comp_id}" (valid values: [{", ".join(registry.types)}])')
+        return None
+    factory = registry.get(type_name)
+    obj, comp_errors = build(factory.config_class, {} if comp_raw is None else comp_raw, path, lines)
+    errors.extend(comp_errors)
+    if obj is None:
+        return None
+    return ComponentSpec(comp_id, kind[:-1], type_name, factory, obj)
+
+
+def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) -> None:
+    if not service.pipelines:
+        err(("service", "pipelines"), "at least one pipeline is required (e.g. traces)")
+    for pid, pipeline in service.pipelines.items():
+        signal, _, _ = pid.partition("/")
+        path = ("service", "pipelines", pid)
+        if signal not in SIGNALS:
+            err(path, f'unsupported signal "{signal}" (supported: {", ".join(SIGNALS)})')
+            continue
+        for kind, ids in (("receivers", pipeline.receivers), ("processors", pipeline.processors),
+                          ("exporters", pipeline.exporters)):
+            seen: set[str] = set()
+            for cid in ids:
+                if cid not in raw_ids[kind]:
+                    err(path + (kind,), f'references {kind[:-1]} "{cid}" which is not configured')
+                if cid in seen:
+                    err(path + (kind,), f'references {kind[:-1]} "{cid}" multiple times')
+                seen.add(cid)
+        if not pipeline.receivers:
+            err(path + ("receivers",), "must have at least one receiver")
+        if not pipeline.exporters:
+            err(path + ("exporters",), "must have at least one exporter")
+    for ext in service.extensions:
+        if ext not in raw_ids["extensions"]:
+            err(("service", "extensions"), f'references extension "{ext}" which is not configured')
