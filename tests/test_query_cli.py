@@ -72,15 +72,15 @@ def dbs(sqlite_db, postgres_db) -> dict[str, str]:
 
 def cli(*argv: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """The CLI as a user runs it: a new process (about a second of imports on a busy machine)."""
-    return subprocess.run([sys.executable, "-m", "collector.query", *argv], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "collector", *argv], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "COLUMNS": "80", "PYTHONPATH": str(ROOT), **(env or {})})
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
-    """The same entry point (``collector.query.__main__.main``) in this process: argument parsing,
-    exit codes, stdout and stderr exactly as the subprocess has them, without the import cost."""
-    from collector.query.__main__ import main
+    """The same entry point (``collector.cli.main``) in this process: argument parsing, exit
+    codes, stdout and stderr exactly as the subprocess has them, without the import cost."""
+    from collector.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     old = os.environ.get("COLUMNS")
@@ -470,9 +470,26 @@ def test_not_a_store_is_exit_2(tmp_path):
     assert proc.returncode == 2 and "not a genai-collector store" in proc.stderr
 
 
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:0
+exporters:
+  debug: {}
+  sqlite/main:
+    path: ${env:GC_QUERY_DB}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug, sqlite/main]
+"""
+
+
 def test_default_db_comes_from_the_config(sqlite_db, tmp_path, dataset):
-    (tmp_path / "otel-config.yaml").write_text(
-        "exporters:\n  debug: {}\n  sqlite/main:\n    path: ${env:GC_QUERY_DB}\n", encoding="utf-8")
+    (tmp_path / "otel-config.yaml").write_text(CONFIG, encoding="utf-8")
     proc = cli("traces", "--limit", "100", "--format", "json", cwd=tmp_path,
                env={"GC_QUERY_DB": sqlite_db})
     assert proc.returncode == 0, proc.stderr

@@ -11,21 +11,23 @@ import argparse
 import functools
 import re
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from collector.query import queries, render
-from collector.query.stats import stats as compute_stats
+from collector.query import render
 from collector.query.args import (
     UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
     time_arg,
 )
-from collector.query.filters import Filters
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
-from collector.query.store import Store, open_store
+
+if TYPE_CHECKING:  # SQLAlchemy and the schema load when a command runs, not when `run` starts
+    from collector.query.store import Store
 
 __all__ = ["register", "EXPORT_CSV_FIELDS"]
 
 Handler = Callable[[argparse.Namespace], int]
+TRACE_SORTS = ("time", "cost", "latency", "tokens")  # keys of queries.TRACE_SORTS
+SESSION_SORTS = TRACE_SORTS + ("turns",)
 
 
 # -- argument groups ------------------------------------------------------------------------------
@@ -78,6 +80,8 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         import sqlalchemy.exc
 
+        from collector.query.store import open_store
+
         prog = getattr(args, "prog", "genai-collector")
         try:
             _check_time_range(args)
@@ -126,6 +130,9 @@ TRACE_COLUMNS = [
 
 @_command
 def cmd_traces(args: argparse.Namespace, store: Store) -> int:
+    from collector.query import queries
+    from collector.query.filters import Filters
+
     rows = queries.list_traces(store, Filters.from_args(args), args.sort, args.limit, args.offset)
     render.emit(args.format, rows, rows, TRACE_COLUMNS, empty="no traces match")
     return 0
@@ -138,6 +145,8 @@ _TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 def cmd_trace(args: argparse.Namespace, store: Store) -> int:
     if not _TRACE_ID.match(args.trace_id):
         raise UsageError(f"{args.trace_id!r} is not a trace id (32 hex characters)")
+    from collector.query import queries
+
     trace_id = args.trace_id.lower()
     span_list = queries.get_trace(store, trace_id)
     if not span_list:
@@ -158,7 +167,7 @@ def _print_trace(trace_id: str, span_list: list[dict]) -> None:
     tokens = sum((s["input_tokens"] or 0) + (s["output_tokens"] or 0) for s in span_list)
     cost = sum(s["cost_usd"] or 0 for s in span_list)
     services = sorted({s["service"] for s in span_list if s["service"]})
-    con.print(render.Text(f"trace {trace_id}", style="bold"))
+    con.print(render.styled(f"trace {trace_id}", "bold"))
     con.print(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  {len(span_list)} spans"
               f"  {errors} errors  {fmt_tokens(tokens)} tokens  {fmt_cost(cost)}")
     render.render_trace_tree(con, span_list)
@@ -168,7 +177,7 @@ def _print_trace(trace_id: str, span_list: list[dict]) -> None:
             continue
         model = span["response_model"] or span["request_model"] or ""
         title = span["name"] if model in span["name"] else f"{span['name']} {model}"
-        con.rule(render.Text(f"{title} · span {span['span_id']}"), align="left")
+        con.rule(render.styled(f"{title} · span {span['span_id']}"), align="left")
         render.print_transcript(con, span)
 
 
@@ -188,6 +197,9 @@ SESSION_COLUMNS = [
 
 @_command
 def cmd_sessions(args: argparse.Namespace, store: Store) -> int:
+    from collector.query import queries
+    from collector.query.filters import Filters
+
     rows = queries.list_sessions(store, Filters.from_args(args), args.sort, args.limit, args.offset)
     render.emit(args.format, rows, rows, SESSION_COLUMNS, empty="no sessions match")
     return 0
@@ -206,6 +218,8 @@ TURN_COLUMNS = [
 
 @_command
 def cmd_session(args: argparse.Namespace, store: Store) -> int:
+    from collector.query import queries
+
     found = queries.get_session(store, args.session_id)
     if found is None:
         sys.stderr.write(f"{args.prog}: session {args.session_id} not found\n")
@@ -215,13 +229,13 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
         return 0
     con = render.console()
     s = found["session"]
-    con.print(render.Text(f"session {s['session_id']}", style="bold"))
+    con.print(render.styled(f"session {s['session_id']}", "bold"))
     con.print(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
               f"{s['turns']} turns  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
               f"{s['error_count']} errors")
     con.print(render.table(TURN_COLUMNS, found["turns"]))
     for number, turn in enumerate(found["turns"], 1):
-        con.rule(render.Text(f"turn {number} · {fmt_time(turn['start_time'])} · trace "
+        con.rule(render.styled(f"turn {number} · {fmt_time(turn['start_time'])} · trace "
                              f"{turn['trace_id']}"), align="left")
         render.print_transcript(con, turn)
     return 0
@@ -267,13 +281,16 @@ STAT_SECTIONS = {"groups": "groups", "top-users": "top_users", "cost-per-call": 
 
 @_command
 def cmd_stats(args: argparse.Namespace, store: Store) -> int:
+    from collector.query.filters import Filters
+    from collector.query.stats import stats as compute_stats
+
     result = compute_stats(store, Filters.from_args(args), args.by, args.top)
     if args.format == "json":
         render.write_json(result, sys.stdout)
     elif args.format == "csv":
         render.write_csv(result[STAT_SECTIONS[args.section]], sys.stdout)
     elif not result["groups"]:
-        render.console().print(render.Text("no GenAI calls match", style="dim"))
+        render.console().print(render.styled("no GenAI calls match", "dim"))
     else:
         con = render.console()
         con.print(render.table(_stat_columns(args.by), result["groups"],
@@ -326,6 +343,9 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     import csv
     import json
 
+    from collector.query import queries
+    from collector.query.filters import Filters
+
     out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         rows = queries.export_spans(store, Filters.from_args(args), args.all_spans, args.limit)
@@ -359,6 +379,9 @@ EVAL_COLUMNS = [
 
 @_command
 def cmd_eval_candidates(args: argparse.Namespace, store: Store) -> int:
+    from collector.query import queries
+    from collector.query.filters import Filters
+
     result = queries.eval_candidates(store, Filters.from_args(args), args.limit,
                                      args.slow_ms, args.expensive_usd)
     rows = result["candidates"]
@@ -388,13 +411,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         return p
 
     p = add("traces", cmd_traces, "list recent traces")
-    _page_args(p, list(queries.TRACE_SORTS))
+    _page_args(p, list(TRACE_SORTS))
 
     p = add("trace", cmd_trace, "one trace: span tree, tokens, cost, chat transcript", filters=False)
     p.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
 
     p = add("sessions", cmd_sessions, "list sessions with turns, duration, tokens, cost")
-    _page_args(p, list(queries.SESSION_SORTS))
+    _page_args(p, list(SESSION_SORTS))
 
     p = add("session", cmd_session, "one session's turns in order", filters=False)
     p.add_argument("session_id", metavar="ID")

@@ -12,15 +12,15 @@ Two levels:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from exporters.storage.schema import LLM_OPERATIONS, spans
+from exporters.storage.search import search_condition
 
-__all__ = ["Filters", "llm_call", "genai_call", "search_clause", "like_escape", "NS_PER_MS"]
+__all__ = ["Filters", "llm_call", "genai_call", "NS_PER_MS"]
 
 NS_PER_MS = 1_000_000
 
@@ -47,10 +47,10 @@ class Filters:
 
     # -- span level ------------------------------------------------------------------------------
 
-    def span_clauses(self, dialect: str) -> list[sa.ColumnElement]:
+    def span_clauses(self, conn: sa.Connection) -> list[sa.ColumnElement]:
         """Every filter applied to a single span."""
         c = spans.c
-        out = self._time(c.start_time_unix_nano) + self._inner(dialect)
+        out = self._time(c.start_time_unix_nano) + self._inner(conn)
         if self.status == "error":
             out.append(c.status_code == 2)
         elif self.status == "ok":
@@ -63,7 +63,7 @@ class Filters:
 
     # -- rollup level (traces / sessions tables) ---------------------------------------------------
 
-    def rollup_clauses(self, rollup: sa.Table, key: str, dialect: str) -> list[sa.ColumnElement]:
+    def rollup_clauses(self, rollup: sa.Table, key: str, conn: sa.Connection) -> list[sa.ColumnElement]:
         """Filters on a rollup row; ``key`` is the column joining it to ``spans`` (trace_id...)."""
         r = rollup.c
         out = self._time(r.start_time_unix_nano)
@@ -76,7 +76,7 @@ class Filters:
         if self.min_latency_ms is not None:
             out.append(r.end_time_unix_nano - r.start_time_unix_nano
                        >= sa.bindparam("min_latency_ns", int(self.min_latency_ms * NS_PER_MS)))
-        inner = self._inner(dialect)
+        inner = self._inner(conn)
         if inner:
             out.append(sa.exists().where(spans.c[key] == r[key], *inner))
         return out
@@ -91,7 +91,7 @@ class Filters:
             out.append(column < self.until)
         return out
 
-    def _inner(self, dialect: str) -> list[sa.ColumnElement]:
+    def _inner(self, conn: sa.Connection) -> list[sa.ColumnElement]:
         """Filters about what a span is (not its time): model, provider, service, ids, text."""
         c = spans.c
         out: list[sa.ColumnElement] = []
@@ -103,7 +103,8 @@ class Filters:
             if value is not None:
                 out.append(column == value)
         if self.search:
-            out.append(search_clause(self.search, dialect))
+            # the storage's full-text index when the store has one, else a substring scan
+            out.append(search_condition(conn, self.search))
         return out
 
 
@@ -117,23 +118,3 @@ def llm_call() -> sa.ColumnElement:
     c = spans.c
     return sa.or_(c.operation.in_(sorted(LLM_OPERATIONS)),
                   sa.and_(c.operation.is_(None), c.model.is_not(None)))
-
-
-_CONTENT = ("input_messages", "output_messages", "system_instructions", "content_attributes")
-
-
-def like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def search_clause(text: str, dialect: str) -> sa.ColumnElement:
-    """Case-insensitive substring match over the prompt / response content of a span.
-
-    Content is stored as JSON text, where a quote, a backslash or (with ASCII-only JSON) an accented
-    letter appear escaped; the JSON-escaped spellings of the text are searched too so that
-    ``--search 'say "hi"'`` and ``--search café`` find what the user sees in the transcript.
-    """
-    forms = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-    patterns = [f"%{like_escape(form)}%" for form in sorted(forms)]
-    return sa.or_(*(sa.cast(spans.c[name], sa.Text).ilike(pattern, escape="\\")
-                    for name in _CONTENT for pattern in patterns))

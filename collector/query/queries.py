@@ -13,7 +13,7 @@ from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 
-from collector.query.filters import NS_PER_MS, Filters, genai_call, like_escape, llm_call
+from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Store
 from exporters.storage.schema import sessions, spans, traces
@@ -128,9 +128,9 @@ def _page(query: sa.Select, table: sa.Table, key: str, sort_expr: sa.ColumnEleme
 
 def list_traces(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
     """A page of traces (newest / costliest / slowest / biggest first) with the models they used."""
-    query = sa.select(traces).where(*f.rollup_clauses(traces, "trace_id", store.dialect))
-    query = _page(query, traces, "trace_id", TRACE_SORTS[sort](traces), limit, offset)
     with store.connect() as conn:
+        query = sa.select(traces).where(*f.rollup_clauses(traces, "trace_id", conn))
+        query = _page(query, traces, "trace_id", TRACE_SORTS[sort](traces), limit, offset)
         rows = conn.execute(query).all()
         models = _models_of(conn, [r.trace_id for r in rows])
     out = []
@@ -172,9 +172,9 @@ SESSION_SORTS = {**TRACE_SORTS, "turns": lambda t: t.c.turns}
 
 
 def list_sessions(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
-    query = sa.select(sessions).where(*f.rollup_clauses(sessions, "session_id", store.dialect))
-    query = _page(query, sessions, "session_id", SESSION_SORTS[sort](sessions), limit, offset)
     with store.connect() as conn:
+        query = sa.select(sessions).where(*f.rollup_clauses(sessions, "session_id", conn))
+        query = _page(query, sessions, "session_id", SESSION_SORTS[sort](sessions), limit, offset)
         return [_rollup_record(r._mapping, "session_id") for r in conn.execute(query)]
 
 
@@ -197,14 +197,14 @@ def get_session(store: Store, session_id: str) -> dict | None:
 
 def export_spans(store: Store, f: Filters, all_spans: bool, limit: int | None) -> Iterator[dict]:
     """Matching spans, oldest first, streamed (an export may be millions of rows)."""
-    where = f.span_clauses(store.dialect)
-    if not all_spans:
-        where.append(genai_call())
-    query = (sa.select(*SPAN_COLUMNS).where(*where)
-             .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
-    if limit is not None:
-        query = query.limit(limit)
     with store.connect() as conn:
+        where = f.span_clauses(conn)
+        if not all_spans:
+            where.append(genai_call())
+        query = (sa.select(*SPAN_COLUMNS).where(*where)
+                 .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
+        if limit is not None:
+            query = query.limit(limit)
         result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
         for row in result:
             yield span_record(row)
@@ -226,8 +226,8 @@ FEEDBACK_SCORE_KEYS = ("feedback.score", "user_feedback.score", "gen_ai.feedback
 
 
 def _refusal() -> sa.ColumnElement:
-    text = sa.cast(spans.c.output_messages, sa.Text)
-    return sa.or_(*(text.ilike(f"%{like_escape(p)}%", escape="\\") for p in REFUSAL_PHRASES))
+    text = sa.func.lower(sa.cast(spans.c.output_messages, sa.Text))
+    return sa.or_(*(text.contains(p.lower(), autoescape=True) for p in REFUSAL_PHRASES))
 
 
 def _attribute(dialect: str, key: str, numeric: bool) -> sa.ColumnElement:
@@ -276,8 +276,8 @@ def eval_candidates(store: Store, f: Filters, limit: int, slow_ms: float | None,
     Slow and expensive mean at or above the p95 of the filtered calls unless thresholds are given.
     """
     c = spans.c
-    where = [genai_call(), *f.span_clauses(store.dialect)]
     with store.connect() as conn:
+        where = [genai_call(), *f.span_clauses(conn)]
         if slow_ms is None:
             slow_ms = percentile_of(conn, c.duration_ms, where, 0.95)
         if expensive_usd is None:

@@ -10,23 +10,32 @@ import csv
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported only when a table is printed: JSON/CSV start faster
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
-    "Column", "console", "emit", "write_json", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
+    "Column", "console", "styled", "table", "emit", "write_json", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
     "fmt_pct", "fmt_time", "message_text", "transcript_lines", "render_trace_tree", "csv_value",
 ]
 
 
-def console(file: TextIO | None = None) -> Console:
+def console(file: TextIO | None = None) -> "Console":
     """No markup / emoji / highlighting: cells hold user data, and ``[bold]`` in a prompt is text."""
+    from rich.console import Console
+
     return Console(file=file or sys.stdout, markup=False, emoji=False, highlight=False,
                    soft_wrap=False)
+
+
+def styled(text: str, style: str = "") -> "Text":
+    """Plain text with a style: never parsed as markup (it is user data)."""
+    from rich.text import Text
+
+    return Text(text, style=style)
 
 
 # -- number formats (tables only) ------------------------------------------------------------------
@@ -136,12 +145,15 @@ def _fit(columns: Sequence[Column], cells: list[list[str]], width: int) -> tuple
 
 
 def table(columns: Sequence[Column], records: Iterable[dict], title: str | None = None,
-          width: int | None = None) -> Table:
+          width: int | None = None) -> "Table":
     """A table that fits ``width`` (the terminal; 80 when not a terminal).
 
     Numbers are never cut; optional columns are dropped when even the numbers do not fit, and text
     columns (names, ids) give way with an ellipsis, widest first.
     """
+    from rich import box
+    from rich.table import Table
+
     cells = [[col.cell(r) for col in columns] for r in records]
     keep, widths = _fit(columns, cells, width or console().width)
     t = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False,
@@ -187,7 +199,7 @@ def emit(fmt: str, document: Any, records: Sequence[dict], columns: Sequence[Col
     elif fmt == "csv":
         write_csv(records, out)
     elif not records:
-        console(out).print(Text(empty, style="dim"))
+        console(out).print(styled(empty, "dim"))
     else:
         console(out).print(table(columns, records, title))
 
@@ -248,9 +260,9 @@ def transcript_lines(span: dict) -> list[tuple[str, str]]:
 ROLE_STYLES = {"system": "magenta", "user": "cyan", "assistant": "green", "tool": "yellow"}
 
 
-def print_transcript(con: Console, span: dict) -> None:
+def print_transcript(con: "Console", span: dict) -> None:
     for role, text in transcript_lines(span):
-        line = Text(f"{role}: ", style=f"bold {ROLE_STYLES.get(role, 'white')}")
+        line = styled(f"{role}: ", f"bold {ROLE_STYLES.get(role, 'white')}")
         line.append(text)
         con.print(line)
 
@@ -297,8 +309,10 @@ def _start_ms(span: dict) -> float:
     return moment.timestamp() * 1000
 
 
-def render_trace_tree(con: Console, span_list: list[dict]) -> None:
+def render_trace_tree(con: "Console", span_list: list[dict]) -> None:
     """The span tree with start/duration bars on a shared time axis, tokens and cost per span."""
+    from rich.table import Table
+
     starts = [_start_ms(s) for s in span_list]
     t0 = min(starts)
     total = max(st + s["duration_ms"] for st, s in zip(starts, span_list)) - t0
@@ -311,7 +325,7 @@ def render_trace_tree(con: Console, span_list: list[dict]) -> None:
     t.add_column("tokens", justify="right", no_wrap=True)
     t.add_column("cost", justify="right", no_wrap=True)
     for span, prefix in _tree_order(span_list):
-        label = Text(prefix)
+        label = styled(prefix)
         label.append(span["name"] or "(unnamed)", style="red" if span["status"] == "error" else "")
         model = span.get("response_model") or span.get("request_model")
         if model and model not in (span["name"] or ""):
@@ -319,8 +333,8 @@ def render_trace_tree(con: Console, span_list: list[dict]) -> None:
         tokens = "-"
         if span["input_tokens"] is not None or span["output_tokens"] is not None:
             tokens = f"{fmt_tokens(span['input_tokens'] or 0)}/{fmt_tokens(span['output_tokens'] or 0)}"
-        bar = Text(_bar(start_of[span["span_id"]], span["duration_ms"], t0, total),
-                   style="red" if span["status"] == "error" else "blue")
+        bar = styled(_bar(start_of[span["span_id"]], span["duration_ms"], t0, total),
+                     "red" if span["status"] == "error" else "blue")
         t.add_row(label, bar, fmt_ms(span["duration_ms"]), tokens,
                   fmt_cost(span["cost_usd"]) if span["cost_usd"] is not None else "-")
     con.print(t)

@@ -130,8 +130,8 @@ def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
 
 def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
     """Counts GenAI calls: spans with a model (chat, completion, embeddings ...)."""
-    where = [genai_call(), *f.span_clauses(store.dialect)]
     with store.connect() as conn:
+        where = [genai_call(), *f.span_clauses(conn)]
         groups, users, per_call = _aggregate(conn, store.dialect, where, by, top)
     groups.sort(key=_group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))

@@ -37,44 +37,28 @@ class Store:
 
 
 def _default_from_config(config_path: str) -> str:
-    """The database of the first storage exporter in the config file's ``exporters:``."""
-    from config.loader import load_yaml
-    from config.schema import ConfigError
+    """The database of the first storage exporter in the config's ``exporters:``.
 
-    path = Path(config_path)
-    if not path.is_file():
+    The config is loaded and validated exactly as ``genai-collector run`` does (``${env:...}``,
+    defaults such as the SQLite exporter's default ``path``), so the query reads the store the
+    collector writes.
+    """
+    from config.schema import ConfigErrors
+    from config.service import load_config
+
+    if not Path(config_path).is_file():
         raise UsageError(f"no --db given and config file {config_path} not found "
                          f"(pass --db PATH_OR_URL or --config FILE)")
     try:
-        tree, _, _ = load_yaml(path.read_text(encoding="utf-8"), source=config_path)
-    except (ConfigError, UnicodeDecodeError, OSError) as exc:
-        raise UsageError(f"cannot read config {config_path}: {exc}") from None
-    exporters = tree.get("exporters") or {}
-    if not isinstance(exporters, dict):
-        raise UsageError(f"{config_path}: exporters must be a mapping")
-    for exporter_id, settings in exporters.items():
-        type_name = str(exporter_id).partition("/")[0]
-        key = STORAGE_TYPES.get(type_name)
-        if key is None:
-            continue
-        value = (settings or {}).get(key) if isinstance(settings, dict) else None
-        if value is None:
-            value = _config_default(type_name, key)
-        if not value:
-            raise UsageError(f"{config_path}: exporters::{exporter_id}::{key} is not set")
-        return str(value)
+        cfg = load_config(config_path)
+    except ConfigErrors as exc:
+        more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+        raise UsageError(f"{config_path}: {exc.errors[0]}{more}") from None
+    for spec in cfg.exporters.values():
+        key = STORAGE_TYPES.get(spec.type)
+        if key is not None:
+            return str(getattr(spec.config, key))
     raise UsageError(f"{config_path} has no sqlite or postgres exporter; pass --db PATH_OR_URL")
-
-
-def _config_default(type_name: str, key: str) -> Any:
-    """The exporter's own default for ``key`` (e.g. the default SQLite path), if it has one."""
-    try:
-        from exporters import EXPORTERS
-
-        config_class = EXPORTERS.get(type_name).config_class
-        return getattr(config_class(), key, None)
-    except Exception:  # noqa: BLE001 - no registered exporter / no default: caller reports it
-        return None
 
 
 def resolve_db(db: str | None, config_path: str) -> URL:
