@@ -36,7 +36,12 @@ def dataset() -> Dataset:
 @pytest.fixture(scope="module")
 def sqlite_db(dataset, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("query") / "store.db"
-    load("sqlite", {"path": str(path)}, dataset)
+    # full-text search on this store, substring scan on the Postgres one: --search must agree
+    load("sqlite", {"path": str(path), "full_text_search": True}, dataset)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'spans_fts'").fetchone()[0]
     return str(path)
 
 

@@ -103,10 +103,10 @@ TRACE_SORTS = {
 }
 
 
-def _rollup_record(m: Any, key: str) -> dict[str, Any]:
+def _rollup_record(m: Any) -> dict[str, Any]:
+    """The fields a trace row and a session row share (after their own id and names)."""
     start, end = m["start_time_unix_nano"], m["end_time_unix_nano"]
     return {
-        key: m[key],
         "start_time": iso(start),
         "duration_ms": (end - start) / NS_PER_MS,
         "status": "error" if m["error_count"] else "ok",
@@ -116,7 +116,6 @@ def _rollup_record(m: Any, key: str) -> dict[str, Any]:
         "input_tokens": m["input_tokens"],
         "output_tokens": m["output_tokens"],
         "cost_usd": m["cost_usd"],
-        "user_id": m["user_id"],
     }
 
 
@@ -133,16 +132,10 @@ def list_traces(store: Store, f: Filters, sort: str, limit: int, offset: int) ->
         query = _page(query, traces, "trace_id", TRACE_SORTS[sort](traces), limit, offset)
         rows = conn.execute(query).all()
         models = _models_of(conn, [r.trace_id for r in rows])
-    out = []
-    for row in rows:
-        m = row._mapping
-        record = {"trace_id": m["trace_id"], "name": m["root_name"], "service": m["service_name"],
-                  **_rollup_record(m, "trace_id"), "session_id": m["session_id"],
-                  "models": models.get(m["trace_id"], [])}
-        del record["user_id"]
-        record["user_id"] = m["user_id"]
-        out.append(record)
-    return out
+    return [{"trace_id": m["trace_id"], "name": m["root_name"], "service": m["service_name"],
+             **_rollup_record(m), "session_id": m["session_id"],
+             "models": models.get(m["trace_id"], []), "user_id": m["user_id"]}
+            for m in (row._mapping for row in rows)]
 
 
 def _models_of(conn: sa.Connection, trace_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -175,7 +168,11 @@ def list_sessions(store: Store, f: Filters, sort: str, limit: int, offset: int) 
     with store.connect() as conn:
         query = sa.select(sessions).where(*f.rollup_clauses(sessions, "session_id", conn))
         query = _page(query, sessions, "session_id", SESSION_SORTS[sort](sessions), limit, offset)
-        return [_rollup_record(r._mapping, "session_id") for r in conn.execute(query)]
+        return [_session_record(r._mapping) for r in conn.execute(query)]
+
+
+def _session_record(m: Any) -> dict[str, Any]:
+    return {"session_id": m["session_id"], **_rollup_record(m), "user_id": m["user_id"]}
 
 
 def get_session(store: Store, session_id: str) -> dict | None:
@@ -188,7 +185,7 @@ def get_session(store: Store, session_id: str) -> dict | None:
                  .where(spans.c.session_id == session_id, llm_call())
                  .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
         turns = [span_record(r) for r in conn.execute(query)]
-    return {"session": _rollup_record(row._mapping, "session_id"), "turns": turns}
+    return {"session": _session_record(row._mapping), "turns": turns}
 
 
 # -------------------------------------------------------------------------------------------------
