@@ -52,6 +52,8 @@ def make_dataset(n_traces: int = 24, seed: int = 11) -> Dataset:
     k = 0
     for i in range(n_traces):
         trace_id = rng.getrandbits(128).to_bytes(16, "big")
+        if i < 2:  # two ids share a 6-digit prefix: `trace abcdef` is ambiguous
+            trace_id = bytes.fromhex("abcdef") + trace_id[3:]
         root_id = rng.getrandbits(64).to_bytes(8, "big")
         resource = resources["chatbot" if i % 3 else "agent"]
         user, session = f"u{i % 4}", (f"s{i % 3}" if i < n_traces - 1 else None)

@@ -335,6 +335,16 @@ def test_trace_not_found_and_bad_id(dbs):
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
 
 
+def test_trace_by_the_prefix_the_listing_shows(dbs, dataset):
+    tid = sorted(traces_of(dataset))[-1]
+    for store in STORES:
+        proc = run("trace", tid[:8], "--format", "json", "--db", dbs[store])
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["trace_id"] == tid
+    proc = run("trace", "ABCDEF", "--db", dbs["sqlite"])  # the dataset's two traces abcdef...
+    assert proc.returncode == 2 and "ambiguous" in proc.stderr
+
+
 def test_sessions_and_session_turns(dbs, dataset):
     listing = both(dbs, "sessions", "--sort", "turns")
     llm_by_session = defaultdict(list)

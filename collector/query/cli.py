@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any, Callable
@@ -98,7 +99,7 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
             sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
             return 1
         except BrokenPipeError:  # `... | head`: the reader left, which is not an error
-            sys.stderr.close()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
             return 0
 
     return handler
@@ -138,17 +139,22 @@ def cmd_traces(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-_TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
+_TRACE_ID = re.compile(r"^[0-9a-fA-F]{6,32}$")
 
 
 @_command
 def cmd_trace(args: argparse.Namespace, store: Store) -> int:
+    """A full id, or a unique prefix of at least 6 hex digits (the ``traces`` table shows 8)."""
     if not _TRACE_ID.match(args.trace_id):
-        raise UsageError(f"{args.trace_id!r} is not a trace id (32 hex characters)")
+        raise UsageError(f"{args.trace_id!r} is not a trace id (32 hex characters, or a unique "
+                         f"prefix of at least 6)")
     from collector.query import queries
 
-    trace_id = args.trace_id.lower()
-    span_list = queries.get_trace(store, trace_id)
+    matches = queries.trace_ids_with_prefix(store, args.trace_id.lower())
+    if len(matches) > 1:
+        raise UsageError(f"trace id prefix {args.trace_id} is ambiguous ({', '.join(matches)}...)")
+    trace_id = matches[0] if matches else args.trace_id.lower()
+    span_list = queries.get_trace(store, trace_id) if matches else []
     if not span_list:
         sys.stderr.write(f"{args.prog}: trace {trace_id} not found\n")
         return 1
@@ -414,7 +420,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _page_args(p, list(TRACE_SORTS))
 
     p = add("trace", cmd_trace, "one trace: span tree, tokens, cost, chat transcript", filters=False)
-    p.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
+    p.add_argument("trace_id", metavar="TRACE_ID",
+                   help="32 hex characters, or a unique prefix of at least 6 (as `traces` shows)")
 
     p = add("sessions", cmd_sessions, "list sessions with turns, duration, tokens, cost")
     _page_args(p, list(SESSION_SORTS))

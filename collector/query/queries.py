@@ -19,7 +19,7 @@ from collector.query.store import Store
 from exporters.storage.schema import sessions, spans, traces
 
 __all__ = [
-    "iso", "span_record", "list_traces", "get_trace", "list_sessions", "get_session",
+    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions", "get_session",
     "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
@@ -148,6 +148,15 @@ def _models_of(conn: sa.Connection, trace_ids: Sequence[str]) -> dict[str, list[
     for trace_id, model in conn.execute(query):
         out[trace_id].append(model)
     return out
+
+
+def trace_ids_with_prefix(store: Store, prefix: str) -> list[str]:
+    """Up to two trace ids starting with ``prefix`` (lowercase hex): a primary-key range scan."""
+    query = (sa.select(traces.c.trace_id)
+             .where(traces.c.trace_id >= prefix, traces.c.trace_id <= prefix + "f" * (32 - len(prefix)))
+             .order_by(traces.c.trace_id).limit(2))
+    with store.connect() as conn:
+        return list(conn.execute(query).scalars())
 
 
 def get_trace(store: Store, trace_id: str) -> list[dict]:
