@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import sqlalchemy as sa
 
 from collector.query.filters import Filters, genai_call
-from collector.query.percentile import decode, percentiles_expr
+from collector.query.percentile import decode, percentile_columns
 from collector.query.queries import iso
 from collector.query.store import Store
 from exporters.storage.schema import spans
@@ -92,21 +92,23 @@ def _aggregate(conn: sa.Connection, dialect: str, where: list, by: Sequence[str]
     c = spans.c
     sums = [sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
             sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd)]
-    pcts = [percentiles_expr(dialect, col, which) for col, which, _ in METRICS.values()]
+    specs = [(col, which) for col, which, _ in METRICS.values()]
+    pcts = percentile_columns(dialect, specs)
     query = (sa.select(*(exprs[k] for k in by), *sums, *pcts).where(*where)
              .group_by(*(exprs[k] for k in by)))
     width = len(by)
     group_rows = []
     for row in conn.execute(query):
         requests, errors, tin, tout, cost = row[width:width + 5]
-        pct = {m: decode(row[width + 5 + i], len(METRICS[m][1])) for i, m in enumerate(METRICS)}
+        pct = dict(zip(METRICS, decode(row[width + 5:], specs)))
         group_rows.append(_group_record({k: _group_value(k, v) for k, v in zip(by, row[:width])},
                                         requests, errors, tin, tout, cost, pct))
+    cost_spec = [(c.cost_usd, (0.5, 0.95))]
     query = (sa.select(c.model, sa.func.count(), sa.func.sum(c.cost_usd),
-                       percentiles_expr(dialect, c.cost_usd, (0.5, 0.95)))
+                       *percentile_columns(dialect, cost_spec))
              .where(*where).group_by(c.model))
-    per_call = [_per_call_record(model, n, cost, *decode(p, 2))
-                for model, n, cost, p in conn.execute(query)]
+    per_call = [_per_call_record(row[0], row[1], row[2], *decode(row[3:], cost_spec)[0])
+                for row in conn.execute(query)]
     spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
     query = (sa.select(c.user_id, sa.func.count(), spend, sa.func.sum(c.input_tokens),
                        sa.func.sum(c.output_tokens))
