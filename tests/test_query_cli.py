@@ -520,3 +520,63 @@ def test_subprocess_answers_like_the_library_and_bad_input_exits_2(dbs):
     proc = cli("traces", "--since", "yesterdayish", "--db", dbs["sqlite"])
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert "yesterdayish" in proc.stderr and proc.stdout == ""
+
+
+# -- the percentile definition itself -------------------------------------------------------------
+
+FRACTIONS = (0.0, 0.01, 0.07, 0.1, 0.25, 0.29, 0.5, 0.57, 0.58, 0.75, 0.9, 0.95, 0.99, 1.0)
+"""Including fractions whose product with n is inexact in binary (0.29 * 100 = 28.999...)."""
+
+
+def test_sqlite_aggregate_is_postgres_percentile_disc(postgres_db):
+    """gc_percentiles on SQLite returns exactly what percentile_disc returns on Postgres, for
+    group sizes 1..120, ties, negative values and the awkward fractions."""
+    import random
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from collector.query.percentile import register_sqlite
+
+    rng = random.Random(5)
+    rows = [(n, rng.choice([rng.uniform(-5, 5), float(rng.randrange(4))]))
+            for n in range(1, 121) for _ in range(n)]
+    lite = sqlite3.connect(":memory:")
+    register_sqlite(lite)
+    lite.execute("CREATE TABLE t (g INTEGER, x REAL)")
+    lite.executemany("INSERT INTO t VALUES (?, ?)", rows)
+    spec = json.dumps([list(FRACTIONS)])
+    got = {g: json.loads(v)[0] for g, v in lite.execute(
+        "SELECT g, gc_percentiles(?, x) FROM t GROUP BY g", (spec,))}
+    engine = sa.create_engine(postgres_db)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TEMP TABLE t (g INTEGER, x DOUBLE PRECISION)")
+            conn.execute(sa.text("INSERT INTO t VALUES (:g, :x)"), [{"g": g, "x": x} for g, x in rows])
+            array = ",".join(repr(p) for p in FRACTIONS)
+            expected = {g: list(v) for g, v in conn.exec_driver_sql(
+                f"SELECT g, percentile_disc(ARRAY[{array}]) WITHIN GROUP (ORDER BY x) FROM t GROUP BY g")}
+    finally:
+        engine.dispose()
+    assert got == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2026-11-01", "2026-11-01T00:00:00Z"),
+    ("2026-11-01T12:30", "2026-11-01T12:30:00Z"),
+    ("2026-11-01T12:30:00Z", "2026-11-01T12:30:00Z"),
+    ("2026-11-01T12:30:00+02:00", "2026-11-01T10:30:00Z"),
+])
+def test_absolute_times_are_utc_unless_an_offset_says_otherwise(text, expected):
+    from collector.query.args import time_arg
+
+    assert iso(time_arg(text)) == expected
+
+
+def test_relative_times_count_back_from_now():
+    import time
+
+    from collector.query.args import time_arg
+
+    for text, seconds in (("90m", 5400), ("24h", 86400), ("30d", 2592000), ("2w", 1209600)):
+        assert abs((time.time_ns() - time_arg(text)) / 1e9 - seconds) < 5

@@ -13,16 +13,16 @@ from typing import Any, Iterator, Sequence
 
 import sqlalchemy as sa
 
+from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Store
 from exporters.storage.schema import sessions, spans, traces
 
 __all__ = [
-    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions", "get_session",
-    "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
+    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
+    "get_session", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
-
 
 
 def iso(unix_nano: int | None) -> str | None:
@@ -43,8 +43,6 @@ def _json(value: Any) -> Any:
             return value
     return value
 
-
-STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 SPAN_COLUMNS = [
     spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.kind,
@@ -68,7 +66,7 @@ def span_record(row: Any) -> dict[str, Any]:
         "name": m["name"],
         "start_time": iso(m["start_time_unix_nano"]),
         "duration_ms": m["duration_ms"],
-        "status": STATUS.get(m["status_code"], "unset"),
+        "status": STATUS_NAMES.get(m["status_code"], "unset"),
         "status_message": m["status_message"] or None,
         "service": m["service_name"],
         "provider": m["provider"],
