@@ -3,7 +3,8 @@ group, the top users by spend and the cost per call by model.
 
 Percentiles are exact on both stores, by one definition (nearest rank, Postgres
 ``percentile_disc``): see :mod:`collector.query.percentile`.  The same three ``GROUP BY`` queries
-run on SQLite and Postgres; only the percentile aggregate differs.
+(groups, cost per call by model, top users) run on SQLite and Postgres; only the percentile
+aggregate differs.
 """
 
 from __future__ import annotations
@@ -86,35 +87,42 @@ def _user_record(user: str, requests: int, cost: float, input_tokens: int,
 
 # -- the queries ----------------------------------------------------------------------------------
 
-def _aggregate(conn: sa.Connection, dialect: str, where: list, by: Sequence[str], top: int):
-    """Three GROUP BY queries (groups, models, users) with sums and percentile aggregates."""
+def _groups(conn: sa.Connection, dialect: str, where: list, by: Sequence[str]) -> list[dict]:
     exprs = _group_columns()
     c = spans.c
     sums = [sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
             sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd)]
     specs = [(col, which) for col, which, _ in METRICS.values()]
-    pcts = percentile_columns(dialect, specs)
-    query = (sa.select(*(exprs[k] for k in by), *sums, *pcts).where(*where)
-             .group_by(*(exprs[k] for k in by)))
+    query = (sa.select(*(exprs[k] for k in by), *sums, *percentile_columns(dialect, specs))
+             .where(*where).group_by(*(exprs[k] for k in by)))
     width = len(by)
-    group_rows = []
+    out = []
     for row in conn.execute(query):
         requests, errors, tin, tout, cost = row[width:width + 5]
         pct = dict(zip(METRICS, decode(row[width + 5:], specs)))
-        group_rows.append(_group_record({k: _group_value(k, v) for k, v in zip(by, row[:width])},
-                                        requests, errors, tin, tout, cost, pct))
-    cost_spec = [(c.cost_usd, (0.5, 0.95))]
+        out.append(_group_record({k: _group_value(k, v) for k, v in zip(by, row[:width])},
+                                 requests, errors, tin, tout, cost, pct))
+    return out
+
+
+def _cost_per_call(conn: sa.Connection, dialect: str, where: list) -> list[dict]:
+    c = spans.c
+    spec = [(c.cost_usd, (0.5, 0.95))]
     query = (sa.select(c.model, sa.func.count(), sa.func.sum(c.cost_usd),
-                       *percentile_columns(dialect, cost_spec))
+                       *percentile_columns(dialect, spec))
              .where(*where).group_by(c.model))
-    per_call = [_per_call_record(row[0], row[1], row[2], *decode(row[3:], cost_spec)[0])
-                for row in conn.execute(query)]
+    return [_per_call_record(row[0], row[1], row[2], *decode(row[3:], spec)[0])
+            for row in conn.execute(query)]
+
+
+def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
+    c = spans.c
     spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
     query = (sa.select(c.user_id, sa.func.count(), spend, sa.func.sum(c.input_tokens),
                        sa.func.sum(c.output_tokens))
              .where(*where, c.user_id.is_not(None)).group_by(c.user_id)
              .order_by(spend.desc(), c.user_id).limit(top))
-    return group_rows, [_user_record(*row) for row in conn.execute(query)], per_call
+    return [_user_record(*row) for row in conn.execute(query)]
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -131,10 +139,26 @@ def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
 
 
 def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
-    """Counts GenAI calls: spans with a model (chat, completion, embeddings ...)."""
+    """Counts GenAI calls: spans with a model (chat, completion, embeddings ...).
+
+    The three GROUP BY queries run at once, each on its own connection: both databases execute
+    them in parallel (SQLite releases the GIL while it scans), so on a multi-core machine the
+    answer takes about as long as the slowest of them instead of their sum.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     with store.connect() as conn:
         where = [genai_call(), *f.span_clauses(conn)]
-        groups, users, per_call = _aggregate(conn, store.dialect, where, by, top)
+
+    def run(fn: Callable, *args: Any) -> Any:
+        with store.connect() as conn:
+            return fn(conn, *args)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        groups = pool.submit(run, _groups, store.dialect, where, by)
+        per_call = pool.submit(run, _cost_per_call, store.dialect, where)
+        users = pool.submit(run, _top_users, where, top)
+        groups, per_call, users = groups.result(), per_call.result(), users.result()
     groups.sort(key=_group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}
