@@ -5,4 +5,6 @@ from collector.component import Registry
 PROCESSORS = Registry("processor", {
     "batch": "processors.batch",
     "memory_limiter": "processors.memory_limiter",
+    "genai_session": "processors.genai_session",
+    "sampling": "processors.sampling",
 })
