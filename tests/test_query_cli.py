@@ -466,6 +466,7 @@ def test_csv_listing(dbs, dataset):
     (["traces", "--db", "/nonexistent/store.db"], "not found"),
     (["traces", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x"], "cannot open"),
     (["traces", "--config", "/nonexistent/otel-config.yaml"], "not found"),
+    (["traces"], "otel-config.yaml not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no otel-config.yaml here
@@ -473,6 +474,11 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, monkeypatch):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
     assert proc.stdout == ""
+
+
+def test_export_to_an_unwritable_path_is_exit_2(dbs):
+    proc = run("export", "-o", "/nonexistent/dir/out.jsonl", "--db", dbs["sqlite"])
+    assert proc.returncode == 2 and "cannot write" in proc.stderr
 
 
 def test_not_a_store_is_exit_2(tmp_path):
@@ -509,6 +515,18 @@ def test_default_db_comes_from_the_config(sqlite_db, tmp_path, dataset):
                env={"GC_QUERY_DB": sqlite_db})
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == len(traces_of(dataset))
+
+
+def test_config_without_storage_or_invalid_is_exit_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "otel-config.yaml").write_text(
+        CONFIG.replace("  sqlite/main:\n    path: ${env:GC_QUERY_DB}\n", "")
+              .replace("[debug, sqlite/main]", "[debug]"), encoding="utf-8")
+    proc = run("stats")
+    assert proc.returncode == 2 and "no sqlite or postgres exporter" in proc.stderr
+    (tmp_path / "bad.yaml").write_text("exporters:\n  sqlite:\n    paht: x.db\n", encoding="utf-8")
+    proc = run("stats", "--config", "bad.yaml")
+    assert proc.returncode == 2 and "paht" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
 def test_subprocess_answers_like_the_library_and_bad_input_exits_2(dbs):

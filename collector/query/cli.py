@@ -98,6 +98,9 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
             return 1
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return 130
         except BrokenPipeError:  # `... | head`: the reader left, which is not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
             return 0
@@ -352,7 +355,10 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     from collector.query import queries
     from collector.query.filters import Filters
 
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
     try:
         rows = queries.export_spans(store, Filters.from_args(args), args.all_spans, args.limit)
         if args.format == "csv":
