@@ -1,8 +1,11 @@
-"""Query CLI benchmark: a 1,000,000-span store, ``stats --by model,day --since 30d`` and a filtered
-``traces`` page, timed end to end through ``python -m collector.query`` (process start included)
-and in-process (the query alone).  Prints JSON with medians.
+"""Query CLI benchmark: a 1,000,000-span store, ``stats --by model,day --since 30d`` and filtered
+``traces`` pages, timed end to end through ``python -m collector`` (process start included) and
+in-process (the query alone), wall and CPU time.  Prints JSON with medians.
 
     python bench/bench_query.py [--spans 1000000] [--runs 5] [--db PATH] [--postgres URL]
+
+``--postgres`` needs an existing, dedicated database (its spans/traces/sessions tables are
+dropped and rebuilt unless they already hold ``--spans`` spans).
 
 The store is built once by bulk inserts through the storage schema (indexes created after the
 load, as a restore would) and reused while its file exists: a 90-day history of agent traces of
