@@ -598,3 +598,21 @@ def test_relative_times_count_back_from_now():
 
     for text, seconds in (("90m", 5400), ("24h", 86400), ("30d", 2592000), ("2w", 1209600)):
         assert abs((time.time_ns() - time_arg(text)) / 1e9 - seconds) < 5
+
+
+def test_span_tree_survives_cycles_orphans_and_deep_chains():
+    """Broken or huge traces still show every span once (the tree is built from stored parents,
+    which a buggy client can get wrong)."""
+    from collector.query.render import _tree_order
+
+    def span(sid, parent):
+        return {"span_id": sid, "parent_span_id": parent}
+
+    order = _tree_order([span("r", None), span("a", "r"), span("b", "r"), span("c", "a"),
+                         span("x", "y"), span("y", "x"), span("o", "missing")])
+    assert [(s["span_id"], prefix) for s, prefix in order] == [
+        ("r", ""), ("a", "├─ "), ("c", "│  └─ "), ("b", "└─ "), ("o", ""), ("x", ""), ("y", "└─ ")]
+    deep = [span("0", None)] + [span(str(i), str(i - 1)) for i in range(1, 20000)]
+    order = _tree_order(deep)
+    assert [s["span_id"] for s, _ in order] == [str(i) for i in range(20000)]
+    assert max(len(prefix) for _, prefix in order) <= 63

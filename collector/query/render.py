@@ -272,24 +272,40 @@ def print_transcript(con: "Console", span: dict) -> None:
 BAR_WIDTH = 20
 
 
+MAX_INDENT = 60
+"""Characters of tree indentation (20 levels); a deeper chain would otherwise cost O(depth²)."""
+
+
 def _tree_order(span_list: list[dict]) -> list[tuple[dict, str]]:
-    """Depth-first order with box-drawing prefixes; spans whose parent is missing are roots."""
+    """Depth-first order with box-drawing prefixes.  Spans whose parent is missing are roots;
+    iterative (a 10,000-deep chain must not hit the recursion limit) and cycle-proof (spans that
+    only reach each other are shown as roots at the end, never lost)."""
     ids = {s["span_id"] for s in span_list}
     children: dict[str | None, list[dict]] = {}
     for s in span_list:
         parent = s["parent_span_id"] if s["parent_span_id"] in ids else None
         children.setdefault(parent, []).append(s)
     out: list[tuple[dict, str]] = []
-
-    def walk(parent: str | None, prefix: str, is_root: bool) -> None:
-        kids = children.get(parent, [])
-        for i, span in enumerate(kids):
-            last = i == len(kids) - 1
-            out.append((span, "" if is_root else prefix + ("└─ " if last else "├─ ")))
-            walk(span["span_id"], "" if is_root else prefix + ("   " if last else "│  "), False)
-
-    walk(None, "", True)
-    return out
+    seen: set[str] = set()
+    roots = children.get(None, [])
+    stack: list[tuple[dict, str, str]] = [(r, "", "") for r in reversed(roots)]
+    while True:
+        while stack:
+            span, line, indent = stack.pop()
+            if span["span_id"] in seen:
+                continue
+            seen.add(span["span_id"])
+            out.append((span, line))
+            kids = children.get(span["span_id"], [])
+            deep = len(indent) >= MAX_INDENT  # past it, deeper levels share one indent
+            for i in range(len(kids) - 1, -1, -1):
+                last = i == len(kids) - 1
+                stack.append((kids[i], indent + ("└─ " if last else "├─ "),
+                              indent if deep else indent + ("   " if last else "│  ")))
+        rest = [s for s in span_list if s["span_id"] not in seen]
+        if not rest:
+            return out
+        stack.append((rest[0], "", ""))
 
 
 def _bar(start: float, duration: float, t0: float, total: float) -> str:
