@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from collector.component import ComponentContext
 from collector.model import STATUS_ERROR, STATUS_OK, GenAI, Resource, Scope, Span, SpanBatch
 from collector.telemetry import Telemetry
+from config.schema import build
 
 HOUR_NS = 3_600_000_000_000
 MS_NS = 1_000_000
@@ -111,7 +112,8 @@ def load(exporter_type: str, settings: dict, dataset: Dataset) -> None:
     from exporters import EXPORTERS
 
     factory = EXPORTERS.get(exporter_type)
-    config = factory.config_class(**settings)
+    config, errors = build(factory.config_class, settings)  # validated, as from a YAML config
+    assert not errors, errors
     ctx = ComponentContext(id=exporter_type, kind="exporter", telemetry=Telemetry(),
                            logger=logging.getLogger(f"test.{exporter_type}"))
     exporter = factory.create(config, ctx)
