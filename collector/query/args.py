@@ -1,0 +1,110 @@
+"""Argument types for the query commands: times, durations, ``--by`` keys, numbers.
+
+Every type raises :class:`argparse.ArgumentTypeError` with a message a user can act on; the parsers
+made by :func:`collector.query.cli.register` print it as ONE line and exit 2 (argparse's default
+prints the whole usage block first, which buries the message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from typing import NoReturn
+
+from config.schema import parse_duration
+
+__all__ = [
+    "UsageError", "time_arg", "by_arg", "non_negative_float", "positive_int", "non_negative_int",
+    "BY_KEYS", "one_line_errors", "now_ns",
+]
+
+BY_KEYS = ("model", "provider", "service", "user", "session", "day", "hour")
+
+_RELATIVE = re.compile(r"^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d|w)\s*$")
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (a missing database, a malformed URL): exit code 2."""
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def time_arg(text: str) -> int:
+    """``24h`` / ``30d`` / ``90m`` (that long ago) or an ISO 8601 date/time -> unix nanoseconds.
+
+    A date or time without an offset is UTC: the store keeps UTC and a query that meant something
+    different on every laptop would be a trap.
+    """
+    if _RELATIVE.match(text):
+        return now_ns() - int(parse_duration(text.strip()) * 1e9)
+    candidate = text.strip()
+    if candidate.endswith(("Z", "z")):
+        candidate = candidate[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration ago (90m, 24h, 30d, 2w) nor an ISO 8601 date/time "
+            f"(2026-11-01, 2026-11-01T12:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
+def by_arg(text: str) -> list[str]:
+    """``model,day`` -> ["model", "day"]; unknown or repeated keys are errors, not ignored."""
+    keys = [k.strip().lower() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError(f"expected one or more of {','.join(BY_KEYS)}")
+    for key in keys:
+        if key not in BY_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"unknown grouping key {key!r} (valid: {', '.join(BY_KEYS)})")
+    if len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError(f"repeated grouping key in {text!r}")
+    return keys
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return value
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low or value > 10_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between {low} and 10000000")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make ``parser`` report errors as one line (``prog: error: message``) with exit code 2."""
+
+    def error(message: str) -> NoReturn:
+        sys.stderr.write(f"{parser.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
