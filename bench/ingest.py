@@ -34,6 +34,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -262,6 +263,7 @@ class RunOptions:
     pii_share: float = 1 / 3
     seed: int = 1
     keep: bool = False
+    profile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -308,6 +310,22 @@ def _percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
+def _start_profiler(out: str | None, pid: int) -> subprocess.Popen | None:
+    """py-spy on the collector during the load only (``pip install py-spy``; raw = collapsed stacks)."""
+    if not out:
+        return None
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    fmt = "speedscope" if out.endswith(".json") else "flamegraph" if out.endswith(".svg") else "raw"
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+                             "--format", fmt, "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop_profiler(profiler: subprocess.Popen | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        profiler.wait(60)
+
+
 def run_once(opts: RunOptions) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="gc-bench-"))
     store = STORES[opts.store](workdir)
@@ -329,8 +347,10 @@ def run_once(opts: RunOptions) -> dict[str, Any]:
         cpu0, _ = collector.stat()
         poller = _Poller(store, 0.25 if opts.store != "none" else 0.1)
         poller.start()
+        profiler = _start_profiler(opts.profile, collector.proc.pid)
         parent_conn.send("go")
         result = parent_conn.recv()
+        _stop_profiler(profiler)
         loadgen.join(30)
         acked = result["acked_spans"]
         final = _settle(store, baseline + acked)
@@ -414,6 +434,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pii-share", type=float, default=1 / 3)
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="a few seconds; exit 1 unless zero loss")
+    p.add_argument("--profile", metavar="OUT", help="py-spy the collector during the load into OUT "
+                   "(.svg flamegraph, .json speedscope, else collapsed stacks)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (config, log, database)")
     return p.parse_args(argv)
 
@@ -424,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         a.spans, a.runs = min(a.spans, 5_000), 1
     opts = RunOptions(pipeline=a.pipeline, store=a.store, spans=a.spans, batch=a.batch,
                       concurrency=a.concurrency, http=a.http, rate=a.rate, limit_mib=a.limit_mib,
-                      pii_share=a.pii_share, keep=a.keep)
+                      pii_share=a.pii_share, keep=a.keep, profile=a.profile)
     if a.overload:
         capacity = a.capacity
         if capacity is None:

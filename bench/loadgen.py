@@ -10,17 +10,23 @@ exporters do; its latency runs from the first attempt to the OK.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import os
+import pickle
+import tempfile
 import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from bench import spanmix
 from bench.spanmix import MixConfig, encode_requests
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -184,10 +190,31 @@ def _drive(plan: LoadPlan, sender, bodies: list[tuple[bytes, int]]) -> dict[str,
             "refused": stats.refused, "failed": stats.failed, "errors": stats.errors}
 
 
+CACHE_DIR = Path(tempfile.gettempdir()) / "genai-collector-bench-cache"
+
+
+def _cached_requests(plan: LoadPlan) -> tuple[list[bytes], dict[str, Any]]:
+    """The encoded mix for this plan, from a temp-dir cache: encoding 100k spans takes seconds."""
+    cfg = MixConfig(pii_share=plan.pii_share, seed=plan.seed)
+    key = hashlib.sha256(repr((plan.spans, plan.batch, cfg, Path(spanmix.__file__).read_bytes())).encode())
+    path = CACHE_DIR / f"{key.hexdigest()[:24]}.pickle"
+    try:
+        with path.open("rb") as fh:
+            return pickle.load(fh)
+    except (OSError, pickle.PickleError, EOFError):
+        pass
+    result = encode_requests(plan.spans, plan.batch, cfg)
+    CACHE_DIR.mkdir(exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+    return result
+
+
 def run_loadgen(plan: LoadPlan, conn) -> None:
     """Process entry point: encode, warm up, report the mix, wait for "go", drive, report."""
-    cfg = MixConfig(pii_share=plan.pii_share, seed=plan.seed)
-    raw, mix = encode_requests(plan.spans, plan.batch, cfg)
+    raw, mix = _cached_requests(plan)
     bodies = [(b, min(plan.batch, plan.spans - i * plan.batch)) for i, b in enumerate(raw)]
     warm, _ = encode_requests(50, 50, MixConfig(pii_share=plan.pii_share, seed=plan.seed + 10_000))
     sender = _HttpSender(plan.target, plan.timeout) if plan.http else _GrpcSender(plan.target, plan.timeout)
