@@ -103,7 +103,7 @@ def load_yaml(text: str, source: str = "config") -> tuple[dict[str, Any], dict[t
         problem = getattr(exc, "problem", None) or str(exc)
         if mark is not None:
             raise ConfigError("", f"{source}: YAML syntax error at line {mark.line + 1}, column "
-                                  f"{mark.column + 1}: {problem}", mark.line + 1) from None
+                                  f"{mark.column + 1}: {problem}") from None
         raise ConfigError("", f"{source}: YAML syntax error: {problem}") from None
     if data is None:
         data = {}
