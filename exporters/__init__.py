@@ -4,4 +4,6 @@ from collector.component import Registry
 
 EXPORTERS = Registry("exporter", {
     "debug": "exporters.debug",
+    "sqlite": "exporters.sqlite",
+    "postgres": "exporters.postgres",
 })

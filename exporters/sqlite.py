@@ -1,0 +1,37 @@
+"""``sqlite``: store spans in an embedded SQLite file (the default destination).
+
+WAL journal, ``synchronous=NORMAL`` by default (a commit survives a crash of the collector; only
+an OS crash or power loss can lose the last commits - use ``FULL`` if that matters), one writer.
+Schema, write path and retention are shared with ``postgres`` (see ``exporters/storage``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from collector.component import ComponentContext, Factory
+from config.schema import Duration, setting
+from exporters.storage.config import StorageConfig
+
+
+@dataclass
+class SqliteConfig(StorageConfig):
+    path: str = setting("./genai-collector.db", pattern=r".*\S.*", doc="database file (created if missing)")
+    synchronous: Literal["OFF", "NORMAL", "FULL"] = setting(
+        "NORMAL", doc="SQLite synchronous mode; FULL also survives power loss, at some speed")
+    busy_timeout: Duration = setting(10.0, min=0, doc=(
+        "wait this long for another process's write lock before the export is retried"))
+
+
+def create(config: SqliteConfig, ctx: ComponentContext) -> "StorageExporter":
+    from exporters.storage.exporter import StorageExporter
+    from exporters.storage.store import Store, sqlite_url
+
+    store = Store(sqlite_url(config.path), max_content_bytes=config.max_content_bytes,
+                  full_text_search=config.full_text_search, sqlite_synchronous=config.synchronous,
+                  sqlite_busy_timeout=config.busy_timeout)
+    return StorageExporter(store, config, ctx)
+
+
+FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file")

@@ -1,0 +1,80 @@
+"""The storage exporter class both ``sqlite`` and ``postgres`` create."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from collector.component import ComponentContext, RetryableError
+from collector.model import SpanBatch
+from exporters.storage.config import StorageConfig
+from exporters.storage.retention import Retention, RetentionReport
+from exporters.storage.store import Store
+
+__all__ = ["StorageExporter"]
+
+
+class StorageExporter:
+    """Writes each batch in one transaction; durable once ``export`` returns."""
+
+    durable = True
+
+    def __init__(self, store: Store, config: StorageConfig, ctx: ComponentContext) -> None:
+        self.store = store
+        self.log = ctx.logger
+        self._written = ctx.counter("storage_written_spans", "spans committed to the database")
+        self._rejected = ctx.counter("storage_rejected_spans", "spans refused (ids not storable or a "
+                                     "row the database rejected)")
+        self._sanitized = ctx.counter("storage_sanitized_values", "values rewritten to be storable "
+                                      "(invalid UTF-8, NUL, NaN/inf, unsupported types)")
+        self._truncated = ctx.counter("storage_truncated_values", "values cut at max_content_bytes")
+        self._unavailable = ctx.counter("storage_unavailable_errors", "exports refused because the "
+                                        "database was unreachable or locked (retried)")
+        self._purged = ctx.counter("storage_retention_purged_spans", "spans whose content content_ttl removed")
+        self._deleted = ctx.counter("storage_retention_deleted_spans", "spans deleted by ttl or max_size_mb")
+        self._deleted_traces = ctx.counter("storage_retention_deleted_traces", "traces deleted by retention")
+        self._down = False
+        self._down_lock = threading.Lock()
+        self.retention = Retention(store, config.retention_policy(), on_report=self._count_retention)
+        try:
+            store.start()
+        except RetryableError as exc:  # start anyway: export retries, the pipeline buffers
+            self._mark_down(exc)
+        self.retention.start()
+
+    def export(self, batch: SpanBatch) -> None:
+        try:
+            result = self.store.write(batch.spans)
+        except RetryableError as exc:
+            self._unavailable.add(len(batch.spans))
+            self._mark_down(exc)
+            raise
+        self._mark_up()
+        self._written.add(result.written)
+        self._rejected.add(result.rejected)
+        self._sanitized.add(result.sanitized)
+        self._truncated.add(result.truncated)
+        for message in result.row_errors[:5]:
+            self.log.warning("row rejected by the database: %s", message)
+
+    def shutdown(self) -> None:
+        self.retention.stop()
+        self.store.close()
+
+    def _mark_down(self, exc: Exception) -> None:
+        """Log the outage once, not once per retry."""
+        with self._down_lock:
+            if not self._down:
+                self._down = True
+                self.log.warning("%s; retrying with backoff, holding new data upstream", exc)
+
+    def _mark_up(self) -> None:
+        if self._down:
+            with self._down_lock:
+                self._down = False
+            self.log.info("database reachable again; resumed writing")
+
+    def _count_retention(self, report: RetentionReport) -> None:
+        self._purged.add(report.purged_spans)
+        self._deleted.add(report.deleted_spans)
+        self._deleted_traces.add(report.deleted_traces)

@@ -1,0 +1,171 @@
+"""Retention: ``content_ttl``, ``ttl`` and ``max_size_mb``, enforced by one background thread.
+
+Each rule works in chunks of short transactions so the writer is never blocked for long:
+
+- ``content_ttl``: content columns of spans that *started* before now - content_ttl are set to
+  NULL (``content_purged`` = 1); the rest of the span (timings, tokens, cost) stays.
+- ``ttl``: whole traces whose last span *ended* before now - ttl are deleted (spans and the
+  ``traces`` row), and sessions whose last activity is that old.  Deleting by trace keeps the
+  rollups exact: a trace is never half deleted.
+- ``max_size_mb``: when the data outgrows the cap, the oldest traces (by start) are deleted until
+  the estimate is 10 % under it.  SQLite then returns the pages to the OS (incremental vacuum);
+  Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import sqlalchemy as sa
+
+from exporters.storage.config import RetentionPolicy
+from exporters.storage.schema import CONTENT_COLUMNS, sessions, spans, traces
+from exporters.storage.store import Store
+
+__all__ = ["RetentionPolicy", "Retention", "RetentionReport"]
+
+log = logging.getLogger("genai_collector.storage.retention")
+
+CHUNK = 2000  # rows per transaction: short enough to keep write latency low
+
+
+@dataclass
+class RetentionReport:
+    purged_spans: int = 0     # spans whose content was nulled
+    deleted_spans: int = 0
+    deleted_traces: int = 0
+    deleted_sessions: int = 0
+
+
+class Retention:
+    """Applies a :class:`RetentionPolicy` to a :class:`Store`, now (``run_once``) or periodically."""
+
+    def __init__(self, store: Store, policy: RetentionPolicy, *,
+                 clock: Callable[[], float] = time.time,
+                 on_report: Callable[[RetentionReport], None] | None = None) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self.on_report = on_report
+        self._content_watermark = 0  # spans older than this were purged by an earlier run
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.policy.active and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="storage-retention", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.policy.interval):
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - keep trying next interval (db may be down)
+                log.warning("retention check failed, will retry: %s", exc)
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def run_once(self) -> RetentionReport:
+        report = RetentionReport()
+        now_ns = int(self.clock() * 1e9)
+        if self.policy.content_ttl:
+            self._purge_content(now_ns - int(self.policy.content_ttl * 1e9), report)
+        if self.policy.ttl:
+            self._expire(now_ns - int(self.policy.ttl * 1e9), report)
+        if self.policy.max_size_bytes:
+            self._cap_size(report)
+        if self.on_report is not None:
+            self.on_report(report)
+        if report.purged_spans or report.deleted_spans or report.deleted_sessions:
+            log.info("retention: purged content of %d spans; deleted %d spans, %d traces, %d sessions",
+                     report.purged_spans, report.deleted_spans, report.deleted_traces,
+                     report.deleted_sessions)
+        return report
+
+    def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
+        """Null content of spans started before the cutoff, chunk by chunk."""
+        nulls = {c: None for c in CONTENT_COLUMNS} | {"content_purged": 1}
+        while True:
+            ids = (sa.select(spans.c.id)
+                   .where(spans.c.start_time_unix_nano >= self._content_watermark,
+                          spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
+                   .limit(CHUNK).scalar_subquery())
+            with self.store.locked(), self.store.engine.begin() as conn:
+                count = conn.execute(spans.update().where(spans.c.id.in_(ids)).values(nulls)).rowcount
+            report.purged_spans += count
+            if count < CHUNK:
+                break
+        self._content_watermark = cutoff_ns
+
+    def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
+        """Delete traces (and their spans) that ended before the cutoff, then old sessions."""
+        expired = sa.select(traces.c.trace_id).where(traces.c.end_time_unix_nano < cutoff_ns)
+        while self._delete_traces(expired.limit(CHUNK), report) == CHUNK:
+            pass
+        with self.store.locked(), self.store.engine.begin() as conn:
+            report.deleted_sessions += conn.execute(
+                sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
+
+    def _delete_traces(self, select_ids: sa.Select, report: RetentionReport) -> int:
+        with self.store.locked(), self.store.engine.begin() as conn:
+            ids = list(conn.execute(select_ids).scalars())
+            if ids:
+                report.deleted_spans += conn.execute(spans.delete().where(spans.c.trace_id.in_(ids))).rowcount
+                conn.execute(traces.delete().where(traces.c.trace_id.in_(ids)))
+        report.deleted_traces += len(ids)
+        return len(ids)
+
+    def _cap_size(self, report: RetentionReport) -> None:
+        size = self.store_size()
+        cap = self.policy.max_size_bytes
+        if size <= cap:
+            return
+        with self.store.engine.connect() as conn:
+            trace_count = conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one()
+        # Drop the oldest share of traces that brings the estimate 10 % under the cap.
+        to_delete = math.ceil(trace_count * (size - 0.9 * cap) / size)
+        log.warning("retention: database holds ~%d MB, above max_size_mb=%d; deleting the %d oldest traces",
+                    size // 2**20, cap // 2**20, to_delete)
+        oldest = sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano)
+        while to_delete > 0:
+            deleted = self._delete_traces(oldest.limit(min(CHUNK, to_delete)), report)
+            if not deleted:
+                break
+            to_delete -= deleted
+        with self.store.locked(), self.store.engine.begin() as conn:
+            first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
+            report.deleted_sessions += conn.execute(
+                sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
+        self._give_back_space()
+
+    def _give_back_space(self) -> None:
+        if self.store.dialect.sqlite:
+            self.store.sqlite_maintenance("PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def store_size(self) -> int:
+        """Bytes of live data (what ``max_size_mb`` caps)."""
+        with self.store.engine.connect() as conn:
+            if self.store.dialect.sqlite:
+                page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+                free = conn.exec_driver_sql("PRAGMA freelist_count").scalar_one()
+                return (pages - free) * page_size
+            row = conn.exec_driver_sql(
+                "SELECT COALESCE(SUM(pg_total_relation_size(relid) * CASE WHEN n_live_tup + n_dead_tup = 0 "
+                "THEN 1.0 ELSE n_live_tup::float8 / (n_live_tup + n_dead_tup) END), 0) "
+                "FROM pg_stat_user_tables WHERE relname IN ('spans', 'traces', 'sessions') "
+                "AND schemaname = current_schema()").scalar_one()
+            return int(row)

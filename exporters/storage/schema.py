@@ -1,0 +1,167 @@
+"""The GenAI storage schema, shared by SQLite and Postgres (SQLAlchemy Core).
+
+This module is the contract between the storage exporters (writers) and the query CLI (reader).
+Column names are stable; changes go through an Alembic migration in ``migrations/versions``.
+
+Conventions
+-----------
+- ``trace_id`` / ``span_id`` / ``parent_span_id`` are lowercase hex strings (32 / 16 / 16 chars),
+  as in OTLP/JSON; a root span has ``parent_span_id`` NULL.
+- Times are integer unix nanoseconds (``*_unix_nano``, BIGINT); ``duration_ms`` is a float.
+- ``kind`` is the OTLP enum (0 unspecified, 1 internal, 2 server, 3 client, 4 producer,
+  5 consumer); ``status_code`` is the OTLP enum (0 unset, 1 ok, 2 error).
+- JSON columns are TEXT holding JSON on SQLite and JSONB on Postgres.  Attribute values keep
+  their JSON types; ``bytes`` values are stored as base64 strings (as OTLP/JSON does); NaN and
+  infinities become ``null`` (JSON has no such numbers); integers beyond 64 bits become strings.  Strings longer than the
+  exporter's ``max_content_bytes`` are cut and end with ``…[truncated N bytes]``.
+- GenAI columns come from ``span.genai`` (filled by the genai processors) and are NULL for spans
+  that are not GenAI operations.
+- ``content_*`` columns (``input_messages``, ``output_messages``, ``system_instructions``,
+  ``content_attributes``, ``events``) hold prompt / response text; ``content_ttl`` sets them to
+  NULL after a while and flips ``content_purged`` to 1.
+- ``content_attributes`` are the span attributes that carry prompt/response text in any dialect
+  (``gen_ai.input.messages``, ``gen_ai.prompt.*``, ``llm.input_messages.*``, ``input.value`` ...,
+  see :data:`CONTENT_ATTRIBUTE_PREFIXES`); all other attributes are in ``attributes``.
+
+Rollups (kept current on every write, so listing never scans spans):
+
+- ``traces``: one row per trace_id.
+- ``sessions``: one row per GenAI session id (``spans.session_id``).
+  ``turns`` counts LLM calls (spans whose operation is chat / text_completion /
+  generate_content, or a GenAI span with a model but no operation).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+__all__ = [
+    "metadata", "spans", "traces", "sessions", "JSONText", "CONTENT_COLUMNS",
+    "CONTENT_ATTRIBUTE_PREFIXES", "LLM_OPERATIONS", "VERSION_TABLE",
+]
+
+VERSION_TABLE = "genai_collector_schema_version"
+"""Alembic's version table, named so it cannot clash with another app's ``alembic_version``."""
+
+JSONText = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
+"""JSON stored as TEXT on SQLite (json_extract works on it) and JSONB on Postgres."""
+
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""BIGINT everywhere; plain INTEGER on SQLite so ``id`` is the rowid alias (autoincrement)."""
+
+LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+"""Operations that count as a turn (an LLM call) in the rollups."""
+
+CONTENT_ATTRIBUTE_PREFIXES: tuple[str, ...] = (
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
+    "llm.input_messages", "llm.output_messages", "llm.prompts", "llm.completions",
+    "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
+)
+"""Attribute keys (prefixes) that carry prompt / response text and go to ``content_attributes``."""
+
+metadata = sa.MetaData()
+
+spans = sa.Table(
+    "spans", metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True,
+              comment="surrogate key; insertion order (retention and FTS use it)"),
+    sa.Column("trace_id", sa.String(32), nullable=False, comment="lowercase hex"),
+    sa.Column("span_id", sa.String(16), nullable=False, comment="lowercase hex"),
+    sa.Column("parent_span_id", sa.String(16), comment="lowercase hex, NULL for a root span"),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.SmallInteger, nullable=False, comment="OTLP SpanKind enum"),
+    sa.Column("start_time_unix_nano", sa.BigInteger, nullable=False),
+    sa.Column("end_time_unix_nano", sa.BigInteger, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status_code", sa.SmallInteger, nullable=False, comment="0 unset, 1 ok, 2 error"),
+    sa.Column("status_message", sa.Text),
+    sa.Column("service_name", sa.Text, comment="resource attribute service.name"),
+    sa.Column("scope_name", sa.Text),
+    sa.Column("scope_version", sa.Text),
+    sa.Column("trace_state", sa.Text),
+    sa.Column("flags", sa.BigInteger),
+    # canonical GenAI columns (collector.model.GenAI); NULL for non-GenAI spans
+    sa.Column("provider", sa.Text),
+    sa.Column("operation", sa.Text),
+    sa.Column("request_model", sa.Text),
+    sa.Column("response_model", sa.Text),
+    sa.Column("model", sa.Text, comment="response_model, else request_model (indexed)"),
+    sa.Column("input_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("cache_read_tokens", sa.BigInteger, comment="slice of input_tokens"),
+    sa.Column("cache_write_tokens", sa.BigInteger, comment="slice of input_tokens"),
+    sa.Column("reasoning_tokens", sa.BigInteger, comment="slice of output_tokens"),
+    sa.Column("cost_usd", sa.Float),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("output_tokens_per_second", sa.Float),
+    sa.Column("session_id", sa.Text),
+    sa.Column("user_id", sa.Text),
+    sa.Column("error_type", sa.Text),
+    # content (nulled by content_ttl)
+    sa.Column("input_messages", JSONText),
+    sa.Column("output_messages", JSONText),
+    sa.Column("system_instructions", JSONText),
+    sa.Column("content_attributes", JSONText),
+    sa.Column("events", JSONText, comment="[{name, time_unix_nano, attributes}]"),
+    sa.Column("content_purged", sa.SmallInteger, nullable=False, server_default="0"),
+    # everything else, as JSON
+    sa.Column("attributes", JSONText, comment="span attributes except content_attributes"),
+    sa.Column("resource_attributes", JSONText),
+    sa.Column("links", JSONText, comment="[{trace_id, span_id, trace_state, attributes}]"),
+    sa.Column("dropped_counts", JSONText,
+              comment='{"attributes": n, "events": n, "links": n} when any is non-zero'),
+    # The unique key doubles as the trace index (trace_id prefix).  Few indexes on purpose: each
+    # costs insert speed, and keys on random hex ids cost the most.
+    sa.Index("ix_spans_key", "trace_id", "span_id", unique=True),
+    sa.Index("ix_spans_start", "start_time_unix_nano"),
+    # Partial indexes: most spans are not LLM calls and not errors, so they cost nothing there.
+    # A query ``session_id = ?`` / ``status_code = 2`` implies the condition and uses them.
+    *(sa.Index(f"ix_spans_{c}", c, "start_time_unix_nano", sqlite_where=sa.text(f"{c} IS NOT NULL"),
+               postgresql_where=sa.text(f"{c} IS NOT NULL")) for c in ("session_id", "user_id", "model")),
+    sa.Index("ix_spans_error", "start_time_unix_nano", sqlite_where=sa.text("status_code = 2"),
+             postgresql_where=sa.text("status_code = 2")),
+)
+
+CONTENT_COLUMNS: tuple[str, ...] = (
+    "input_messages", "output_messages", "system_instructions", "content_attributes", "events",
+)
+
+traces = sa.Table(
+    "traces", metadata,
+    sa.Column("trace_id", sa.String(32), primary_key=True),
+    sa.Column("root_name", sa.Text, comment="name of the span without parent, once seen"),
+    sa.Column("service_name", sa.Text, comment="service of the root span, else the first seen"),
+    sa.Column("session_id", sa.Text, comment="first session id seen in the trace"),
+    sa.Column("user_id", sa.Text, comment="first user id seen in the trace"),
+    sa.Column("start_time_unix_nano", sa.BigInteger, nullable=False, comment="min span start"),
+    sa.Column("end_time_unix_nano", sa.BigInteger, nullable=False, comment="max span end"),
+    sa.Column("span_count", sa.BigInteger, nullable=False),
+    sa.Column("error_count", sa.BigInteger, nullable=False, comment="spans with status ERROR"),
+    sa.Column("turns", sa.BigInteger, nullable=False, comment="LLM calls"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Index("ix_traces_start", "start_time_unix_nano"),
+    sa.Index("ix_traces_end", "end_time_unix_nano"),
+    sa.Index("ix_traces_session", "session_id"),
+    sa.Index("ix_traces_user", "user_id"),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, comment="first user id seen in the session"),
+    sa.Column("start_time_unix_nano", sa.BigInteger, nullable=False, comment="min span start"),
+    sa.Column("end_time_unix_nano", sa.BigInteger, nullable=False, comment="max span end"),
+    sa.Column("span_count", sa.BigInteger, nullable=False),
+    sa.Column("error_count", sa.BigInteger, nullable=False),
+    sa.Column("turns", sa.BigInteger, nullable=False, comment="LLM calls"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Index("ix_sessions_start", "start_time_unix_nano"),
+    sa.Index("ix_sessions_end", "end_time_unix_nano"),
+    sa.Index("ix_sessions_user", "user_id"),
+)

@@ -1,0 +1,507 @@
+"""Engine setup, migrations and the batched write path shared by SQLite and Postgres.
+
+One :meth:`Store.write` = one transaction:
+
+1. insert the batch with ``ON CONFLICT DO NOTHING`` in bulk (SQLite: ``executemany`` on the DBAPI
+   cursor; Postgres: one ``INSERT ... SELECT FROM unnest(<one array per column>)``): SQLAlchemy
+   Core per-row compilation would cost more than the insert itself;
+2. the rows that conflicted are replays: read their stored rollup-relevant columns and update
+   them (``ON CONFLICT DO UPDATE``).  New data - the common case - never pays for this lookup;
+3. upsert ``traces`` and ``sessions`` with *deltas*: a new span adds its counts, a replayed span
+   adds ``new - old``, so replays never double count and a trace growing over many batches
+   accumulates.  Deltas were chosen over "recompute the rollup from spans" because recomputing
+   rescans every stored span of a long session on each batch that touches it, while the delta
+   costs nothing per stored span.  (A changed replay can only widen a trace's first/last time.)
+
+Errors: connection loss, locks, a full disk -> :class:`RetryableError` (the pipeline retries and
+applies backpressure); a data error in one row -> the batch is retried row by row inside
+savepoints so one bad span never takes its neighbours down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import sqlalchemy as sa
+
+from collector.component import RetryableError
+from collector.model import Span
+from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats, is_turn
+from exporters.storage.schema import sessions, spans, traces
+
+__all__ = ["Store", "WriteResult", "sqlite_url", "postgres_url"]
+
+log = logging.getLogger("genai_collector.storage")
+
+# Columns read back for replayed spans: enough to subtract their old contribution.
+_OLD_COLUMNS = ("trace_id", "span_id", "status_code", "operation", "model", "input_tokens",
+                "output_tokens", "cost_usd", "session_id")
+_IDX = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+_ROLLUP_SUMS = ("span_count", "error_count", "turns", "input_tokens", "output_tokens", "cost_usd")
+_TRACE_COLUMNS = ("trace_id", "root_name", "service_name", "session_id", "user_id",
+                  "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS
+_SESSION_COLUMNS = ("session_id", "user_id", "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS
+
+
+def sqlite_url(path: str) -> str:
+    return "sqlite:///" + str(Path(path).expanduser())
+
+
+def postgres_url(url: str) -> str:
+    """Accept ``postgres://`` / ``postgresql://`` and use psycopg 3 (the driver we ship)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@dataclass
+class WriteResult:
+    written: int = 0
+    rejected: int = 0
+    sanitized: int = 0
+    truncated: int = 0
+    row_errors: list[str] = field(default_factory=list)
+
+
+class _Dialect:
+    """SQL shared by both databases; subclasses hold what differs (placeholders, bulk paths)."""
+
+    placeholder = "?"
+    least, greatest = "MIN", "MAX"
+    sqlite = False
+
+    def __init__(self) -> None:
+        self.upsert_spans = self.upsert_sql("spans", SPAN_COLUMNS, ("trace_id", "span_id"), {
+            c: f"excluded.{c}" for c in SPAN_COLUMNS if c not in ("trace_id", "span_id")
+        } | {"content_purged": "0"})
+        self.upsert_traces = self.upsert_sql("traces", _TRACE_COLUMNS, ("trace_id",), {
+            "root_name": "COALESCE(excluded.root_name, traces.root_name)",
+            "service_name": "CASE WHEN excluded.root_name IS NOT NULL "
+                            "THEN COALESCE(excluded.service_name, traces.service_name) "
+                            "ELSE COALESCE(traces.service_name, excluded.service_name) END",
+            "session_id": "COALESCE(traces.session_id, excluded.session_id)",
+            "user_id": "COALESCE(traces.user_id, excluded.user_id)",
+            **self._minmax("traces"), **_sums("traces"),
+        })
+        self.upsert_sessions = self.upsert_sql("sessions", _SESSION_COLUMNS, ("session_id",), {
+            "user_id": "COALESCE(sessions.user_id, excluded.user_id)",
+            **self._minmax("sessions"), **_sums("sessions"),
+        })
+        self.select_old = (f"SELECT {', '.join(_OLD_COLUMNS)} FROM spans "
+                           f"WHERE trace_id = {self.placeholder} AND span_id = {self.placeholder}")
+
+    def upsert_sql(self, table: str, columns: Sequence[str], key: Sequence[str],
+                   updates: dict[str, str] | None) -> str:
+        """One-row INSERT for ``executemany``; ``updates`` None means DO NOTHING on conflict."""
+        values = ", ".join([self.placeholder] * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}){_on_conflict(key, updates)}"
+
+    def _minmax(self, table: str) -> dict[str, str]:
+        return {
+            "start_time_unix_nano": f"{self.least}({table}.start_time_unix_nano, excluded.start_time_unix_nano)",
+            "end_time_unix_nano": f"{self.greatest}({table}.end_time_unix_nano, excluded.end_time_unix_nano)",
+        }
+
+    def begin(self, cur) -> None:
+        """Start the transaction (psycopg opens one implicitly)."""
+
+    def insert_new(self, cur, rows: list[tuple]) -> list[tuple]:
+        """Insert rows whose key is not stored yet; return the others (replays), untouched."""
+        raise NotImplementedError
+
+    def fetch_old(self, cur, rows: list[tuple]) -> dict[tuple[str, str], tuple]:
+        """Rollup-relevant stored columns of ``rows`` (all known to exist); the rare path."""
+        found = {}
+        for row in rows:
+            cur.execute(self.select_old, (row[0], row[1]))
+            rec = cur.fetchone()
+            if rec is not None:
+                found[(rec[0], rec[1])] = rec
+        return found
+
+    def upsert(self, cur, sql: str, rows: list[tuple]) -> None:
+        cur.executemany(sql, rows)
+
+
+class _SQLite(_Dialect):
+    sqlite = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.insert_spans = self.upsert_sql("spans", SPAN_COLUMNS, ("trace_id", "span_id"), None)
+
+    def begin(self, cur) -> None:
+        cur.execute("BEGIN IMMEDIATE")  # take the write lock now, not at the first insert
+
+    def insert_new(self, cur, rows: list[tuple]) -> list[tuple]:
+        # Under the write lock, rows inserted now get ids above the current maximum.
+        before = cur.execute("SELECT COALESCE(MAX(id), 0) FROM spans").fetchone()[0]
+        cur.executemany(self.insert_spans, rows)
+        if cur.rowcount == len(rows):
+            return []
+        new = set(cur.execute("SELECT trace_id, span_id FROM spans WHERE id > ?", (before,)).fetchall())
+        return [r for r in rows if (r[0], r[1]) not in new]
+
+
+class _Postgres(_Dialect):
+    """Bulk statements over ``unnest`` of one array per column: one round trip per batch."""
+
+    placeholder = "%s"
+    least, greatest = "LEAST", "GREATEST"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.insert_spans = self._unnest_sql(spans, SPAN_COLUMNS, ("trace_id", "span_id"), None) + \
+            " RETURNING trace_id, span_id"
+        self.bulk = {
+            self.upsert_spans: self._unnest_sql(spans, SPAN_COLUMNS, ("trace_id", "span_id"),
+                                                _updates_of(self.upsert_spans)),
+            self.upsert_traces: self._unnest_sql(traces, _TRACE_COLUMNS, ("trace_id",),
+                                                 _updates_of(self.upsert_traces)),
+            self.upsert_sessions: self._unnest_sql(sessions, _SESSION_COLUMNS, ("session_id",),
+                                                   _updates_of(self.upsert_sessions)),
+        }
+
+    @staticmethod
+    def _unnest_sql(table: sa.Table, columns: Sequence[str], key: Sequence[str],
+                    updates: str | None) -> str:
+        from sqlalchemy.dialects import postgresql
+
+        dialect = postgresql.dialect()
+        # %b: binary parameters; the text format escapes every string in Python (5x slower).
+        arrays = ", ".join(f"%b::{table.c[c].type.compile(dialect=dialect)}[]" for c in columns)
+        conflict = f" ON CONFLICT ({', '.join(key)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
+        return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){conflict}"
+
+    def insert_new(self, cur, rows: list[tuple]) -> list[tuple]:
+        cur.execute(self.insert_spans, _columns(rows))
+        new = set(cur.fetchall())
+        return [] if len(new) == len(rows) else [r for r in rows if (r[0], r[1]) not in new]
+
+    def upsert(self, cur, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            cur.execute(self.bulk[sql], _columns(rows))
+
+
+def _columns(rows: list[tuple]) -> list[list]:
+    """Rows -> one list per column (what ``unnest`` takes)."""
+    return [list(c) for c in zip(*rows)]
+
+
+def _on_conflict(key: Sequence[str], updates: dict[str, str] | None) -> str:
+    if updates is None:
+        return f" ON CONFLICT ({', '.join(key)}) DO NOTHING"
+    return f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = {e}" for c, e in updates.items())
+
+
+def _updates_of(sql: str) -> str:
+    return sql.split(" DO UPDATE SET ", 1)[1]
+
+
+def _sums(table: str) -> dict[str, str]:
+    return {c: f"{table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS}
+
+
+class _Rollup:
+    """Accumulates one trace's or session's delta for this batch."""
+
+    __slots__ = ("root_name", "service_name", "session_id", "user_id", "start", "end", "sums")
+
+    def __init__(self) -> None:
+        self.root_name = self.service_name = self.session_id = self.user_id = None
+        self.start: int | None = None
+        self.end: int | None = None
+        self.sums = [0, 0, 0, 0, 0, 0.0]
+
+    def add(self, sign: int, is_error: bool, turn: bool, tokens_in, tokens_out, cost) -> None:
+        s = self.sums
+        s[0] += sign
+        if is_error:
+            s[1] += sign
+        if turn:
+            s[2] += sign
+        if tokens_in:
+            s[3] += sign * tokens_in
+        if tokens_out:
+            s[4] += sign * tokens_out
+        if cost:
+            s[5] += sign * cost
+
+    def bounds(self) -> tuple[int, int]:
+        """(start, end); neutral values when this batch only removed a span from the rollup."""
+        return (INT64_MAX if self.start is None else self.start, 0 if self.end is None else self.end)
+
+    def widen(self, start: int, end: int) -> None:
+        self.start = start if self.start is None else min(self.start, start)
+        self.end = end if self.end is None else max(self.end, end)
+
+
+class Store:
+    """A database the exporters write spans to; thread-safe."""
+
+    def __init__(self, url: str, *, max_content_bytes: int, full_text_search: bool = False,
+                 pool_size: int = 5, connect_timeout: float = 5.0,
+                 sqlite_synchronous: str = "NORMAL", sqlite_busy_timeout: float = 10.0) -> None:
+        self.url = url
+        self.rows = RowBuilder(max_content_bytes)
+        self.full_text_search = full_text_search
+        self.engine = _make_engine(url, pool_size, connect_timeout, sqlite_synchronous, sqlite_busy_timeout)
+        self.dialect = _SQLite() if self.engine.dialect.name == "sqlite" else _Postgres()
+        self.dbapi = self.engine.dialect.dbapi
+        self._data_errors = (self.dbapi.DataError, self.dbapi.IntegrityError, ValueError,
+                             OverflowError, UnicodeError)
+        # SQLite has one writer: serialise in Python rather than spin in busy_timeout.
+        self.write_lock = threading.Lock() if self.dialect.sqlite else None
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Migrate to the newest schema and set up full-text search; idempotent."""
+        with self._start_lock:
+            if self._started:
+                return
+            with self.translate_errors(), self.locked():
+                from exporters.storage.migrations import upgrade
+                from exporters.storage.search import enable_full_text_search
+                upgrade(self.engine)
+                if self.full_text_search:
+                    enable_full_text_search(self.engine)
+            self._started = True
+
+    def close(self) -> None:
+        if self.dialect.sqlite and self._started:
+            try:
+                self.sqlite_maintenance("PRAGMA wal_checkpoint(TRUNCATE)")
+            except self.dbapi.Error as exc:  # closing must not fail shutdown
+                log.warning("sqlite checkpoint at shutdown failed: %s", exc)
+        self.engine.dispose()
+
+    def sqlite_maintenance(self, *statements: str) -> None:
+        """Run PRAGMAs that must not be inside a transaction (checkpoint, incremental vacuum)."""
+        with self.locked():
+            raw = self.engine.raw_connection()
+            try:
+                for statement in statements:
+                    raw.driver_connection.execute(statement).fetchall()
+            finally:
+                raw.close()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        if self.write_lock is None:
+            yield
+        else:
+            with self.write_lock:
+                yield
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn "the database is not there right now" into RetryableError."""
+        try:
+            yield
+        except RetryableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if self.is_transient(exc):
+                raise RetryableError(f"database unavailable: {_first_line(exc)}") from exc
+            raise
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError,
+                            sa.exc.DisconnectionError)):
+            return True
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        dbapi = self.dbapi
+        return isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError)) or isinstance(exc, OSError)
+
+    # -- the write path --------------------------------------------------------------------------
+
+    def write(self, spans: Sequence[Span]) -> WriteResult:
+        """Persist ``spans`` in one transaction; returns once committed."""
+        stats = RowStats()
+        rows = self._rows(spans, stats)
+        result = WriteResult(rejected=stats.rejected)
+        if rows:
+            self.start()
+            with self.translate_errors(), self.locked():
+                result.written, result.row_errors = self._transaction(rows)
+        result.sanitized, result.truncated = stats.sanitized, stats.truncated
+        result.rejected += len(result.row_errors)
+        return result
+
+    def _rows(self, spans: Sequence[Span], stats: RowStats) -> list[tuple]:
+        """Rows for the batch, last one winning when a batch holds the same span twice."""
+        builder = self.rows
+        resources: dict[int, str | None] = {}
+        by_key: dict[tuple[str, str], tuple] = {}
+        for span in spans:
+            res = span.resource
+            res_json = resources.get(id(res), "")
+            if res_json == "":
+                res_json = resources[id(res)] = builder.json(res.attributes, stats)
+            try:
+                row = builder.row(span, res_json, stats)
+            except Exception:  # noqa: BLE001 - a span we cannot convert must not sink the batch
+                log.exception("storage: cannot convert span %r; rejected", span)
+                stats.rejected += 1
+                continue
+            if row is not None:
+                by_key[(row[0], row[1])] = row
+        return list(by_key.values())
+
+    def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+        raw = self.engine.raw_connection()
+        ok = False
+        try:
+            cur = raw.driver_connection.cursor()
+            try:
+                self.dialect.begin(cur)
+                rows, old, errors = self._write_spans(cur, rows)
+                self._upsert_rollups(cur, rows, old)
+                raw.driver_connection.commit()
+                ok = True
+                return len(rows), errors
+            finally:
+                cur.close()
+        finally:
+            if not ok:
+                _rollback_quietly(raw)
+            raw.close()
+
+    def _write_spans(self, cur, rows: list[tuple]) -> tuple[list[tuple], dict, list[str]]:
+        """Insert new spans in bulk, then update replayed ones; returns (rows written, their old
+        rollup values, per-row errors)."""
+        d = self.dialect
+        cur.execute("SAVEPOINT gc_batch")
+        try:
+            replays = d.insert_new(cur, rows)
+            old = d.fetch_old(cur, replays) if replays else {}
+            d.upsert(cur, d.upsert_spans, replays)
+        except self._data_errors as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT gc_batch")
+            return self._rows_one_by_one(cur, rows, exc)
+        cur.execute("RELEASE SAVEPOINT gc_batch")
+        return rows, old, []
+
+    def _rows_one_by_one(self, cur, rows: list[tuple], first: Exception) -> tuple[list[tuple], dict, list[str]]:
+        """Upsert each row in its own savepoint; keep the good ones, report the bad."""
+        log.warning("storage: batch insert failed (%s); retrying span by span", _first_line(first))
+        d = self.dialect
+        good, old, errors = [], {}, []
+        for row in rows:
+            cur.execute("SAVEPOINT gc_row")
+            try:
+                prev = d.fetch_old(cur, [row])
+                cur.execute(d.upsert_spans, row)
+            except self._data_errors as exc:
+                cur.execute("ROLLBACK TO SAVEPOINT gc_row")
+                errors.append(f"span {row[0]}/{row[1]}: {_first_line(exc)}")
+            else:
+                good.append(row)
+                old.update(prev)
+            cur.execute("RELEASE SAVEPOINT gc_row")
+        return good, old, errors
+
+    def _upsert_rollups(self, cur, rows: list[tuple], old: dict[tuple[str, str], tuple]) -> None:
+        by_trace: dict[str, _Rollup] = {}
+        by_session: dict[str, _Rollup] = {}
+        i_parent, i_name, i_service = _IDX["parent_span_id"], _IDX["name"], _IDX["service_name"]
+        i_start, i_end, i_status = _IDX["start_time_unix_nano"], _IDX["end_time_unix_nano"], _IDX["status_code"]
+        i_op, i_model, i_in, i_out = _IDX["operation"], _IDX["model"], _IDX["input_tokens"], _IDX["output_tokens"]
+        i_cost, i_session, i_user = _IDX["cost_usd"], _IDX["session_id"], _IDX["user_id"]
+        for row in rows:
+            trace_id, session_id = row[0], row[i_session]
+            t = by_trace.get(trace_id)
+            if t is None:
+                t = by_trace[trace_id] = _Rollup()
+            delta = (row[i_status] == 2, is_turn(row[i_op], row[i_model]), row[i_in], row[i_out], row[i_cost])
+            t.add(1, *delta)
+            t.widen(row[i_start], row[i_end])
+            if row[i_parent] is None:
+                t.root_name, t.service_name = row[i_name], row[i_service]
+            elif t.service_name is None and t.root_name is None:
+                t.service_name = row[i_service]
+            t.session_id = t.session_id or session_id
+            t.user_id = t.user_id or row[i_user]
+            if session_id is not None:
+                s = by_session.get(session_id)
+                if s is None:
+                    s = by_session[session_id] = _Rollup()
+                s.add(1, *delta)
+                s.widen(row[i_start], row[i_end])
+                s.user_id = s.user_id or row[i_user]
+            prev = old.get((trace_id, row[1]))
+            if prev is not None:
+                _subtract(prev, by_trace, by_session)
+        # Sorted so concurrent writers (Postgres) lock rollup rows in the same order: no deadlocks.
+        upsert = self.dialect.upsert
+        upsert(cur, self.dialect.upsert_traces, [
+            (k, t.root_name, t.service_name, t.session_id, t.user_id, *t.bounds(), *t.sums)
+            for k, t in sorted(by_trace.items())])
+        if by_session:
+            upsert(cur, self.dialect.upsert_sessions, [
+                (k, s.user_id, *s.bounds(), *s.sums) for k, s in sorted(by_session.items())])
+
+
+def _subtract(prev: tuple, by_trace: dict[str, _Rollup], by_session: dict[str, _Rollup]) -> None:
+    """Remove a replayed span's stored contribution (its new one was just added)."""
+    trace_id, _span_id, status, operation, model, tokens_in, tokens_out, cost, session_id = prev
+    delta = (status == 2, is_turn(operation, model), tokens_in, tokens_out, cost)
+    by_trace[trace_id].add(-1, *delta)
+    if session_id is not None:
+        s = by_session.get(session_id)
+        if s is None:
+            s = by_session[session_id] = _Rollup()
+        s.add(-1, *delta)
+
+
+def _rollback_quietly(raw) -> None:
+    try:
+        raw.driver_connection.rollback()
+    except Exception:  # noqa: BLE001 - the connection is likely gone; the pool must forget it
+        raw.invalidate()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _make_engine(url: str, pool_size: int, connect_timeout: float, synchronous: str,
+                 busy_timeout: float) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"isolation_level": None, "check_same_thread": False,
+                                                     "timeout": busy_timeout})
+        sa.event.listen(engine, "connect", _sqlite_pragmas(synchronous, busy_timeout))
+        # isolation_level=None hands transaction control to us; SQLAlchemy's own transactions
+        # (migrations, retention) then need an explicit BEGIN (the documented pysqlite recipe).
+        sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                            pool_recycle=3600,
+                            connect_args={"connect_timeout": max(1, int(connect_timeout)),
+                                          "application_name": "genai-collector"})
+
+
+def _sqlite_pragmas(synchronous: str, busy_timeout: float):
+    def on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # Only possible before the first table: lets retention give space back to the OS.
+            cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute(f"PRAGMA synchronous = {synchronous}")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cur.execute("PRAGMA cache_size = -65536")
+        cur.execute("PRAGMA temp_store = MEMORY")
+        cur.close()
+    return on_connect
