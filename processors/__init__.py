@@ -5,4 +5,7 @@ from collector.component import Registry
 PROCESSORS = Registry("processor", {
     "batch": "processors.batch",
     "memory_limiter": "processors.memory_limiter",
+    "genai_normalize": "processors.genai_normalize",
+    "genai_cost": "processors.genai_cost",
+    "genai_token_rate": "processors.genai_token_rate",
 })

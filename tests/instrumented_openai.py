@@ -1,0 +1,71 @@
+"""Run one real OpenAI instrumentation against a fake server and write the spans it emits.
+
+Usage: ``python instrumented_openai.py {official|openinference|traceloop} BASE_URL OUT``, where OUT is
+a file (the spans are written there) or ``grpc://HOST:PORT`` (sent there with the SDK's OTLP exporter).
+
+Each instrumentation patches the same ``openai`` module (and Traceloop's shares the
+``opentelemetry.instrumentation.openai`` namespace with the official one), so every dialect runs in
+its own process.  The captured spans are written as one serialized ExportTraceServiceRequest, the
+exact bytes an OTLP exporter would send.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+MESSAGES = [
+    {"role": "system", "content": "You are a terse geography assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+def instrument(dialect: str, provider) -> None:
+    if dialect == "official":
+        os.environ["OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"] = "SPAN_ONLY"
+        os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental"
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    elif dialect == "openinference":
+        from openinference.instrumentation.openai import OpenAIInstrumentor
+    elif dialect == "traceloop":
+        os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+    else:
+        raise SystemExit(f"unknown dialect {dialect!r}")
+    OpenAIInstrumentor().instrument(tracer_provider=provider)
+
+
+def main(dialect: str, base_url: str, out: str) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    if out.startswith("grpc://"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=out[len("grpc://"):], insecure=True, timeout=10)
+    else:
+        exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": f"app-{dialect}"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrument(dialect, provider)
+
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0)
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, user="user-42")
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True}, user="user-42")
+    for _ in stream:
+        pass
+    provider.force_flush()
+    if isinstance(exporter, InMemorySpanExporter):
+        with open(out, "wb") as fh:
+            fh.write(encode_spans(exporter.get_finished_spans()).SerializeToString())
+    provider.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
