@@ -8,4 +8,5 @@ PROCESSORS = Registry("processor", {
     "genai_normalize": "processors.genai_normalize",
     "genai_cost": "processors.genai_cost",
     "genai_token_rate": "processors.genai_token_rate",
+    "redaction": "processors.redaction",
 })

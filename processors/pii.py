@@ -1,0 +1,467 @@
+"""PII detection for the ``redaction`` processor: presidio's recognizers, at line rate.
+
+Why not ``AnalyzerEngine.analyze`` per text?  It runs every recognizer over every text: ~1 ms for a
+clean 450-char text and 8-10 ms for a PII-heavy one (the phone recognizer, pure-Python
+``phonenumbers`` run for 8 regions, is most of it) -- a few hundred spans/s.  The same recognizers
+give the same answers much faster when each one only runs where it could possibly match:
+
+1. **Exact screens.**  Every default entity has a necessary condition that one C-level scan checks:
+   an e-mail needs ``@``; a card 12+ digits, an SSN 9, a phone 4 (the shortest valid national
+   number among the phone regions, German) and an IPv4 address 4 digits with dots -- all inside one
+   "numeric run" (digits joined by at most 4 of phonenumbers' own punctuation characters); an IBAN
+   two letters and two digits followed by two 4-character groups; an IPv6 address ``::`` or seven
+   hex groups.  A text that fails every screen is clean without running any recognizer; that is
+   most content.  Screens are supersets of the recognizers' patterns, so they never cost recall
+   (``tests/test_redaction.py`` checks this with generated texts).
+2. **Recognizers called directly**, only those whose screen fired, pattern recognizers on the text,
+   the phone recognizer only on a small window around each numeric run, only for the regions whose
+   shortest valid number fits in the run, and it stops trying regions once every character of the
+   run is already covered (another region can only match inside a run).
+3. **Caches.**  Whole texts (system prompts and tool schemas repeat on every call) and phone windows
+   (dates, prices and versions repeat) are kept in bounded LRU caches.
+
+Context words only raise scores; they are computed (presidio's own enhancer over a blank spaCy
+pipeline) only when a result is below ``score_threshold``.  Presidio's card pattern misses
+Mastercard 2-series (2221-2720) and some other schemes, so :class:`AnyCardRecognizer` adds
+Luhn-valid numbers of every major scheme.
+
+Everything here is offline: the NLP engine is ``spacy.blank("en")`` unless ``nlp_model`` names an
+installed spaCy model, and the e-mail recognizer uses tldextract's bundled public-suffix snapshot
+instead of downloading the list at first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+__all__ = [
+    "DEFAULT_ENTITIES", "SCREENED_ENTITIES", "NER_ENTITIES", "PHONE_REGIONS", "Finding", "Outcome",
+    "PiiEngine", "LruCache", "luhn_valid", "card_scheme", "nlp_model_installed", "hmac_hex",
+]
+
+DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
+SCREENED_ENTITIES = frozenset(DEFAULT_ENTITIES)
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})  # need a spaCy NER model
+PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")  # presidio's default regions
+
+_CARD_MIN_DIGITS, _SSN_DIGITS, _PHONE_MIN_DIGITS, _IP_MIN_DIGITS = 12, 9, 4, 4
+_WINDOW_BEFORE, _WINDOW_AFTER = 48, 40  # phone window margins, chars (extension "ext. 12345" fits)
+
+
+def _numeric_run_re(min_digits: int = 1) -> re.Pattern:
+    """Digits joined by <= 4 separators: phonenumbers' punctuation (its matcher's own block rule),
+    plus the brackets / plus signs it accepts around blocks and any whitespace."""
+    from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
+
+    sep = _VALID_PUNCTUATION + "+\uff0b()\\[\\]\uff08\uff09\uff3b\uff3d\\s"
+    return re.compile(rf"\d(?:[{sep}]{{0,4}}\d){{{min_digits - 1},}}")
+
+
+_DIGIT = re.compile(r"\d")
+_IBAN_SCREEN = re.compile(r"[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2}", re.IGNORECASE)
+_IPV6_SCREEN = re.compile(r"::|(?:[0-9A-F]{1,4}:){7}", re.IGNORECASE)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn checksum every payment card number carries."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+# (first digits low, high, allowed lengths) of the major schemes (ISO/IEC 7812 IIN ranges).
+_SCHEMES: tuple[tuple[str, int, int, tuple[int, ...]], ...] = (
+    ("visa", 4, 4, (13, 16, 19)),
+    ("mastercard", 51, 55, (16,)),
+    ("mastercard", 2221, 2720, (16,)),
+    ("amex", 34, 34, (15,)),
+    ("amex", 37, 37, (15,)),
+    ("discover", 6011, 6011, (16, 17, 18, 19)),
+    ("discover", 644, 649, (16, 17, 18, 19)),
+    ("discover", 65, 65, (16, 17, 18, 19)),
+    ("unionpay", 62, 62, (16, 17, 18, 19)),
+    ("jcb", 3528, 3589, (16, 17, 18, 19)),
+    ("diners", 300, 305, (14, 15, 16, 17, 18, 19)),
+    ("diners", 36, 36, (14, 15, 16, 17, 18, 19)),
+    ("diners", 38, 39, (14, 15, 16, 17, 18, 19)),
+    ("mir", 2200, 2204, (16, 17, 18, 19)),
+    ("maestro", 50, 50, tuple(range(12, 20))),
+    ("maestro", 56, 69, tuple(range(12, 20))),
+)
+
+
+def card_scheme(digits: str) -> str | None:
+    """The scheme whose IIN range and length fit ``digits`` (no Luhn check), else None."""
+    for name, low, high, lengths in _SCHEMES:
+        if len(digits) in lengths and low <= int(digits[: len(str(low))]) <= high:
+            return name
+    return None
+
+
+def hmac_hex(secret: bytes, value: str) -> str:
+    """HMAC-SHA256: the same value gives the same token (joinable), unguessable without the key."""
+    return hmac.new(secret, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def nlp_model_installed(name: str) -> bool:
+    """A spaCy model is an installed package or a model directory (cheap: no spaCy import)."""
+    try:
+        return importlib.util.find_spec(name) is not None or Path(name).is_dir()
+    except (ImportError, ValueError):
+        return Path(name).is_dir()
+
+
+class LruCache:
+    """A bounded mapping that forgets the least recently used entry (``size`` 0 disables it)."""
+
+    __slots__ = ("size", "_data")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        if self.size <= 0:
+            return
+        self._data[key] = value
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    entity_type: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What redacting one text did: ``text`` is None when nothing was found."""
+
+    text: str | None
+    types: tuple[str, ...]
+    count: int
+    drop: bool
+
+
+CLEAN = Outcome(None, (), 0, False)
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    entity: str
+    regex: str
+    score: float
+    context: tuple[str, ...] = ()
+    name: str = ""
+
+
+def _make_recognizers(entities: Iterable[str], custom: Iterable[CustomPattern], nlp_engine) -> list:
+    """Presidio's predefined recognizers for ``entities``, offline, plus our own and custom ones."""
+    import tldextract
+    from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer, RecognizerRegistry
+    from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer
+
+    offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        """Presidio's e-mail recognizer validating domains against the bundled suffix snapshot."""
+
+        def validate_result(self, pattern_text: str) -> bool:
+            return offline_tld(pattern_text).fqdn != ""
+
+    class AnyCardRecognizer(PatternRecognizer):
+        """Luhn-valid 12-19 digit numbers in the IIN range of a major scheme (incl. Mastercard 2-series)."""
+
+        def __init__(self) -> None:
+            super().__init__(supported_entity="CREDIT_CARD", name="AnyCardRecognizer",
+                             patterns=[Pattern("card, any scheme", r"\b\d(?:[- ]?\d){11,18}\b", 0.3)],
+                             context=list(CreditCardRecognizer.CONTEXT))
+
+        def validate_result(self, pattern_text: str) -> bool:
+            digits = EntityRecognizer.sanitize_value(pattern_text, [("-", ""), (" ", "")])
+            return card_scheme(digits) is not None and luhn_valid(digits)
+
+    wanted = set(entities)
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(languages=["en"], nlp_engine=nlp_engine)
+    recognizers = []
+    for rec in registry.recognizers:
+        if not wanted.intersection(rec.supported_entities):
+            continue
+        if isinstance(rec, EmailRecognizer):
+            rec = OfflineEmailRecognizer()
+        recognizers.append(rec)
+    if "CREDIT_CARD" in wanted:
+        recognizers.append(AnyCardRecognizer())
+    for i, c in enumerate(custom):
+        recognizers.append(PatternRecognizer(
+            supported_entity=c.entity, name=c.name or f"custom_{i}_{c.entity}",
+            patterns=[Pattern(c.name or c.entity, c.regex, c.score)], context=list(c.context) or None))
+    return recognizers
+
+
+def _make_nlp_engine(nlp_model: str):
+    """Presidio's spaCy engine without its download-if-missing: blank English or a named model."""
+    import spacy
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+
+    class OfflineSpacyNlpEngine(SpacyNlpEngine):
+        def load(self) -> None:
+            if nlp_model:
+                if not nlp_model_installed(nlp_model):
+                    raise ValueError(f"spaCy model {nlp_model!r} is not installed "
+                                     f"(pip install it, or remove nlp_model)")
+                self.nlp = {"en": spacy.load(nlp_model)}
+            else:
+                self.nlp = {"en": spacy.blank("en")}
+
+    engine = OfflineSpacyNlpEngine(models=[{"lang_code": "en", "model_name": nlp_model or "blank"}],
+                                   ner_model_configuration=NerModelConfiguration())
+    engine.load()
+    return engine
+
+
+class PiiEngine:
+    """Finds and replaces PII in texts; thread-compatible (one per processor, called from one thread).
+
+    ``operator_for(entity)`` gives ``replace``, ``mask``, ``hash`` or ``drop``.
+    """
+
+    def __init__(self, *, entities: Iterable[str] = DEFAULT_ENTITIES, score_threshold: float = 0.0,
+                 custom: Iterable[CustomPattern] = (), allow_list: Iterable[str] = (),
+                 operator_for: Callable[[str], str] = lambda e: "replace", mask_char: str = "*",
+                 hash_secret: bytes = b"", nlp_model: str = "", cache_size: int = 8192) -> None:
+        from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+        from presidio_anonymizer import AnonymizerEngine
+
+        self.entities = list(dict.fromkeys(entities))
+        custom = list(custom)
+        self.threshold = score_threshold
+        self.allow = frozenset(allow_list)
+        self.nlp = _make_nlp_engine(nlp_model)
+        recognizers = _make_recognizers(self.entities + [c.entity for c in custom], custom, self.nlp)
+        # The engine serves context enhancement and, with an NER model, the NER entities.
+        self.engine = AnalyzerEngine(registry=RecognizerRegistry(recognizers, supported_languages=["en"]),
+                                     nlp_engine=self.nlp, supported_languages=["en"])
+        self._by_entity: dict[str, list] = {}
+        for rec in recognizers:
+            for ent in rec.supported_entities:
+                self._by_entity.setdefault(ent, []).append(rec)
+        self._phone = next((r for r in self._by_entity.get("PHONE_NUMBER", ())
+                            if isinstance(r, PhoneRecognizer)), None)
+        self._phone_thresholds = self._region_thresholds(self._phone)
+        self._numeric_run = _numeric_run_re()
+        self._screen_run = _numeric_run_re(_PHONE_MIN_DIGITS)
+        self._custom = [(re.compile(c.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE),
+                         [r for r in recognizers if r.name == (c.name or f"custom_{i}_{c.entity}")])
+                        for i, c in enumerate(custom)]
+        screened = SCREENED_ENTITIES | {c.entity for c in custom}
+        self._unscreened = list(dict.fromkeys(
+            r for e in self.entities if e not in screened for r in self._by_entity.get(e, [])
+            if isinstance(r, PatternRecognizer)))
+        self._ner = [e for e in self.entities if e in NER_ENTITIES] if nlp_model else []
+        self.unsupported = [e for e in self.entities if e not in self._by_entity and e not in self._ner]
+        self._anonymizer = AnonymizerEngine()
+        self._operators = {e: self._operator_config(e, operator_for(e), mask_char, hash_secret)
+                           for e in self.entities + [c.entity for c in custom]}
+        self._drop = frozenset(e for e in self._operators if operator_for(e) == "drop")
+        self._texts = LruCache(cache_size)
+        self._windows = LruCache(cache_size)
+
+    # -- configuration helpers ------------------------------------------------------------------
+
+    @staticmethod
+    def _region_thresholds(phone) -> list[tuple[str, int]]:
+        """Per phone region, the fewest digits a number it validates can have: its shortest national
+        number, or 8 (2-digit international prefix + shortest country code and number worldwide)."""
+        if phone is None:
+            return []
+        from phonenumbers import PhoneMetadata
+
+        out = []
+        for region in phone.supported_regions:
+            md = PhoneMetadata.metadata_for_region(region)
+            lengths = [n for n in (md.general_desc.possible_length if md else ()) if n > 0]
+            out.append((region, min(min(lengths, default=_PHONE_MIN_DIGITS), 8)))
+        return out
+
+    @staticmethod
+    def _operator_config(entity: str, operator: str, mask_char: str, secret: bytes):
+        from presidio_anonymizer.entities import OperatorConfig
+
+        if operator == "mask":
+            return OperatorConfig("mask", {"masking_char": mask_char, "chars_to_mask": 1 << 30,
+                                           "from_end": False})
+        if operator == "hash":
+            return OperatorConfig("custom", {"lambda": lambda v: f"<{entity}:{hmac_hex(secret, v)}>"})
+        return OperatorConfig("replace", {"new_value": f"<{entity}>"})
+
+    # -- detection ---------------------------------------------------------------------------------
+
+    def analyze(self, text: str) -> list[Finding]:
+        """Every finding above the threshold, not on the allow list (presidio's semantics)."""
+        results = self._raw_results(text)
+        if self._ner:
+            results += self.engine.analyze(text, language="en", entities=self._ner)
+        if not results:
+            return []
+        if self.threshold > 0 and any(r.score < self.threshold for r in results):
+            recognizers = self.engine.registry.recognizers
+            results = self.engine._enhance_using_context(
+                text, results, self.nlp.process_text(text, "en"), recognizers, None)
+        from presidio_analyzer import EntityRecognizer
+
+        results = EntityRecognizer.remove_duplicates([r for r in results if r.score >= self.threshold])
+        return [Finding(r.entity_type, r.start, r.end, r.score) for r in results
+                if text[r.start:r.end] not in self.allow]
+
+    def _raw_results(self, text: str) -> list:
+        """Run each recognizer whose screen says it may match; phone on windows only."""
+        wanted = self._by_entity
+        results: list = []
+        runs: list[tuple[int, int, int, str]] = []  # (start, end, digits, text) of numeric runs
+        if any(ch.isdigit() for ch in text):
+            for m in self._numeric_run.finditer(text):
+                run = m.group()
+                n = len(_DIGIT.findall(run)) if len(run) > 1 else 1
+                if n >= _PHONE_MIN_DIGITS:
+                    runs.append((m.start(), m.end(), n, run))
+        most = max((r[2] for r in runs), default=0)
+        checks = (
+            ("EMAIL_ADDRESS", "@" in text),
+            ("CREDIT_CARD", most >= _CARD_MIN_DIGITS),
+            ("US_SSN", most >= _SSN_DIGITS),
+            ("IBAN_CODE", _IBAN_SCREEN.search(text) is not None),
+            ("IP_ADDRESS", _IPV6_SCREEN.search(text) is not None
+             or any(n >= _IP_MIN_DIGITS and "." in run for _, _, n, run in runs)),
+        )
+        for entity, possible in checks:
+            if possible and entity in wanted:
+                for rec in wanted[entity]:
+                    results += rec.analyze(text, [entity], None)
+        if runs and self._phone is not None:
+            results += self._phone_results(text, runs)
+        for pattern, recs in self._custom:
+            if pattern.search(text):
+                for rec in recs:
+                    results += rec.analyze(text, rec.supported_entities, None)
+        for rec in self._unscreened:
+            results += rec.analyze(text, rec.supported_entities, None)
+        return results
+
+    def might_contain(self, text: str) -> bool:
+        """Whether any screen fires on ``text`` (or it hides characters behind JSON ``\\u`` escapes):
+        False means no recognizer can match it nor any string it encodes."""
+        if self._unscreened or self._ner or self._custom or "@" in text or "\\u" in text:
+            return True
+        return bool(_IBAN_SCREEN.search(text) or _IPV6_SCREEN.search(text)
+                     or self._screen_run.search(text))
+
+    def _phone_results(self, text: str, runs: list[tuple[int, int, int, str]]) -> list:
+        """Phone matches from windows around numeric runs, shifted back to text offsets."""
+        from presidio_analyzer import RecognizerResult
+
+        out = []
+        for ws, we, spans in self._phone_windows(text, runs):
+            window = text[ws:we]
+            found = self._windows.get(window)
+            if found is None:
+                found = self._phone_in_window(window, [(s - ws, e - ws, n, run) for s, e, n, run in spans])
+                self._windows.put(window, found)
+            for s, e, score in found:
+                if (s == 0 and ws > 0) or (e == len(window) and we < len(text)):
+                    return self._phone.analyze(text, ["PHONE_NUMBER"], None)  # window too small
+                out.append(RecognizerResult("PHONE_NUMBER", s + ws, e + ws, score,
+                                            recognition_metadata={
+                                                RecognizerResult.RECOGNIZER_NAME_KEY: self._phone.name,
+                                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self._phone.id}))
+        return out
+
+    @staticmethod
+    def _phone_windows(text: str, runs):
+        """Merge runs into windows with margins snapped to whitespace (tokens stay whole)."""
+        windows: list[list] = []
+        for s, e, n, run in runs:
+            ws = max(0, s - _WINDOW_BEFORE)
+            if ws:
+                cut = max(text.rfind(" ", 0, ws), text.rfind("\n", 0, ws))
+                ws = cut + 1 if cut >= 0 else 0
+            we = min(len(text), e + _WINDOW_AFTER)
+            if we < len(text):
+                cut = min((i for i in (text.find(" ", we), text.find("\n", we)) if i >= 0), default=len(text))
+                we = cut
+            if windows and ws <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], we)
+                windows[-1][2].append((s, e, n, run))
+            else:
+                windows.append([ws, we, [(s, e, n, run)]])
+        return windows
+
+    def _phone_in_window(self, window: str, spans) -> tuple[tuple[int, int, float], ...]:
+        """presidio's PhoneRecognizer, region by region, skipping regions whose shortest valid number
+        does not fit and stopping once every digit of every run is inside a match."""
+        from phonenumbers import PhoneNumberMatcher
+
+        phone = self._phone
+        most = max(n for _, _, n, _ in spans)
+        plus = "+" in window or "\uff0b" in window
+        found: dict[tuple[int, int], float] = {}
+        for region, need in self._phone_thresholds:
+            if most < need and not plus:
+                continue
+            for match in PhoneNumberMatcher(window, region, leniency=phone.leniency):
+                found[(match.start, match.end)] = phone.SCORE
+            if found and all(any(a <= s and e <= b for a, b in found) for s, e, _, _ in spans):
+                break
+        return tuple((s, e, score) for (s, e), score in found.items())
+
+    # -- replacement -------------------------------------------------------------------------------
+
+    def redact(self, text: str) -> Outcome:
+        """Redact one text (cached): replace/mask/hash each finding; ``drop`` asks to remove it."""
+        cached = self._texts.get(text)
+        if cached is not None:
+            return cached
+        findings = self.analyze(text)
+        if not findings:
+            outcome = CLEAN
+        else:
+            types = tuple(sorted({f.entity_type for f in findings}))
+            if self._drop.intersection(types):
+                outcome = Outcome(None, types, len(findings), True)
+            else:
+                outcome = Outcome(self._replace(text, findings), types, len(findings), False)
+        if len(text) <= 65536:
+            self._texts.put(text, outcome)
+        return outcome
+
+    def _replace(self, text: str, findings: list[Finding]) -> str:
+        from presidio_anonymizer.entities import RecognizerResult
+
+        results = [RecognizerResult(f.entity_type, f.start, f.end, f.score) for f in findings]
+        operators = {f.entity_type: self._operators[f.entity_type] for f in findings}
+        return self._anonymizer.anonymize(text, results, operators).text

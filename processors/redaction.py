@@ -1,0 +1,388 @@
+"""``redaction``: no personal data that presidio recognises leaves the collector.
+
+Where it looks: the GenAI content of a span in every dialect (the canonical ``span.genai`` message
+lists when the normalize processor filled them, and the raw attributes storage also keeps:
+``gen_ai.input.messages`` & co, OpenLLMetry ``gen_ai.prompt.N.content``, OpenInference
+``llm.input_messages.N.message.content``, ``input.value`` / ``output.value``, tool call arguments and
+results), every span event attribute, configured attribute keys / key patterns, and configured
+resource attributes.  JSON strings are parsed and only their string leaves are rewritten, so
+structured content stays valid JSON.
+
+What it does with a finding: per entity ``replace`` (``<EMAIL_ADDRESS>``), ``mask`` (``*****``),
+``hash`` (``<EMAIL_ADDRESS:hmac-sha256 hex>``: the same value always gives the same token, so it can
+still be joined on, and nobody without the secret can confirm a guess) or ``drop`` (the attribute
+goes).  Like the OTel Collector's redaction processor it also removes attributes outside
+``allowed_keys``, masks values of keys matching ``blocked_key_patterns`` and substrings matching
+``blocked_values`` with ``****``, and adds summary attributes.
+
+It fails closed: a span whose redaction raises loses its content attributes (counted) rather than
+passing through unredacted.  Detection is in :mod:`processors.pii`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from collector.component import ComponentContext, Factory
+from collector.model import Span, SpanBatch
+from config.schema import ConfigError, setting
+
+__all__ = ["RedactionConfig", "CustomRecognizerConfig", "RedactionProcessor", "FACTORY",
+           "CONTENT_KEYS", "is_content_key"]
+
+Operator = Literal["replace", "mask", "hash", "drop"]
+
+# Content attributes of every dialect we know (exact keys), and their indexed forms (regex).
+CONTENT_KEYS = frozenset({
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
+    "gen_ai.event.content", "input.value", "output.value", "llm.prompts",
+    "llm.prompt_template.variables", "traceloop.entity.input", "traceloop.entity.output",
+    "langfuse.observation.input", "langfuse.observation.output", "langfuse.trace.input",
+    "langfuse.trace.output", "ai.prompt", "ai.prompt.messages", "ai.response.text",
+    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
+})
+_INDEXED_CONTENT = re.compile(
+    r"gen_ai\.(?:prompt|completion)\.\d+\.(?:content|tool_calls\.\d+\.arguments|function_call\.arguments)"
+    r"|llm\.(?:input|output)_messages\.\d+\.message\.(?:content|contents\.\d+\.message_content\.text"
+    r"|tool_calls\.\d+\.tool_call\.function\.arguments)"
+    r"|llm\.prompts\.\d+(?:\.prompt\.text)?"
+    r"|(?:retrieval|reranker\.(?:input|output))\.documents\.\d+\.document\.content"
+    r"|embedding\.embeddings\.\d+\.embedding\.text")
+_GENAI_CONTENT_FIELDS = ("input_messages", "output_messages", "system_instructions")
+# Attributes of gen_ai.* events that are metadata, kept when content is dropped.
+_EVENT_METADATA = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.operation.name", "role",
+                             "index", "finish_reason", "gen_ai.response.finish_reasons"})
+_SUMMARY_PREFIX = "redaction."
+_MASK = "****"
+
+
+def is_content_key(key: str) -> bool:
+    """Whether ``key`` carries prompt/completion/tool content in one of the known dialects."""
+    return key in CONTENT_KEYS or _INDEXED_CONTENT.fullmatch(key) is not None
+
+
+def _compile(patterns: list[str], path: str, errors: list[ConfigError]) -> list[re.Pattern]:
+    out = []
+    for i, p in enumerate(patterns):
+        try:
+            out.append(re.compile(p))
+        except re.error as exc:
+            errors.append(ConfigError(f"{path}::{i}", f"invalid regular expression {p!r}: {exc}"))
+    return out
+
+
+@dataclass
+class CustomRecognizerConfig:
+    """One regex recognizer: ``entity`` is the type reported (and the placeholder's name)."""
+
+    entity: str = setting(pattern=r"[A-Z][A-Z0-9_]*", doc="entity type, e.g. EMPLOYEE_ID")
+    regex: str = setting(doc="Python regular expression (case-insensitive, like presidio's)")
+    score: float = setting(0.8, min=0.0, max=1.0)
+    context: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def validate(self) -> list[ConfigError]:
+        errors: list[ConfigError] = []
+        _compile([self.regex], "regex", errors)
+        return [ConfigError("regex", e.message) for e in errors]
+
+
+@dataclass
+class RedactionConfig:
+    entities: list[str] = setting(default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD",
+                                                           "US_SSN", "IBAN_CODE", "IP_ADDRESS"])
+    score_threshold: float = setting(0.0, min=0.0, max=1.0, doc="presidio score below which a finding is ignored")
+    recognizers: list[CustomRecognizerConfig] = field(default_factory=list)
+    allow_list: list[str] = field(default_factory=list)
+    operator: Operator = "replace"
+    operators: dict[str, Operator] = field(default_factory=dict)
+    mask_char: str = setting("*", pattern=r".", doc="one character")
+    hash_secret: str = ""
+    hash_keys: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    attribute_patterns: list[str] = field(default_factory=list)
+    resource_attributes: list[str] = field(default_factory=list)
+    allowed_keys: list[str] = field(default_factory=list)
+    blocked_key_patterns: list[str] = field(default_factory=list)
+    blocked_values: list[str] = field(default_factory=list)
+    drop_content_when: dict[str, str] = field(default_factory=dict)
+    summary: Literal["silent", "info", "debug"] = "info"
+    nlp_model: str = ""
+    cache_size: int = setting(8192, min=0, max=10_000_000)
+
+    def validate(self) -> list[ConfigError]:
+        from processors.pii import NER_ENTITIES, SCREENED_ENTITIES, nlp_model_installed
+
+        errors: list[ConfigError] = []
+        for name in ("attribute_patterns", "resource_attributes", "blocked_key_patterns", "blocked_values"):
+            _compile(getattr(self, name), name, errors)
+        custom = {r.entity for r in self.recognizers}
+        known = SCREENED_ENTITIES | custom | NER_ENTITIES
+        unknown = [e for e in self.entities if e not in known]
+        if unknown:
+            known |= _presidio_pattern_entities()
+        for i, entity in enumerate(self.entities):
+            if entity not in known:
+                errors.append(ConfigError(f"entities::{i}", f"unknown entity {entity!r} (presidio pattern "
+                                          f"entities, PERSON/LOCATION/NRP/ORGANIZATION with nlp_model, "
+                                          f"or a custom recognizer's entity)"))
+            elif entity in NER_ENTITIES and not self.nlp_model:
+                errors.append(ConfigError(f"entities::{i}", f"{entity} needs a spaCy NER model: set nlp_model"))
+        for entity in self.operators:
+            if entity not in self.entities and entity not in custom:
+                errors.append(ConfigError(f"operators::{entity}", "not one of the configured entities"))
+        uses_hash = self.operator == "hash" or "hash" in self.operators.values() or self.hash_keys
+        if uses_hash and not self.hash_secret:
+            errors.append(ConfigError("hash_secret", "required by the hash operator and hash_keys "
+                                      "(e.g. hash_secret: ${env:REDACTION_SECRET})"))
+        if self.nlp_model and not nlp_model_installed(self.nlp_model):
+            errors.append(ConfigError("nlp_model", f"spaCy model {self.nlp_model!r} is not installed "
+                                      f"(pip install it or remove nlp_model)"))
+        return errors
+
+
+def _presidio_pattern_entities() -> set[str]:
+    """Entities of presidio's predefined English pattern recognizers (imports presidio: only used
+    when a config names an entity beyond the defaults)."""
+    from presidio_analyzer import PatternRecognizer, RecognizerRegistry
+
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(languages=["en"])
+    return {e for r in registry.recognizers if isinstance(r, PatternRecognizer) for e in r.supported_entities}
+
+
+class _Stats:
+    """What redaction did to one span (for the summary attributes and counters)."""
+
+    __slots__ = ("count", "types", "keys")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.types: set[str] = set()
+        self.keys: set[str] = set()
+
+    def add(self, key: str, count: int, types=()) -> None:
+        self.count += count
+        self.types.update(types)
+        self.keys.add(key)
+
+
+_DROP = object()  # a walked value whose attribute must be removed
+
+# key classification bits
+_CONTENT, _HASH, _BLOCKED, _NOT_ALLOWED = 1, 2, 4, 8
+
+
+class RedactionProcessor:
+    def __init__(self, config: RedactionConfig, ctx: ComponentContext | None = None) -> None:
+        from processors.pii import CustomPattern, PiiEngine
+
+        errors = config.validate()
+        if errors:
+            raise ValueError("; ".join(str(e) for e in errors))
+        self.config = config
+        operators = dict(config.operators)
+        self.engine = PiiEngine(
+            entities=config.entities, score_threshold=config.score_threshold,
+            custom=[CustomPattern(r.entity, r.regex, r.score, tuple(r.context), r.name) for r in config.recognizers],
+            allow_list=config.allow_list, operator_for=lambda e: operators.get(e, config.operator),
+            mask_char=config.mask_char, hash_secret=config.hash_secret.encode(), nlp_model=config.nlp_model,
+            cache_size=config.cache_size)
+        if self.engine.unsupported:
+            raise ValueError(f"entities: no recognizer for {self.engine.unsupported}")
+        self._secret = config.hash_secret.encode()
+        self._extra_keys = frozenset(config.attributes)
+        self._key_patterns = [re.compile(p) for p in config.attribute_patterns]
+        self._resource_patterns = [re.compile(p) for p in config.resource_attributes]
+        self._hash_keys = frozenset(config.hash_keys)
+        self._allowed = frozenset(config.allowed_keys)
+        self._blocked_keys = [re.compile(p) for p in config.blocked_key_patterns]
+        self._blocked_values = (re.compile("|".join(f"(?:{p})" for p in config.blocked_values))
+                                if config.blocked_values else None)
+        self._drop_when = dict(config.drop_content_when)
+        self._kinds: dict[str, int] = {}
+        self._resource_kinds: dict[str, bool] = {}
+        self._redacted = ctx.counter("redacted_values", "PII values and blocked values redacted") if ctx else None
+        self._errors = ctx.counter("redaction_errors", "spans whose content was dropped because "
+                                   "redaction failed") if ctx else None
+        self._log = ctx.logger if ctx else None
+
+    # -- pipeline protocol ---------------------------------------------------------------------------
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        total = errors = 0
+        resources: set[int] = set()
+        for span in batch.spans:
+            stats = _Stats()
+            try:
+                if self._resource_patterns and id(span.resource) not in resources:
+                    resources.add(id(span.resource))
+                    self._redact_resource(span.resource.attributes, stats)
+                self._redact_span(span, stats)
+            except Exception as exc:  # fail closed: never pass content we could not check
+                errors += 1
+                self._drop_content(span, stats)
+                if self._log:
+                    self._log.warning("redaction failed for %r, content dropped: %s", span, exc)
+            total += stats.count
+            self._summarize(span, stats)
+        if self._redacted is not None:
+            self._redacted.add(total)
+            self._errors.add(errors)
+        return batch
+
+    def shutdown(self) -> None:
+        pass
+
+    # -- spans ---------------------------------------------------------------------------------------
+
+    def _kind(self, key: str) -> int:
+        kind = self._kinds.get(key)
+        if kind is None:
+            kind = 0
+            if is_content_key(key) or key in self._extra_keys or any(p.search(key) for p in self._key_patterns):
+                kind |= _CONTENT
+            if key in self._hash_keys:
+                kind |= _HASH
+            if any(p.search(key) for p in self._blocked_keys):
+                kind |= _BLOCKED
+            if self._allowed and key not in self._allowed and not key.startswith(_SUMMARY_PREFIX):
+                kind |= _NOT_ALLOWED
+            self._kinds[key] = kind
+        return kind
+
+    def _redact_span(self, span: Span, stats: _Stats) -> None:
+        attrs = span.attributes
+        if self._drop_when and any(str(attrs.get(k)) == v for k, v in self._drop_when.items() if k in attrs):
+            self._drop_content(span, stats)
+        hashed: dict[str, str] = {}
+        for key in list(attrs):
+            kind = self._kind(key)
+            if kind & _NOT_ALLOWED:
+                del attrs[key]
+                stats.add(key, 1)
+                continue
+            if kind & _HASH and attrs[key] is not None:
+                original = str(attrs[key])
+                attrs[key] = hashed[original] = self._hash(original)
+                stats.add(key, 1)
+            elif kind & _BLOCKED:
+                attrs[key] = _MASK
+                stats.add(key, 1)
+            elif kind & _CONTENT:
+                self._redact_attribute(attrs, key, stats)
+            if self._blocked_values is not None and key in attrs:
+                self._mask_blocked(attrs, key, stats)
+        genai = span.genai
+        if genai is not None:
+            if hashed and genai.user_id in hashed:
+                genai.user_id = hashed[genai.user_id]
+            for name in _GENAI_CONTENT_FIELDS:
+                value = getattr(genai, name)
+                if value:
+                    new = self._walk(value, stats, "genai." + name)
+                    setattr(genai, name, None if new is _DROP else new)
+        for event in span.events:
+            for key in list(event.attributes):
+                self._redact_attribute(event.attributes, key, stats, f"event.{event.name}.{key}")
+
+    def _redact_resource(self, attrs: dict[str, Any], stats: _Stats) -> None:
+        for key in list(attrs):
+            match = self._resource_kinds.get(key)
+            if match is None:
+                match = self._resource_kinds[key] = any(p.search(key) for p in self._resource_patterns)
+            if match:
+                self._redact_attribute(attrs, key, stats, "resource." + key)
+
+    def _redact_attribute(self, attrs: dict[str, Any], key: str, stats: _Stats, label: str | None = None) -> None:
+        new = self._walk(attrs[key], stats, label or key, parse_json=True)
+        if new is _DROP:
+            del attrs[key]
+        else:
+            attrs[key] = new
+
+    def _walk(self, value: Any, stats: _Stats, label: str, parse_json: bool = False) -> Any:
+        """``value`` with PII redacted in every string (JSON strings parsed and re-encoded only when
+        something changed); ``_DROP`` when a ``drop`` entity was found anywhere in it."""
+        if isinstance(value, str):
+            if parse_json and value[:1] in "[{" and self.engine.might_contain(value):
+                try:
+                    parsed = json.loads(value)
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, (list, dict)):
+                    before = stats.count
+                    new = self._walk(parsed, stats, label)
+                    if new is _DROP or stats.count == before:
+                        return new if new is _DROP else value
+                    return json.dumps(new, ensure_ascii=False)
+            outcome = self.engine.redact(value)
+            if outcome.count:
+                stats.add(label, outcome.count, outcome.types)
+                return _DROP if outcome.drop else outcome.text
+            return value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                new = self._walk(item, stats, label)
+                if new is _DROP:
+                    return _DROP
+                value[i] = new
+            return value
+        if isinstance(value, dict):
+            for k, item in value.items():
+                new = self._walk(item, stats, label)
+                if new is _DROP:
+                    return _DROP
+                value[k] = new
+            return value
+        return value
+
+    def _mask_blocked(self, attrs: dict[str, Any], key: str, stats: _Stats) -> None:
+        value = attrs[key]
+        if isinstance(value, str):
+            new, n = self._blocked_values.subn(_MASK, value)
+            if n:
+                attrs[key] = new
+                stats.add(key, n)
+
+    def _drop_content(self, span: Span, stats: _Stats) -> None:
+        """Keep only metadata: content attributes, GenAI messages and event content go."""
+        attrs = span.attributes
+        for key in [k for k in attrs if self._kind(k) & _CONTENT]:
+            del attrs[key]
+            stats.add(key, 1)
+        if span.genai is not None:
+            for name in _GENAI_CONTENT_FIELDS:
+                if getattr(span.genai, name) is not None:
+                    setattr(span.genai, name, None)
+                    stats.add("genai." + name, 1)
+        for event in span.events:
+            content_event = event.name.startswith("gen_ai.")
+            for key in list(event.attributes):
+                if (content_event and key not in _EVENT_METADATA) or self._kind(key) & _CONTENT:
+                    del event.attributes[key]
+                    stats.add(f"event.{event.name}.{key}", 1)
+        attrs["redaction.content.dropped"] = True
+
+    def _hash(self, value: str) -> str:
+        from processors.pii import hmac_hex
+
+        return hmac_hex(self._secret, value)
+
+    def _summarize(self, span: Span, stats: _Stats) -> None:
+        if self.config.summary == "silent" or not stats.count:
+            return
+        attrs = span.attributes
+        attrs["redaction.redacted.count"] = stats.count
+        if stats.types:
+            attrs["redaction.redacted.types"] = sorted(stats.types)
+        if self.config.summary == "debug":
+            attrs["redaction.redacted.keys"] = sorted(stats.keys)
+
+
+FACTORY = Factory("redaction", RedactionConfig, lambda cfg, ctx: RedactionProcessor(cfg, ctx),
+                  doc="redact PII (presidio) and blocked keys/values from GenAI content")
