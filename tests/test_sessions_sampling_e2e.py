@@ -1,0 +1,112 @@
+"""genai_session + sampling inside a running collector, fed by the official OpenTelemetry SDK."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from opentelemetry.trace import Status, StatusCode
+
+from tests.conftest import sdk_tracer_provider
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+  genai_session:
+    state:
+      path: {tmp}/sessions.db
+  sampling:
+    decision_wait: 1s
+    probabilistic:
+      sampling_percentage: 0
+    keep:
+      errors: true
+      attributes:
+        - key: user.feedback
+          values: [negative]
+    content_sampling:
+      percentage: 0
+exporters:
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [genai_session, sampling]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def exported(collector) -> list[dict]:
+    """The detailed debug lines (one JSON document per exported span)."""
+    out = []
+    for line in collector.log().splitlines():
+        start = line.find('{"attributes"')
+        if start >= 0:
+            out.append(json.loads(line[start:line.rindex("}") + 1]))
+    return out
+
+
+def llm_call(tracer, user: str, *, error: bool = False, feedback: str | None = None) -> None:
+    with tracer.start_as_current_span("chat gpt-4o") as span:
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("user.id", user)
+        span.set_attribute("gen_ai.input.messages", '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]')
+        span.set_attribute("gen_ai.usage.input_tokens", 12)
+        if feedback:
+            span.set_attribute("user.feedback", feedback)
+        if error:
+            span.set_status(Status(StatusCode.ERROR, "rate limited"))
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_sessions_and_keep_rules_through_a_running_collector_and_a_restart(collector_factory, tmp_path):
+    collector = collector_factory(CONFIG)
+    provider = sdk_tracer_provider(collector.grpc_endpoint, service="chat-api")
+    tracer = provider.get_tracer("test")
+    llm_call(tracer, "alice")                      # dropped: 0% and no rule
+    llm_call(tracer, "alice", error=True)          # kept: error
+    llm_call(tracer, "alice", feedback="negative")  # kept: attribute
+    provider.shutdown()
+
+    spans = wait_for(lambda: len(exported(collector)) >= 2 and exported(collector))
+    assert len(spans) == 2
+    sessions = {s["attributes"]["gen_ai.conversation.id"] for s in spans}
+    assert len(sessions) == 1 and all(s["attributes"]["session.source"] == "inferred" for s in spans)
+    assert all(s["genai"]["user_id"] == "alice" for s in spans)
+    # content sampled at 0%: messages gone, metrics kept
+    assert all("gen_ai.input.messages" not in s["attributes"] for s in spans)
+    assert all(s["attributes"]["gen_ai.usage.input_tokens"] == 12 for s in spans)
+    assert collector.metric("otelcol_processor_sampling_traces", decision="kept", reason="error") == 1
+    assert collector.metric("otelcol_processor_sampling_traces", decision="kept", reason="attribute") == 1
+    wait_for(lambda: collector.metric("otelcol_processor_sampling_traces",
+                                      decision="dropped", reason="probabilistic") == 1, timeout=15)
+    assert collector.stop() == 0
+
+    # a new process on the same state store continues alice's session
+    restarted = collector_factory(CONFIG)
+    provider = sdk_tracer_provider(restarted.grpc_endpoint, service="chat-api")
+    llm_call(provider.get_tracer("test"), "alice", error=True)
+    provider.shutdown()
+    (after,) = wait_for(lambda: exported(restarted))
+    assert after["attributes"]["gen_ai.conversation.id"] in sessions
+    with sqlite3.connect(tmp_path / "sessions.db") as db:
+        assert db.execute("SELECT count(*) FROM gc_session_intervals").fetchone()[0] == 1
