@@ -21,12 +21,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from opentelemetry.proto.trace.v1 import trace_pb2
+
 from collector.model import Span, spans_from_request
 
 __all__ = ["DecodeFailure", "Decoded", "decode_protobuf", "decode_json", "validate_spans",
            "response_bytes", "status_bytes"]
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+_SPAN_KINDS = frozenset(trace_pb2.Span.SpanKind.keys())
+_STATUS_CODES = frozenset(trace_pb2.Status.StatusCode.keys())
 _MAX_ERRORS_LISTED = 5
 
 
@@ -72,11 +76,22 @@ def _fix_json_ids(data: dict) -> None:
                     raise DecodeFailure("spans: expected objects")
                 for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
                     _hex_to_b64(span, key)
+                _check_enum(span, "kind", _SPAN_KINDS)
+                status = span.get("status")
+                if isinstance(status, dict):
+                    _check_enum(status, "code", _STATUS_CODES)
                 for link in _list(span, "links"):
                     if not isinstance(link, dict):
                         raise DecodeFailure("links: expected objects")
                     for key in ("traceId", "spanId", "trace_id", "span_id"):
                         _hex_to_b64(link, key)
+
+
+def _check_enum(obj: dict, key: str, names: frozenset[str]) -> None:
+    """Unknown enum names are errors, as in the Collector (protobuf's parser would drop them silently)."""
+    value = obj.get(key)
+    if isinstance(value, str) and value not in names:
+        raise DecodeFailure(f"{key}: unknown enum value {value!r}")
 
 
 def _list(obj, *keys) -> list:

@@ -1,0 +1,205 @@
+"""Helpers for the receiver tests: a test-only durable exporter, a collector runner, OTLP payloads.
+
+``testsqlite`` is a durable exporter that commits (trace_id, span_id) rows to a SQLite file with
+``synchronous=FULL`` and upserts like the real storage exporter (a re-delivered span bumps
+``deliveries`` instead of adding a row).  It is registered only in processes that import this
+module: ``python -m tests.receiver_helpers run --config F`` starts the collector with it.  To run
+the crash tests against the real storage exporter instead, change ``durable_exporter_config``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from collector.component import Factory
+from collector.model import SpanBatch
+from config.schema import Duration, setting
+from exporters import EXPORTERS
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPORTERS.modules.setdefault("testsqlite", "tests.receiver_helpers")
+
+
+@dataclass
+class TestSqliteConfig:
+    path: str = setting()
+    delay: Duration = setting(0.0, doc="sleep per export, to make the exporter the bottleneck")
+
+
+class TestSqliteExporter:
+    durable = True
+
+    def __init__(self, cfg: TestSqliteConfig) -> None:
+        self.cfg = cfg
+        self.db = sqlite3.connect(cfg.path, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS spans (trace_id TEXT, span_id TEXT, name TEXT, "
+                        "deliveries INTEGER DEFAULT 1, PRIMARY KEY (trace_id, span_id))")
+        self.db.commit()
+
+    def export(self, batch: SpanBatch) -> None:
+        if self.cfg.delay:
+            time.sleep(self.cfg.delay)
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO spans (trace_id, span_id, name) VALUES (?, ?, ?) "
+                "ON CONFLICT (trace_id, span_id) DO UPDATE SET deliveries = deliveries + 1",
+                [(s.trace_id.hex(), s.span_id.hex(), s.name) for s in batch])
+
+    def shutdown(self) -> None:
+        self.db.close()
+
+
+FACTORY = Factory("testsqlite", TestSqliteConfig, lambda cfg, ctx: TestSqliteExporter(cfg))
+
+
+def durable_exporter_config(db_path: str) -> tuple[str, dict]:
+    """The durable exporter the end-to-end tests use: (id, config)."""
+    return "testsqlite", {"path": db_path}
+
+
+def stored_spans(db_path: str) -> dict[tuple[str, str], int]:
+    """(trace_id hex, span_id hex) -> deliveries, read from the test exporter's file."""
+    if not os.path.exists(db_path):
+        return {}
+    db = sqlite3.connect(db_path, timeout=10)
+    try:
+        return {(t, s): n for t, s, n in db.execute("SELECT trace_id, span_id, deliveries FROM spans")}
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+
+
+# -- payloads ---------------------------------------------------------------------------------
+
+
+def make_request(n: int, seed: int, name: str = "op") -> ExportTraceServiceRequest:
+    """A request of ``n`` valid spans with ids derived from ``seed`` (unique per seed and index)."""
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    req.resource_spans[0].resource.attributes.add(key="service.name").value.string_value = "test"
+    for i in range(n):
+        span = ss.spans.add()
+        span.trace_id = seed.to_bytes(12, "big") + (1).to_bytes(4, "big")
+        span.span_id = (seed * 100_000 + i + 1).to_bytes(8, "big")
+        span.name = f"{name}-{i}"
+        span.start_time_unix_nano = 1_700_000_000_000_000_000
+        span.end_time_unix_nano = 1_700_000_000_500_000_000
+        span.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o"
+    return req
+
+
+def span_keys(req: ExportTraceServiceRequest) -> set[tuple[str, str]]:
+    return {(s.trace_id.hex(), s.span_id.hex()) for rs in req.resource_spans for ss in rs.scope_spans
+            for s in ss.spans}
+
+
+# -- running a collector ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def start_collector(config_path: str, *ports: int, stderr=None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.receiver_helpers", "run", "--config", config_path],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL)
+    try:
+        for port in ports:
+            wait_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
+class InProcessCollector:
+    """A Service from a YAML text, in this process (faster than a subprocess for most tests)."""
+
+    def __init__(self, yaml_text: str) -> None:
+        from collector.service import Service
+        from config.service import parse_config
+
+        self.service = Service(parse_config(yaml_text))
+        self.service.start()
+
+    @property
+    def receiver(self):
+        return next(iter(self.service.receivers.values()))
+
+    def stop(self) -> None:
+        self.service.shutdown(timeout=10)
+
+
+def run_in_thread(fn, *args) -> threading.Thread:
+    thread = threading.Thread(target=fn, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+if __name__ == "__main__":
+    from collector.cli import main
+
+    raise SystemExit(main(sys.argv[1:]))
+
+
+def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
+                   receiver_extra: str = "", exporter_extra: str = "", processors: str = "") -> str:
+    """A config with the otlp receiver on both protocols feeding the test durable exporter."""
+    exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"))
+    exporter_cfg = "\n".join(f"    {k}: {v}" for k, v in exporter_cfg.items())
+    processors_section = ""
+    processor_ids = []
+    if processors:
+        processors_section = "processors:\n" + processors
+        processor_ids = [line.strip().rstrip(":") for line in processors.splitlines()
+                         if line.startswith("  ") and not line.startswith("    ")]
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+{grpc_extra}
+      http:
+        endpoint: 127.0.0.1:{http_port}
+{http_extra}
+{receiver_extra}
+{processors_section}
+exporters:
+  {exporter_id}:
+{exporter_cfg}
+{exporter_extra}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [{", ".join(processor_ids)}]
+      exporters: [{exporter_id}]
+  telemetry:
+    metrics:
+      address: "127.0.0.1:0"
+"""
