@@ -97,7 +97,8 @@ class Retention:
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
         """Null content of spans started before the cutoff, chunk by chunk."""
-        nulls = {c: None for c in CONTENT_COLUMNS} | {"content_purged": 1}
+        # sa.null(): a Python None would become the JSON value null in a JSONB column.
+        nulls = {c: sa.null() for c in CONTENT_COLUMNS} | {"content_purged": 1}
         while True:
             ids = (sa.select(spans.c.id)
                    .where(spans.c.start_time_unix_nano >= self._content_watermark,

@@ -124,11 +124,16 @@ def _fits(text: str, limit: int) -> bool:
     return len(text) <= limit // 4 or len(text.encode("utf-8")) <= limit
 
 
+_UNKNOWN = object()
+_CLEAN_CACHE_SIZE = 50_000
+
+
 class RowBuilder:
-    """Builds ``spans`` rows; one instance per exporter (holds the limits, no per-batch state)."""
+    """Builds ``spans`` rows; one instance per exporter (limits and a cache of clean strings)."""
 
     def __init__(self, max_content_bytes: int) -> None:
         self.limit = max(256, int(max_content_bytes))
+        self._clean: dict[str, str | None] = {}
 
     # -- JSON ------------------------------------------------------------------------------------
 
@@ -137,12 +142,12 @@ class RowBuilder:
         if not value:
             return None
         try:
-            text = _dumps(value)
+            raw = orjson.dumps(value, default=_default, option=_OPTIONS)
         except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
-            text = None
-        if text is not None and "\\u0000" not in text and _fits(text, self.limit) and (
-                text.isascii() or _utf8_ok(text)):
-            return text
+            return self._json_slow(value, stats)
+        # orjson output is valid UTF-8 (it refuses lone surrogates), so only size and NUL remain.
+        if len(raw) <= self.limit and b"\\u0000" not in raw:
+            return raw.decode()
         return self._json_slow(value, stats)
 
     def _json_slow(self, value: Any, stats: RowStats) -> str:
@@ -166,13 +171,20 @@ class RowBuilder:
     # -- scalars ---------------------------------------------------------------------------------
 
     def text(self, value: Any, stats: RowStats) -> str | None:
+        """A storable string.  Names, models, session and user ids repeat from span to span, so
+        strings already known to be clean are remembered: one dict lookup instead of checks."""
+        known = self._clean.get(value, _UNKNOWN) if type(value) is str else _UNKNOWN
+        if known is not _UNKNOWN:
+            return known
         if value is None:
             return None
-        if type(value) is str and value.isascii() and "\x00" not in value and len(value) <= 4096:
-            return value if value else None
         cleaned = _clean_str(value if isinstance(value, str) else str(value), min(self.limit, 65536))
         if cleaned != value:
             stats.sanitized += 1
+        elif len(value) <= 256:
+            if len(self._clean) >= _CLEAN_CACHE_SIZE:
+                self._clean.clear()
+            self._clean[value] = cleaned or None
         return cleaned or None
 
     @staticmethod
@@ -250,14 +262,6 @@ class RowBuilder:
         )
 
 
-def _utf8_ok(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _enum(value: Any) -> int:
     """OTLP enums fit a SMALLINT; anything else (hostile or future values) becomes 0."""
     if type(value) is int and 0 <= value <= 32767:
@@ -274,21 +278,25 @@ def _uint64(value: Any) -> int:
     return min(max(number or 0, 0), INT64_MAX)
 
 
+_CONTENT_KEYS: dict[tuple, tuple] = {}
+
+
 def _split_attributes(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Separate prompt/response-carrying attributes so ``content_ttl`` can null them."""
-    content = None
-    for key in attributes:
-        if key.startswith(CONTENT_ATTRIBUTE_PREFIXES):
-            content = {}
-            break
-    if content is None:
+    """Separate prompt/response-carrying attributes so ``content_ttl`` can null them.
+
+    Spans from one instrumentation carry the same keys, so the answer is cached per key set.
+    """
+    keys = tuple(attributes)
+    content_keys = _CONTENT_KEYS.get(keys)
+    if content_keys is None:
+        content_keys = tuple(k for k in keys if isinstance(k, str) and k.startswith(CONTENT_ATTRIBUTE_PREFIXES))
+        if len(_CONTENT_KEYS) >= _CLEAN_CACHE_SIZE:
+            _CONTENT_KEYS.clear()
+        _CONTENT_KEYS[keys] = content_keys
+    if not content_keys:
         return attributes, None
-    plain = {}
-    for key, value in attributes.items():
-        if isinstance(key, str) and key.startswith(CONTENT_ATTRIBUTE_PREFIXES):
-            content[key] = value
-        else:
-            plain[key] = value
+    plain = dict(attributes)
+    content = {k: plain.pop(k) for k in content_keys}
     return plain, content
 
 

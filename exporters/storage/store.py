@@ -157,8 +157,12 @@ class _Postgres(_Dialect):
 
     def __init__(self) -> None:
         super().__init__()
-        self.insert_spans = self._unnest_sql(spans, SPAN_COLUMNS, ("trace_id", "span_id"), None) + \
-            " RETURNING trace_id, span_id"
+        cols = ", ".join(SPAN_COLUMNS)
+        self.create_stage = (f"CREATE TEMP TABLE IF NOT EXISTS gc_stage ON COMMIT DELETE ROWS AS "
+                             f"SELECT {cols} FROM spans WITH NO DATA")
+        self.copy_stage = f"COPY gc_stage ({cols}) FROM STDIN"
+        self.insert_from_stage = (f"INSERT INTO spans ({cols}) SELECT {cols} FROM gc_stage "
+                                  f"ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id")
         self.bulk = {
             self.upsert_spans: self._unnest_sql(spans, SPAN_COLUMNS, ("trace_id", "span_id"),
                                                 _updates_of(self.upsert_spans)),
@@ -180,7 +184,14 @@ class _Postgres(_Dialect):
         return f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}){conflict}"
 
     def insert_new(self, cur, rows: list[tuple]) -> list[tuple]:
-        cur.execute(self.insert_spans, _columns(rows))
+        """COPY into a per-connection staging table, then one INSERT ... SELECT.  COPY's row
+        formatting runs in C: half the client CPU of binding one array per column."""
+        cur.execute(self.create_stage)
+        with cur.copy(self.copy_stage) as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+        cur.execute(self.insert_from_stage)
         new = set(cur.fetchall())
         return [] if len(new) == len(rows) else [r for r in rows if (r[0], r[1]) not in new]
 
@@ -290,7 +301,9 @@ class Store:
             raw = self.engine.raw_connection()
             try:
                 for statement in statements:
-                    raw.driver_connection.execute(statement).fetchall()
+                    # executescript steps to completion; execute() would stop after one step,
+                    # and incremental_vacuum frees one page per step.
+                    raw.driver_connection.executescript(statement)
             finally:
                 raw.close()
 
