@@ -252,3 +252,43 @@ def test_rewrite_attributes_to_current_conventions():
         "gen_ai.output.messages": json.dumps([ASSISTANT_MSG], separators=(",", ":")),
     }
     assert span.events == []
+
+
+_KEYS = sorted(__import__("processors.genai_conventions", fromlist=["ATTRIBUTE_MAP"]).ATTRIBUTE_MAP) + [
+    "gen_ai.prompt.0.content", "gen_ai.prompt.1.role", "llm.input_messages.0.message.tool_calls.0.tool_call.id",
+    "llm.output_messages.x.message.content", "input.value", "output.value", "llm.invocation_parameters", "other"]
+
+
+def _values():
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                       st.text(max_size=30), st.sampled_from(["[", "{}", '[{"role": 1}]', '{"messages": 5}',
+                                                              '{"choices": [1, {"message": "x"}]}', "[[[]]]"]),
+                       st.binary(max_size=8))
+    return st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["role", "content", "parts", "tool_calls", "message", "text", "type"]), inner, max_size=3),
+        max_leaves=8)
+
+
+def test_any_attribute_values_never_break_a_batch():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from processors.genai_normalize import normalize_span, rewrite_attributes
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.dictionaries(st.sampled_from(_KEYS), _values(), max_size=12),
+           st.lists(st.tuples(st.sampled_from(["gen_ai.user.message", "gen_ai.choice", "gen_ai.content.prompt",
+                                               "First Token Stream Event", "exception"]),
+                              st.dictionaries(st.sampled_from(["content", "message", "gen_ai.event.content",
+                                                               "gen_ai.prompt", "exception.type"]), _values(),
+                                              max_size=3)), max_size=3))
+    def check(attributes, events):
+        span = make_span(attributes, [Event(name, START_NS, attrs) for name, attrs in events])
+        g = normalize_span(span)  # raises on any internal error: the processor would count it
+        if g is not None:
+            rewrite_attributes(span, g)
+            assert all(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in g.input_messages or [])
+
+    check()
