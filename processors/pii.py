@@ -51,7 +51,7 @@ SCREENED_ENTITIES = frozenset(DEFAULT_ENTITIES)
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})  # need a spaCy NER model
 PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")  # presidio's default regions
 
-_CARD_MIN_DIGITS, _SSN_DIGITS, _PHONE_MIN_DIGITS, _IP_MIN_DIGITS = 12, 9, 4, 4
+_PHONE_MIN_DIGITS = 4  # shortest valid national number among the phone regions (DE); IPv4 has 4 too
 _WINDOW_BEFORE, _WINDOW_AFTER = 48, 40  # phone window margins, chars (extension "ext. 12345" fits)
 
 
@@ -65,8 +65,70 @@ def _numeric_run_re(min_digits: int = 1) -> re.Pattern:
 
 
 _DIGIT = re.compile(r"\d")
-_IBAN_SCREEN = re.compile(r"[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2}", re.IGNORECASE)
-_IPV6_SCREEN = re.compile(r"::|(?:[0-9A-F]{1,4}:){7}", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+")
+_MAX_BLOCKS = 12  # runs with more digit blocks try every phone region rather than O(n^2) groups
+_MAX_NATIONAL_PREFIX = 6  # longest national prefix (with carrier code) of the phone regions: GB 180020
+# Every IPv6 form presidio matches has two colons at most 4 hex digits apart ("::" or 8 groups);
+# starting at a literal ":" keeps the scan fast.
+_IPV6_SCREEN = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
+_MAX_LEAD = 10  # phonenumbers' candidate may start with up to 2 x (lead char + 4 punctuation)
+_NOT_DIGIT = bytes(b for b in range(256) if not 48 <= b <= 57)
+
+
+def _has_digits(text: str) -> bool:
+    """Any decimal digit; ASCII text takes a C-speed bytes path (most content is ASCII)."""
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _NOT_DIGIT))
+    return _DIGIT.search(text) is not None
+
+
+_NUMBER_TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+                 "voip", "pager", "uan", "voicemail")
+
+
+def _number_type_descs(metadata) -> list:
+    """The number-type descriptions phonenumbers' ``is_valid_number`` can accept a number by."""
+    descs = (getattr(metadata, name, None) for name in _NUMBER_TYPES)
+    return [d for d in descs if d is not None and d.national_number_pattern]
+
+
+def _compiled_patterns(recognizers) -> list[re.Pattern] | None:
+    """The recognizers' regexes compiled with ``re`` and presidio's flags (None if one is
+    written for the ``regex`` module only: the caller then screens by digit count alone)."""
+    try:
+        return [re.compile(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
+                for rec in recognizers for p in getattr(rec, "patterns", ())]
+    except re.error:
+        return None
+
+
+def _phone_lead_and_extension() -> tuple[frozenset[str], re.Pattern]:
+    """Characters phonenumbers' candidate pattern accepts before the first digit, and its
+    extension pattern (``ext. 123``) that may follow the last one."""
+    from phonenumbers.phonenumberutil import _EXTN_PATTERNS_FOR_MATCHING, _REGEX_FLAGS, _VALID_PUNCTUATION
+
+    chars = set("+\uff0b(\uff08[\uff3b" + _VALID_PUNCTUATION.replace("\\", ""))
+    chars.update(chr(c) for c in range(0x2010, 0x2016))
+    chars.update(chr(c) for c in range(0xFF0D, 0xFF10))
+    chars.update(" \t\u00a0\u3000")
+    return frozenset(chars), re.compile(f"(?:{_EXTN_PATTERNS_FOR_MATCHING})", _REGEX_FLAGS)
+
+
+def _ascii_digits(text: str) -> str:
+    """Fullwidth / Arabic-Indic ... digits as ASCII, as phonenumbers normalizes them."""
+    import unicodedata
+
+    return "".join(str(unicodedata.digit(ch, 0)) for ch in text)
+
+
+def _plausible(digits: str, general: re.Pattern, national: re.Pattern | None,
+               international: re.Pattern | None) -> bool:
+    """Whether ``digits`` could parse to a valid number of a region (see ``_plausible_regions``)."""
+    if general.fullmatch(digits) or (international is not None and international.match(digits)):
+        return True
+    if national is not None and national.match(digits):
+        return any(general.fullmatch(digits, k) for k in range(1, min(_MAX_NATIONAL_PREFIX, len(digits)) + 1))
+    return False
 
 
 def luhn_valid(digits: str) -> bool:
@@ -185,6 +247,7 @@ def _make_recognizers(entities: Iterable[str], custom: Iterable[CustomPattern], 
     from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, EmailRecognizer
 
     offline_tld = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+    offline_tld("example.com")  # builds the suffix trie now, not inside the first batch
 
     class OfflineEmailRecognizer(EmailRecognizer):
         """Presidio's e-mail recognizer validating domains against the bundled suffix snapshot."""
@@ -273,9 +336,10 @@ class PiiEngine:
                 self._by_entity.setdefault(ent, []).append(rec)
         self._phone = next((r for r in self._by_entity.get("PHONE_NUMBER", ())
                             if isinstance(r, PhoneRecognizer)), None)
-        self._phone_thresholds = self._region_thresholds(self._phone)
+        self._region_rules = self._make_region_rules(self._phone)
         self._numeric_run = _numeric_run_re()
-        self._screen_run = _numeric_run_re(_PHONE_MIN_DIGITS)
+        self._lead_chars, self._extension = _phone_lead_and_extension()
+        self._run_patterns = {e: _compiled_patterns(self._by_entity.get(e, ())) for e in ("CREDIT_CARD", "US_SSN", "IP_ADDRESS")}
         self._custom = [(re.compile(c.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE),
                          [r for r in recognizers if r.name == (c.name or f"custom_{i}_{c.entity}")])
                         for i, c in enumerate(custom)]
@@ -284,6 +348,7 @@ class PiiEngine:
             r for e in self.entities if e not in screened for r in self._by_entity.get(e, [])
             if isinstance(r, PatternRecognizer)))
         self._ner = [e for e in self.entities if e in NER_ENTITIES] if nlp_model else []
+        self._screened_only = not (self._unscreened or self._ner or self._custom)
         self.unsupported = [e for e in self.entities if e not in self._by_entity and e not in self._ner]
         self._anonymizer = AnonymizerEngine()
         self._operators = {e: self._operator_config(e, operator_for(e), mask_char, hash_secret)
@@ -291,23 +356,31 @@ class PiiEngine:
         self._drop = frozenset(e for e in self._operators if operator_for(e) == "drop")
         self._texts = LruCache(cache_size)
         self._windows = LruCache(cache_size)
+        self._group_regions = LruCache(max(cache_size, 1024))
 
     # -- configuration helpers ------------------------------------------------------------------
 
     @staticmethod
-    def _region_thresholds(phone) -> list[tuple[str, int]]:
-        """Per phone region, the fewest digits a number it validates can have: its shortest national
-        number, or 8 (2-digit international prefix + shortest country code and number worldwide)."""
+    def _make_region_rules(phone) -> list[tuple[str, re.Pattern, re.Pattern | None, re.Pattern | None]]:
+        """Per phone region: the national number patterns of every number type (a valid number
+        matches one, in some region of its country code: validity is decided over all of them, e.g.
+        the 25 regions of +1), and the national and international prefixes parsing may strip."""
         if phone is None:
             return []
+        import phonenumbers
         from phonenumbers import PhoneMetadata
 
-        out = []
+        rules = []
         for region in phone.supported_regions:
             md = PhoneMetadata.metadata_for_region(region)
-            lengths = [n for n in (md.general_desc.possible_length if md else ()) if n > 0]
-            out.append((region, min(min(lengths, default=_PHONE_MIN_DIGITS), 8)))
-        return out
+            patterns = [desc.national_number_pattern
+                        for sibling in phonenumbers.region_codes_for_country_code(md.country_code)
+                        for desc in _number_type_descs(PhoneMetadata.metadata_for_region(sibling))]
+            national = md.national_prefix_for_parsing or md.national_prefix
+            rules.append((region, re.compile("|".join(f"(?:{p})" for p in patterns)),
+                          re.compile(national) if national else None,
+                          re.compile(md.international_prefix) if md.international_prefix else None))
+        return rules
 
     @staticmethod
     def _operator_config(entity: str, operator: str, mask_char: str, secret: bytes):
@@ -343,28 +416,22 @@ class PiiEngine:
         """Run each recognizer whose screen says it may match; phone on windows only."""
         wanted = self._by_entity
         results: list = []
-        runs: list[tuple[int, int, int, str]] = []  # (start, end, digits, text) of numeric runs
-        if any(ch.isdigit() for ch in text):
-            for m in self._numeric_run.finditer(text):
-                run = m.group()
-                n = len(_DIGIT.findall(run)) if len(run) > 1 else 1
-                if n >= _PHONE_MIN_DIGITS:
-                    runs.append((m.start(), m.end(), n, run))
-        most = max((r[2] for r in runs), default=0)
+        runs, iban = self._numeric_runs(text) if _has_digits(text) else ((), False)
         checks = (
             ("EMAIL_ADDRESS", "@" in text),
-            ("CREDIT_CARD", most >= _CARD_MIN_DIGITS),
-            ("US_SSN", most >= _SSN_DIGITS),
-            ("IBAN_CODE", _IBAN_SCREEN.search(text) is not None),
-            ("IP_ADDRESS", _IPV6_SCREEN.search(text) is not None
-             or any(n >= _IP_MIN_DIGITS and "." in run for _, _, n, run in runs)),
+            ("CREDIT_CARD", self._runs_match("CREDIT_CARD", runs)),
+            ("US_SSN", self._runs_match("US_SSN", runs)),
+            ("IBAN_CODE", iban),
+            ("IP_ADDRESS", (":" in text and _IPV6_SCREEN.search(text) is not None)
+             or self._runs_match("IP_ADDRESS", runs)),
         )
         for entity, possible in checks:
             if possible and entity in wanted:
                 for rec in wanted[entity]:
                     results += rec.analyze(text, [entity], None)
         if runs and self._phone is not None:
-            results += self._phone_results(text, runs)
+            covered = [r for r in results if r.score >= self.threshold and r.score >= self._phone.SCORE]
+            results += self._phone_results(text, runs, covered)
         for pattern, recs in self._custom:
             if pattern.search(text):
                 for rec in recs:
@@ -373,18 +440,39 @@ class PiiEngine:
             results += rec.analyze(text, rec.supported_entities, None)
         return results
 
-    def might_contain(self, text: str) -> bool:
-        """Whether any screen fires on ``text`` (or it hides characters behind JSON ``\\u`` escapes):
-        False means no recognizer can match it nor any string it encodes."""
-        if self._unscreened or self._ner or self._custom or "@" in text or "\\u" in text:
-            return True
-        return bool(_IBAN_SCREEN.search(text) or _IPV6_SCREEN.search(text)
-                     or self._screen_run.search(text))
+    def _runs_match(self, entity: str, runs) -> bool:
+        """Whether one of the entity's own patterns matches inside a numeric run.  Every match in
+        the text lies inside one run, and a run boundary is a word boundary at least wherever the
+        text had one, so this never says no when the recognizer would say yes."""
+        patterns = self._run_patterns.get(entity)
+        if patterns is None:
+            return bool(runs)
+        return any(p.search(run) for _, _, _, run in runs for p in patterns)
 
-    def _phone_results(self, text: str, runs: list[tuple[int, int, int, str]]) -> list:
-        """Phone matches from windows around numeric runs, shifted back to text offsets."""
+    def _numeric_runs(self, text: str) -> tuple[list[tuple[int, int, int, str]], bool]:
+        """Numeric runs of >= 4 digits as (start, end, digits, run), and whether an IBAN may start
+        here (two letters right before a run: presidio's IBAN pattern begins ``[A-Z]{2}[0-9]{2}``)."""
+        runs = []
+        iban = False
+        for m in self._numeric_run.finditer(text):
+            start, run = m.start(), m.group()
+            if not iban and start >= 2 and text[start - 2:start].isalpha() and len(text) - start >= 10:
+                iban = True
+            if len(run) >= _PHONE_MIN_DIGITS:
+                n = len(_DIGIT.findall(run))
+                if n >= _PHONE_MIN_DIGITS:
+                    runs.append((start, m.end(), n, run))
+        return runs, iban
+
+    def _phone_results(self, text: str, runs: list[tuple[int, int, int, str]], covered: list) -> list:
+        """Phone matches from windows around numeric runs, shifted back to text offsets.
+
+        A run entirely inside a finding that will be redacted anyway (a card, an IBAN, an SSN, an IP
+        address) is skipped: a phone match there could only change the placeholder's label.
+        """
         from presidio_analyzer import RecognizerResult
 
+        runs = [r for r in runs if not any(c.start <= r[0] and r[1] <= c.end for c in covered)]
         out = []
         for ws, we, spans in self._phone_windows(text, runs):
             window = text[ws:we]
@@ -401,19 +489,20 @@ class PiiEngine:
                                                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self._phone.id}))
         return out
 
-    @staticmethod
-    def _phone_windows(text: str, runs):
-        """Merge runs into windows with margins snapped to whitespace (tokens stay whole)."""
+    def _phone_windows(self, text: str, runs):
+        """Windows as small as phonenumbers' matcher needs, so that they repeat and cache well: the
+        run, the lead characters its candidate pattern allows before it (brackets, plus signs,
+        punctuation), an extension after it, and one character either side (the VALID leniency looks
+        at them)."""
         windows: list[list] = []
+        lead = self._lead_chars
         for s, e, n, run in runs:
-            ws = max(0, s - _WINDOW_BEFORE)
-            if ws:
-                cut = max(text.rfind(" ", 0, ws), text.rfind("\n", 0, ws))
-                ws = cut + 1 if cut >= 0 else 0
-            we = min(len(text), e + _WINDOW_AFTER)
-            if we < len(text):
-                cut = min((i for i in (text.find(" ", we), text.find("\n", we)) if i >= 0), default=len(text))
-                we = cut
+            ws = s
+            while ws > 0 and s - ws < _MAX_LEAD and text[ws - 1] in lead:
+                ws -= 1
+            ws = max(0, ws - 1)
+            extension = self._extension.match(text, e)
+            we = min(len(text), (extension.end() if extension else e) + 1)
             if windows and ws <= windows[-1][1]:
                 windows[-1][1] = max(windows[-1][1], we)
                 windows[-1][2].append((s, e, n, run))
@@ -422,27 +511,54 @@ class PiiEngine:
         return windows
 
     def _phone_in_window(self, window: str, spans) -> tuple[tuple[int, int, float], ...]:
-        """presidio's PhoneRecognizer, region by region, skipping regions whose shortest valid number
-        does not fit and stopping once every digit of every run is inside a match."""
+        """presidio's PhoneRecognizer, region by region, only for regions that can validate some
+        digit group of the runs, stopping once every run is inside a match."""
         from phonenumbers import PhoneNumberMatcher
 
         phone = self._phone
-        most = max(n for _, _, n, _ in spans)
-        plus = "+" in window or "\uff0b" in window
+        regions = self._plausible_regions([run for _, _, _, run in spans])
+        if not regions and ("+" in window or "\uff0b" in window):
+            regions = [phone.supported_regions[0]]  # "+" numbers parse the same in every region
         found: dict[tuple[int, int], float] = {}
-        for region, need in self._phone_thresholds:
-            if most < need and not plus:
-                continue
+        for region in regions:
             for match in PhoneNumberMatcher(window, region, leniency=phone.leniency):
                 found[(match.start, match.end)] = phone.SCORE
             if found and all(any(a <= s and e <= b for a, b in found) for s, e, _, _ in spans):
                 break
         return tuple((s, e, score) for (s, e), score in found.items())
 
+    def _plausible_regions(self, runs: list[str]) -> list[str]:
+        """Regions in which some contiguous group of digit blocks of a run could be a valid number:
+        the group, or the group without up to 6 national-prefix digits when the region's national
+        prefix starts it, matches the national number pattern; or it starts with the region's
+        international prefix.  Every candidate and inner candidate phonenumbers' matcher parses is
+        such a group, and a valid number must match that pattern, so no match is lost."""
+        groups: set[str] = set()
+        for run in runs:
+            blocks = _DIGITS.findall(run)
+            if len(blocks) > _MAX_BLOCKS:
+                return list(self._phone.supported_regions)
+            for i in range(len(blocks)):
+                for j in range(i + 1, len(blocks) + 1):
+                    group = "".join(blocks[i:j])
+                    if len(group) >= _PHONE_MIN_DIGITS:
+                        groups.add(group if group.isascii() else _ascii_digits(group))
+        plausible: set[str] = set()
+        for group in groups:
+            regions = self._group_regions.get(group)
+            if regions is None:
+                regions = frozenset(region for region, general, national, international in self._region_rules
+                                    if _plausible(group, general, national, international))
+                self._group_regions.put(group, regions)
+            plausible |= regions
+        return [region for region in self._phone.supported_regions if region in plausible]
+
     # -- replacement -------------------------------------------------------------------------------
 
     def redact(self, text: str) -> Outcome:
         """Redact one text (cached): replace/mask/hash each finding; ``drop`` asks to remove it."""
+        if self._screened_only and "@" not in text and ":" not in text and not _has_digits(text):
+            return CLEAN  # no default recognizer can match: no digit, "@" or ":"
         cached = self._texts.get(text)
         if cached is not None:
             return cached

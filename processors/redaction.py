@@ -58,6 +58,7 @@ _EVENT_METADATA = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.op
                              "index", "finish_reason", "gen_ai.response.finish_reasons"})
 _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
+_MAX_CACHED_CHARS = 65536
 
 
 def is_content_key(key: str) -> bool:
@@ -179,7 +180,7 @@ _CONTENT, _HASH, _BLOCKED, _NOT_ALLOWED = 1, 2, 4, 8
 
 class RedactionProcessor:
     def __init__(self, config: RedactionConfig, ctx: ComponentContext | None = None) -> None:
-        from processors.pii import CustomPattern, PiiEngine
+        from processors.pii import CustomPattern, LruCache, PiiEngine
 
         errors = config.validate()
         if errors:
@@ -205,6 +206,7 @@ class RedactionProcessor:
                                 if config.blocked_values else None)
         self._drop_when = dict(config.drop_content_when)
         self._kinds: dict[str, int] = {}
+        self._json_cache = LruCache(config.cache_size)
         self._resource_kinds: dict[str, bool] = {}
         self._redacted = ctx.counter("redacted_values", "PII values and blocked values redacted") if ctx else None
         self._errors = ctx.counter("redaction_errors", "spans whose content was dropped because "
@@ -306,20 +308,17 @@ class RedactionProcessor:
             attrs[key] = new
 
     def _walk(self, value: Any, stats: _Stats, label: str, parse_json: bool = False) -> Any:
-        """``value`` with PII redacted in every string (JSON strings parsed and re-encoded only when
-        something changed); ``_DROP`` when a ``drop`` entity was found anywhere in it."""
+        """``value`` with PII redacted in every string; ``_DROP`` when a ``drop`` entity was found
+        anywhere in it.  With ``parse_json``, a JSON string is parsed and re-encoded (only when
+        something changed): detection sees the text, not its escapes, and the result stays JSON."""
         if isinstance(value, str):
-            if parse_json and value[:1] in "[{" and self.engine.might_contain(value):
-                try:
-                    parsed = json.loads(value)
-                except ValueError:
-                    parsed = None
-                if isinstance(parsed, (list, dict)):
-                    before = stats.count
-                    new = self._walk(parsed, stats, label)
-                    if new is _DROP or stats.count == before:
-                        return new if new is _DROP else value
-                    return json.dumps(new, ensure_ascii=False)
+            if parse_json and value[:1] in "[{":
+                done = self._json(value)
+                if done is not None:
+                    new, count, types = done
+                    if count:
+                        stats.add(label, count, types)
+                    return new
             outcome = self.engine.redact(value)
             if outcome.count:
                 stats.add(label, outcome.count, outcome.types)
@@ -340,6 +339,27 @@ class RedactionProcessor:
                 value[k] = new
             return value
         return value
+
+    def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
+        """(redacted JSON string or _DROP, findings, types) of a JSON document, cached (system
+        prompts and tool schemas repeat on every call); None when ``raw`` is not a JSON array/object."""
+        cached = self._json_cache.get(raw)
+        if cached is not None:
+            return cached
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(parsed, (list, dict)):
+            return None
+        stats = _Stats()
+        new = self._walk(parsed, stats, "")
+        if new is not _DROP:
+            new = json.dumps(new, ensure_ascii=False) if stats.count else raw
+        result = (new, stats.count, stats.types)
+        if len(raw) <= _MAX_CACHED_CHARS:
+            self._json_cache.put(raw, result)
+        return result
 
     def _mask_blocked(self, attrs: dict[str, Any], key: str, stats: _Stats) -> None:
         value = attrs[key]
