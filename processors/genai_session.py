@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -313,8 +314,9 @@ class SessionProcessor:
         self._state_path = config.state.path or (None if config.state.url else DEFAULT_STATE_PATH)
         self.state = SessionState(self._state_path, config.state.url)
         self._state_broken = False
-        self.cache: dict[bytes, tuple[str, str, str | None]] = {}
-        self.aliases: dict[str, str] = {}
+        # OrderedDict: evicting the oldest entry is O(1) (a dict slows down when its head is popped)
+        self.cache: OrderedDict[bytes, tuple[str, str, str | None]] = OrderedDict()
+        self.aliases: OrderedDict[str, str] = OrderedDict()
         self._id_keys = frozenset(config.session_attributes) | frozenset(config.user_attributes)
         self._next_prune = 0.0
         self.explicit_spans = ctx.counter("session_spans", "spans given a session", source=EXPLICIT)
@@ -358,14 +360,22 @@ class SessionProcessor:
     # -- resolving traces ----------------------------------------------------------------------
 
     def _scan(self, spans: list[Span]) -> tuple[dict[bytes, _Trace], list[tuple[str | None, str | None]]]:
+        """Each span's own ids, and per trace: its first session, first user, time range."""
         traces: dict[bytes, _Trace] = {}
         own: list[tuple[str | None, str | None]] = []
+        no_ids = (None, None)
+        id_keys = self._id_keys
         for span in spans:
-            session, user = self._span_ids(span)
-            own.append((session, user))
+            # the common case (no id attribute, no canonical fields) without a method call
+            if span.genai is None and span.attributes.keys().isdisjoint(id_keys):
+                ids = no_ids
+            else:
+                ids = self._span_ids(span)
+            own.append(ids)
             info = traces.get(span.trace_id)
             if info is None:
                 info = traces[span.trace_id] = _Trace()
+            session, user = ids
             if session is not None and info.session is None:
                 info.session = session
             if user is not None and info.user is None:
@@ -482,16 +492,14 @@ class SessionProcessor:
                 self.aliases[key] = new
         self.aliases[old] = new
         if len(self.aliases) > self.config.cache_size:
-            del self.aliases[next(iter(self.aliases))]
+            self.aliases.popitem(last=False)
 
     def _cache_many(self, items: Iterable[tuple[bytes, tuple[str, str, str | None]]]) -> None:
-        cache = self.cache
+        cache, limit = self.cache, self.config.cache_size
         for tid, mapping in items:
             cache[tid] = mapping
-        overflow = len(cache) - self.config.cache_size
-        if overflow > 0:  # FIFO: traces are short-lived, recency buys little
-            for tid in list(cache)[:overflow]:
-                del cache[tid]
+        while len(cache) > limit:  # FIFO: traces are short-lived, recency buys little
+            cache.popitem(last=False)
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -119,6 +119,9 @@ _CONTENT_KEYS = frozenset({
     "traceloop.entity.input", "traceloop.entity.output",
     "langfuse.observation.input", "langfuse.observation.output",
     "langfuse.trace.input", "langfuse.trace.output",
+    # Vercel AI SDK
+    "ai.prompt", "ai.prompt.messages", "ai.response.text", "ai.response.object",
+    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
     # attribute names inside the deprecated gen_ai.* events
     "content", "message", "tool_calls", "body", "arguments",
 })

@@ -181,8 +181,9 @@ def test_two_instances_sharing_a_store_agree(store):
     assert len({session_of(c)[0] for c in calls}) == 1
 
 
-def test_two_instances_racing_in_threads_do_not_split_a_session(store):
-    instances = [make(store), make(store)]
+def race_two_instances(config: dict) -> set[str]:
+    """Two instances on one store, each fed half of one user's requests, at the same time."""
+    instances = [make(config), make(config)]
     spans_by_instance = [[user_call("carol", T0 + (2 * i + k) * MINUTE_NS) for i in range(20)] for k in range(2)]
 
     def run(p, spans):
@@ -194,8 +195,14 @@ def test_two_instances_racing_in_threads_do_not_split_a_session(store):
         t.start()
     for t in threads:
         t.join()
-    ids = {session_of(s)[0] for spans in spans_by_instance for s in spans}
-    assert len(ids) == 1, ids
+    for p in instances:
+        p.shutdown()
+    return {session_of(s)[0] for spans in spans_by_instance for s in spans}
+
+
+def test_two_instances_racing_in_threads_do_not_split_a_session(store):
+    ids = race_two_instances(store)
+    assert len(ids) == 1 and None not in ids, ids
 
 
 def test_a_late_span_joins_the_session_of_its_time(store):
@@ -332,9 +339,24 @@ def test_postgres_store_survives_restarts_and_is_shared(postgres_url):
     three.shutdown()
 
 
+def test_postgres_serializes_two_racing_instances(postgres_url):
+    ids = race_two_instances({"state": {"url": postgres_url}})
+    assert len(ids) == 1 and None not in ids, ids
+
+
 def test_the_default_store_is_a_file_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = make({"state": {"trace_ttl": "2h"}})
     p.process(batch(user_call("alice", T0)))
     p.shutdown()
     assert (tmp_path / "genai_sessions.db").exists()
+
+
+def test_the_memory_cache_is_bounded_and_the_store_answers_beyond_it(store):
+    p = make({**store, "cache_size": 10})
+    tids = [trace_id() for _ in range(30)]
+    p.process(batch(*[span(t, session__id=f"conv-{i}") for i, t in enumerate(tids)]))
+    assert len(p.cache) == 10
+    first_again = span(tids[0], name="tool call")  # evicted from memory, still in the store
+    p.process(batch(first_again))
+    assert session_of(first_again) == ("conv-0", "explicit")

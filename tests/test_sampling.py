@@ -15,7 +15,7 @@ from processors.sampling import (
     SamplingConfig, SamplingProcessor, fnv1a32_seeded, hash_seed_sampled, hash_seed_threshold,
     is_content_key, strip_content,
 )
-from tests.span_helpers import batch, context, span, trace_id
+from tests.span_helpers import batch, context, span
 
 
 class Clock:
@@ -243,6 +243,7 @@ def content_span(tid: bytes | None = None):
         "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"city":"Paris"}',
         "input.value": "hello", "output.value": "hi there",
         "gen_ai.tool.call.arguments": '{"q": 1}', "traceloop.entity.input": "{}",
+        "ai.prompt.messages": "[...]", "ai.toolCall.args": "{}", "ai.response.text": "hi",
         "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 5, "gen_ai.request.model": "gpt-4o",
         "gen_ai.usage.cost": 0.001, "llm.token_count.prompt": 12,
     })

@@ -110,3 +110,58 @@ def test_sessions_and_keep_rules_through_a_running_collector_and_a_restart(colle
     assert after["attributes"]["gen_ai.conversation.id"] in sessions
     with sqlite3.connect(tmp_path / "sessions.db") as db:
         assert db.execute("SELECT count(*) FROM gc_session_intervals").fetchone()[0] == 1
+
+
+SESSIONS_ONLY = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+processors:
+  genai_session:
+    state:
+      path: {tmp}/shared-sessions.db
+exporters:
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [genai_session]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def test_two_collector_processes_on_one_store_share_sessions(collector_factory):
+    collectors = [collector_factory(SESSIONS_ONLY), collector_factory(SESSIONS_ONLY)]
+    providers = [sdk_tracer_provider(c.grpc_endpoint, service="chat-api") for c in collectors]
+    for i in range(6):  # a load balancer alternating one user's requests
+        llm_call(providers[i % 2].get_tracer("test"), "bob")
+    for provider in providers:
+        provider.shutdown()
+    spans = [s for c in collectors for s in wait_for(lambda c=c: len(exported(c)) >= 3 and exported(c))]
+    assert len(spans) == 6
+    assert len({s["attributes"]["gen_ai.conversation.id"] for s in spans}) == 1
+
+
+def test_the_readme_example_is_a_valid_config():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from config.schema import build
+    from processors.genai_session import SessionConfig
+    from processors.sampling import SamplingConfig
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("<!-- section:processors-sessions-sampling -->", 1)[1]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    for key, cls in (("genai_session", SessionConfig), ("sampling", SamplingConfig)):
+        _, errors = build(cls, example["processors"][key])
+        assert not errors, errors
