@@ -56,7 +56,6 @@ BENCHMARKS: list[Bench] = [
     Bench("genai_cost", "genai_cost", before=("genai_normalize",)),
     Bench("genai_token_rate", "genai_token_rate", before=("genai_normalize",)),
     Bench("genai chain (normalize, cost, token_rate)", "genai_normalize", then=("genai_cost", "genai_token_rate")),
-    Bench("redaction", "redaction", before=("genai_normalize",)),  # no PII in this mix: the screening cost
 ]
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4o-2024-08-06"),
