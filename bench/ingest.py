@@ -150,21 +150,14 @@ STORES = {"none": Store, "sqlite": SqliteStore, "postgres": PostgresStore}
 # -- config ---------------------------------------------------------------------------------------
 
 
-GENAI_CHAIN = ["memory_limiter", "batch", "genai_normalize", "genai_session", "genai_cost", "genai_token_rate"]
-
-
 def shipped_processors(workdir: Path) -> tuple[list[str], dict[str, Any]]:
     """The processor chain of the shipped ``otel-config.yaml`` (what a user gets with no flags).
 
-    Until that file lists the GenAI processors, the chain it is meant to have (GENAI_CHAIN).
-    State files (genai_session) go to the run's temp dir.
+    State files (genai_session, if the chain has it) go to the run's temp dir.
     """
     cfg = yaml.safe_load(SHIPPED_CONFIG.read_text())
     chain = cfg["service"]["pipelines"]["traces"].get("processors", [])
     procs = {pid: dict(cfg["processors"][pid] or {}) for pid in chain}
-    if not any(pid.startswith("genai_") for pid in chain):
-        procs.update({pid: {} for pid in GENAI_CHAIN if pid not in procs})
-        chain = GENAI_CHAIN
     for pid in chain:
         if pid.split("/")[0] == "genai_session" and not (procs[pid].get("state") or {}).get("url"):
             procs[pid]["state"] = {**(procs[pid].get("state") or {}), "path": str(workdir / "sessions.db")}
