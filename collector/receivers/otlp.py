@@ -12,6 +12,7 @@ the request's encoding).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
@@ -123,26 +124,32 @@ class _Ingest:
     def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None):
         """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError."""
         accepted, refused, rejected, _ = self.counters(transport)
-        try:
-            request = decode_json(body) if as_json else decode_protobuf(body)
-            decoded = validate_spans(request)
-        except RecursionError:
-            raise DecodeFailure("request nested too deeply") from None
-        rejected.add(decoded.rejected)
-        if decoded.rejected:
-            self.log.debug("partial success: %s", decoded.error_message)
-        if decoded.spans:
-            wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
-            batch = SpanBatch(decoded.spans, len(body))
+        # Admit the encoded size before decoding, so a refused request is never decoded and the
+        # decoded spans of every handler thread count against the memory limit.
+        reserve = getattr(self.consumer, "reserve", None) if self.journal is None else None
+        with reserve(len(body)) if reserve is not None else contextlib.nullcontext() as reservation:
             try:
-                if self.journal is not None:
-                    self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
-                else:
-                    self.consumer.consume(batch, timeout=wait)
-            except (Overloaded, PermanentError, TimeoutError):
-                refused.add(len(decoded.spans))
-                raise
-            accepted.add(len(decoded.spans))
+                request = decode_json(body) if as_json else decode_protobuf(body)
+                decoded = validate_spans(request)
+            except RecursionError:
+                raise DecodeFailure("request nested too deeply") from None
+            rejected.add(decoded.rejected)
+            if decoded.rejected:
+                self.log.debug("partial success: %s", decoded.error_message)
+            if decoded.spans:
+                wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
+                batch = SpanBatch(decoded.spans, len(body))
+                try:
+                    if self.journal is not None:
+                        self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
+                    elif reservation is not None:
+                        self.consumer.consume(batch, timeout=wait, reservation=reservation)
+                    else:
+                        self.consumer.consume(batch, timeout=wait)
+                except (Overloaded, PermanentError, TimeoutError):
+                    refused.add(len(decoded.spans))
+                    raise
+                accepted.add(len(decoded.spans))
         return decoded
 
 
