@@ -352,6 +352,7 @@ def run_once(opts: RunOptions) -> dict[str, Any]:
     loadgen = ctx.Process(target=run_loadgen, args=(plan, child_conn), name="loadgen")
     try:
         loadgen.start()
+        child_conn.close()  # so a crashed load generator ends recv() with EOFError instead of a hang
         collector.start()
         mix = parent_conn.recv()  # the requests are encoded; nothing is timed before this
         baseline = store.count()  # the warm-up request
