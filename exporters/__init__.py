@@ -6,4 +6,6 @@ EXPORTERS = Registry("exporter", {
     "debug": "exporters.debug",
     "sqlite": "exporters.sqlite",
     "postgres": "exporters.postgres",
+    "otlp": "exporters.otlp",
+    "otlphttp": "exporters.otlphttp",
 })

@@ -450,6 +450,16 @@ class SessionProcessor:
         id; a group spanning several keeps the earliest one's id and merges the rest into it.
         """
         timeout = self.timeout_ns
+        if len(acts) == 1 and len(intervals) <= 1:  # the common case, without the sweep
+            start, end, tid = acts[0]
+            if intervals:
+                sid, s, e = intervals[0]
+                if start - e < timeout and s - end < timeout:
+                    upserts.append((service, user, sid, min(s, start), max(e, end)))
+                    return [(tid, sid)]
+            sid = self._new_session(service, user, start)
+            upserts.append((service, user, sid, start, end))
+            return [(tid, sid)]
         items: list[tuple[int, int, str | None, bytes | None]] = [(s, e, sid, None) for sid, s, e in intervals]
         items.extend((s, e, None, tid) for s, e, tid in acts)
         items.sort(key=lambda item: (item[0], item[2] is None))
@@ -472,11 +482,14 @@ class SessionProcessor:
                 survivor = existing[0]
                 merges.extend((service, user, old, survivor) for old in existing[1:])
             else:
-                survivor = session_id_for(service, user, group[0][0])
-                self.new_sessions.add(1)
+                survivor = self._new_session(service, user, group[0][0])
             upserts.append((service, user, survivor, group[0][0], max(item[1] for item in group)))
             assigned.extend((tid, survivor) for tid in tids)
         return assigned
+
+    def _new_session(self, service: str, user: str, start: int) -> str:
+        self.new_sessions.add(1)
+        return session_id_for(service, user, start)
 
     def _reopen(self) -> None:
         try:

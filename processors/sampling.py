@@ -402,6 +402,10 @@ class SamplingProcessor:
         self.config = config
         self.clock = clock
         self.hasher = _TraceHasher(config.probabilistic.hash_seed, config.probabilistic.sampling_percentage)
+        if config.probabilistic.sampling_percentage > 0 and self.hasher.threshold == 0:
+            ctx.logger.warning("sampling_percentage %s is below one 14-bit hash bucket (0.0061 %%): "
+                               "rounded to zero, as the OTel Collector does",
+                               config.probabilistic.sampling_percentage)
         cs = config.content_sampling
         self.content = _TraceHasher(cs.hash_seed, cs.percentage) if cs.percentage < 100 else None
         self.rules = _Rules(config.keep)

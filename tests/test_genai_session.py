@@ -9,6 +9,8 @@ import threading
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector.model import GenAI
 from collector.telemetry import Telemetry
@@ -102,8 +104,9 @@ def test_bad_id_values_are_counted_and_the_batch_survives(store):
 # -- inferred sessions ----------------------------------------------------------------------------
 
 
-def user_call(user: str, at_ns: int, service: str = "chat-api", tid: bytes | None = None, **attrs):
-    return span(tid, service=service, start=at_ns, duration_ms=1000, user__id=user,
+def user_call(user: str, at_ns: int, service: str = "chat-api", tid: bytes | None = None,
+              duration_ms: float = 1000, **attrs):
+    return span(tid, service=service, start=at_ns, duration_ms=duration_ms, user__id=user,
                 gen_ai__operation__name="chat", **attrs)
 
 
@@ -360,3 +363,44 @@ def test_the_memory_cache_is_bounded_and_the_store_answers_beyond_it(store):
     first_again = span(tids[0], name="tool call")  # evicted from memory, still in the store
     p.process(batch(first_again))
     assert session_of(first_again) == ("conv-0", "explicit")
+
+
+def offline_sessions(calls: list[tuple[int, int]], timeout: int) -> list[set[int]]:
+    """The partition of calls (start, end) that a gap rule over the whole history gives."""
+    order = sorted(range(len(calls)), key=lambda i: calls[i][0])
+    groups: list[set[int]] = []
+    group_end = None
+    for i in order:
+        start, end = calls[i]
+        if group_end is not None and start - group_end < timeout:
+            groups[-1].add(i)
+            group_end = max(group_end, end)
+        else:
+            groups.append({i})
+            group_end = end
+    return groups
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 5)), min_size=1, max_size=12),
+       data=st.data())
+def test_any_arrival_order_ends_in_the_same_sessions_as_the_whole_history(tmp_path_factory, calls, data):
+    """Online, in any order and batching, across two instances: after merges the sessions are
+    exactly those of the gap rule applied to the complete history."""
+    path = str(tmp_path_factory.mktemp("prop") / "s.db")
+    instances = [make({"state": {"path": path}}), make({"state": {"path": path}})]
+    spans = [user_call("u", T0 + start * MINUTE_NS, duration_ms=length * 60_000) for start, length in calls]
+    order = data.draw(st.permutations(range(len(spans))))
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(spans) - 1)), max_size=8)))
+    bounds = [0, *cuts, len(spans)]
+    for n, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        if a < b:
+            instances[n % 2].process(batch(*[spans[i] for i in order[a:b]]))
+    final = instances[0].state.traces([s.trace_id for s in spans])
+    online: dict[str, set[int]] = {}
+    for i, s in enumerate(spans):
+        online.setdefault(final[s.trace_id][0], set()).add(i)
+    expected = offline_sessions([(s.start_time_unix_nano, s.end_time_unix_nano) for s in spans], 30 * MINUTE_NS)
+    assert sorted(map(sorted, online.values())) == sorted(map(sorted, expected))
+    for p in instances:
+        p.shutdown()

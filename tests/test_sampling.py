@@ -74,6 +74,12 @@ def test_threshold_is_computed_in_float32_and_truncated_like_go():
     assert hash_seed_threshold(3 * 2**-16 * 100) == 0
 
 
+def test_a_percentage_below_one_bucket_samples_nothing_and_says_so(caplog):
+    p = make({"probabilistic": {"sampling_percentage": 0.005}, "keep": {"errors": False}})
+    assert len(p.process(batch(*[span() for _ in range(500)]))) == 0
+    assert "rounded to zero" in caplog.text
+
+
 def test_processor_decisions_equal_the_reference_function_and_agree_across_instances():
     tids = seeded_ids(3000)
     a, b = make({"probabilistic": {"sampling_percentage": 30, "hash_seed": 42}}), \
@@ -301,3 +307,11 @@ def test_config_errors_name_the_key():
     assert errors
     _, errors = build(SamplingConfig, {"decision_wait": "soon"})
     assert [e.path for e in errors] == ["decision_wait"]
+
+
+def test_decision_wait_zero_holds_nothing():
+    p = make({"probabilistic": {"sampling_percentage": 10}, "decision_wait": "0s"})
+    (tid,) = dropped_trace_ids(1)
+    assert len(p.process(batch(span(tid)))) == 0 and not p.held
+    failing = span(tid, status=STATUS_ERROR)
+    assert ids(p.process(batch(failing))) == {failing.span_id}  # only the span that matched

@@ -149,6 +149,23 @@ def test_two_collector_processes_on_one_store_share_sessions(collector_factory):
     assert len({s["attributes"]["gen_ai.conversation.id"] for s in spans}) == 1
 
 
+def test_held_spans_are_exported_when_a_later_span_of_their_trace_fails(collector_factory):
+    collector = collector_factory(CONFIG)
+    provider = sdk_tracer_provider(collector.grpc_endpoint, service="agent")
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("invoke_agent") as root:
+        with tracer.start_as_current_span("step ok"):  # exported first, on its own: held
+            pass
+        with tracer.start_as_current_span("step failing") as failing:  # its own request: rescues the trace
+            failing.set_status(Status(StatusCode.ERROR, "tool crashed"))
+        trace_hex = format(root.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    names = wait_for(lambda: len(exported(collector)) >= 3 and {
+        line.split("'")[1] for line in collector.log().splitlines() if f"trace_id={trace_hex}" in line})
+    assert names == {"invoke_agent", "step ok", "step failing"}
+    assert collector.metric("otelcol_processor_sampling_traces", decision="kept", reason="error") == 1
+
+
 def test_the_readme_example_is_a_valid_config():
     import re
     from pathlib import Path
