@@ -183,6 +183,18 @@ def run_bench(bench: Bench, payload: bytes, runs: int, batch_size: int) -> dict[
             "runs_spans_per_s": [round(r) for r in rates]}
 
 
+def decode_reference(payload: bytes, runs: int) -> dict[str, Any]:
+    """OTLP bytes -> model spans, timed the same way: a yardstick for the figures above on a
+    machine whose load is unknown (DESIGN.md measured ~110,000 spans/s for it on an idle one)."""
+    cpu_us = []
+    for _ in range(runs):
+        gc.collect()
+        began_cpu = time.process_time()
+        count = sum(len(b) for b in _batches(payload, 1 << 30))
+        cpu_us.append((time.process_time() - began_cpu) / count * 1e6)
+    return {"cpu_us_per_span": round(statistics.median(cpu_us), 2)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spans", type=int, default=20_000)
@@ -193,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = make_mix(args.spans)
     selected = [b for b in BENCHMARKS if not args.only or b.name in args.only]
     results = {b.name: run_bench(b, payload, args.runs, args.batch) for b in selected}
+    results["reference: OTLP decode"] = decode_reference(payload, args.runs)
     print(json.dumps({"spans": args.spans, "runs": args.runs, "batch": args.batch, "statistic": "median",
                       "load_average_1m": round(os.getloadavg()[0], 2), "results": results}, indent=2))
 

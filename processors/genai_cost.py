@@ -46,6 +46,7 @@ COST_DETAIL_PREFIX = "gen_ai.usage.cost_details."
 COST_SOURCE_ATTRIBUTE = "gen_ai.usage.cost_source"
 _MTOK = 1_000_000
 _MAX_UNPRICED_LABELS = 200  # distinct model labels on the unpriced counter; the rest share "_other"
+_RESOLUTIONS_PER_SECOND = 200  # new (provider, model) pairs looked up per second at most
 
 
 @dataclass
@@ -61,8 +62,9 @@ class PriceConfig:
     cache_write_mtok: float | None = setting(None, min=0, doc="cache write (default: input price)")
     reasoning_mtok: float | None = setting(None, min=0, doc="reasoning output (default: output price)")
     request: float = setting(0.0, min=0, doc="USD per request")
-    effective_from: str | None = setting(None, doc="ISO date or datetime (UTC if no zone) from which "
-                                                   "this price applies")
+    # Any: YAML turns an unquoted 2025-06-01 into a date; validate() accepts that and ISO strings
+    effective_from: Any = setting(None, doc="ISO date or datetime (UTC if no zone) from which "
+                                            "this price applies")
 
     def validate(self) -> list[ConfigError]:
         problems = []
@@ -76,7 +78,7 @@ class PriceConfig:
         if self.effective_from is not None:
             try:
                 _parse_effective(self.effective_from)
-            except ValueError:
+            except (ValueError, TypeError):
                 problems.append(ConfigError("effective_from", f"invalid date {self.effective_from!r} "
                                                               "(expected e.g. 2025-06-01 or 2025-06-01T12:00:00Z)"))
         return problems
@@ -92,13 +94,18 @@ class GenAICostConfig:
     builtin_prices: bool = setting(True, doc="use the genai-prices tables shipped in its wheel")
 
 
-def _parse_effective(text: str) -> int:
-    """ISO date/datetime -> epoch ns (naive means UTC)."""
-    text = text.strip()
-    if len(text) == 10:
-        moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
+def _parse_effective(value: Any) -> int:
+    """ISO date/datetime string, or a YAML date/datetime -> epoch ns (naive means UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, datetime.min.time())
+    elif not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    elif len(value.strip()) == 10:
+        moment = datetime.combine(date.fromisoformat(value.strip()), datetime.min.time())
     else:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp()) * 1_000_000_000
@@ -282,6 +289,7 @@ class _Builtin:
         self._by_price: dict[int, Rates] = {}
 
     def pricing(self, provider: str | None, model: str) -> _Pricing | None:
+        self._bound_snapshot_caches()
         for gp, ref in _model_candidates(provider, model):
             try:
                 _provider, info = self.snapshot.find_provider_model(ref, None, gp, None)
@@ -292,6 +300,14 @@ class _Builtin:
                     datetime.fromtimestamp(ns / 1e9, tz=timezone.utc))))
             return _Pricing(static=self._rates(info.prices))
         return None
+
+    def _bound_snapshot_caches(self) -> None:
+        """genai-prices memoises every lookup, misses included, without bound; we keep our own
+        cache, so its (private) ones are emptied when they grow past what real traffic needs."""
+        for name in ("_lookup_cache", "_provider_cache", "_provider_misses"):
+            memo = getattr(self.snapshot, name, None)
+            if memo is not None and len(memo) > 10_000:
+                memo.clear()
 
     def _rates(self, model_price: Any) -> Rates:
         rates = self._by_price.get(id(model_price))
@@ -336,6 +352,7 @@ class GenAICostProcessor:
         self._cache: dict[tuple[str | None, str | None, str | None], _Pricing] = {}
         self._lock = threading.Lock()
         self._unpriced_counters: dict[str, Any] = {}
+        self._budget_since, self._budget_left = 0.0, 0
         self.priced = ctx.counter("priced_spans", "GenAI spans given a cost")
 
     # -- resolution (once per provider + model) --
@@ -368,6 +385,8 @@ class GenAICostProcessor:
         key = (g.provider, g.response_model, g.request_model)
         pricing = self._cache.get(key)
         if pricing is None:
+            if not self._resolution_allowed():
+                return _UNPRICED  # not cached: priced once the budget allows
             with self._lock:
                 pricing = self._resolve(*key)
                 if len(self._cache) > 100_000:  # hostile cardinality: start over rather than grow
@@ -375,16 +394,39 @@ class GenAICostProcessor:
                 self._cache[key] = pricing
         return pricing
 
+    def _resolution_allowed(self) -> bool:
+        """A new (provider, model) costs genai-prices lookups (~1 ms when unknown): a client sending
+        a new random model name on every span must not turn that into a denial of service."""
+        now = time.monotonic()
+        if now - self._budget_since >= 1.0:
+            self._budget_since, self._budget_left = now, _RESOLUTIONS_PER_SECOND
+        if self._budget_left <= 0:
+            return False
+        self._budget_left -= 1
+        return True
+
     def _unpriced(self, model: str, count: int) -> None:
-        """Count unpriced spans by model; warn once per model so the user sees what to add."""
+        """Count unpriced spans by model; warn once per model so the user sees what to add.
+
+        Past ``_MAX_UNPRICED_LABELS`` distinct models (a client sending random names), further
+        ones share the ``_other`` label and one last warning: memory and log stay bounded.
+        """
         counter = self._unpriced_counters.get(model)
+        if counter is None and len(self._unpriced_counters) >= _MAX_UNPRICED_LABELS:
+            counter = self._unpriced_counters.get("_other")
         if counter is None:
-            label = model if len(self._unpriced_counters) < _MAX_UNPRICED_LABELS else "_other"
+            if len(self._unpriced_counters) < _MAX_UNPRICED_LABELS:
+                self.logger.warning("genai_cost: no price known for model %r; spans keep their tokens "
+                                    "with cost null (add the model under prices: or model_aliases:)", model)
+                label = model
+            else:
+                label = "_other"
+                if "_other" not in self._unpriced_counters:
+                    self.logger.warning("genai_cost: more than %d models without a price; counting the "
+                                        "rest as model=\"_other\"", _MAX_UNPRICED_LABELS)
             counter = self.ctx.counter("unpriced_spans", "GenAI spans with tokens but no known price",
                                        model=label)
-            self._unpriced_counters[model] = counter
-            self.logger.warning("genai_cost: no price known for model %r; spans keep their tokens "
-                                "with cost null (add the model under prices: or model_aliases:)", model)
+            self._unpriced_counters[label] = counter
         counter.add(count)
 
     def process(self, batch: SpanBatch) -> SpanBatch:
@@ -402,12 +444,10 @@ class GenAICostProcessor:
                 attrs[COST_SOURCE_ATTRIBUTE] = "app"
                 continue
             rates = self._pricing(g).at(span.start_time_unix_nano or time.time_ns())
-            if rates is None:
+            if rates is None:  # an app-sent cost, if any, is better than none even with override
                 model = g.response_model or g.request_model
                 if model:
                     unpriced[model] = unpriced.get(model, 0) + 1
-                if override:
-                    g.cost_usd = None
                 continue
             inp, cr, cw, out, rs, req = rates.breakdown(g)
             total = inp + cr + cw + out + rs + req

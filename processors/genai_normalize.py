@@ -15,6 +15,7 @@ conventions (dialect keys removed, canonical keys written), so upstream stacks s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -66,9 +67,16 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
             if isinstance(item, str):
                 parts.append(_text_part(item))
             elif isinstance(item, dict):
+                kind = item.get("type", "text")
                 text = item.get("text", item.get("content"))
-                if isinstance(text, str) and item.get("type", "text") in ("text", "input_text", "output_text"):
+                if isinstance(text, str) and kind in ("text", "input_text", "output_text"):
                     parts.append(_text_part(text))
+                elif kind == "tool_use":  # Anthropic content blocks
+                    parts.append({"type": "tool_call", "id": item.get("id"), "name": item.get("name"),
+                                  "arguments": item.get("input")})
+                elif kind == "tool_result":
+                    parts.append({"type": "tool_call_response", "id": item.get("tool_use_id"),
+                                  "response": item.get("content")})
                 else:
                     parts.append({"type": str(item.get("type") or "unknown"),
                                   **{k: v for k, v in item.items() if k != "type"}})
@@ -111,6 +119,14 @@ def _loads(text: str) -> Any:
         return None
 
 
+def _looks_like_json(text: str) -> bool:
+    """An array or object, judged by the first character (no copy of a long prompt)."""
+    first = text[:1]
+    if first == "[" or first == "{":
+        return True
+    return first.isspace() and text.lstrip()[:1] in ("[", "{")
+
+
 def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] | None:
     """Messages from an attribute value: structured list, JSON string, or plain text.
 
@@ -118,8 +134,7 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
     prompts that way.
     """
     if isinstance(value, str):
-        stripped = value.lstrip()
-        parsed = _loads(value) if stripped[:1] in ("[", "{") else None
+        parsed = _loads(value) if _looks_like_json(value) else None
         if parsed is None:
             return [{"role": default_role, "parts": [_text_part(value)]}] if value else None
         value = parsed
@@ -130,17 +145,21 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
             return _messages_from_choices(value["choices"]) or None
         else:
             value = [value]
-    if not isinstance(value, list):
+    if type(value) is not list or not value:
         return None
-    out = [message_from_openai(m, default_role) if isinstance(m, dict)
-           else {"role": default_role, "parts": [_text_part(str(m))]} for m in value]
-    return out or None
+    for m in value:  # the common case: already the OTel form, returned as parsed
+        if type(m) is not dict or type(m.get("parts")) is not list:
+            break
+    else:
+        return value
+    return [message_from_openai(m, default_role) if isinstance(m, dict)
+            else {"role": default_role, "parts": [_text_part(str(m))]} for m in value]
 
 
 def _parts_value(value: Any) -> list[dict[str, Any]] | None:
     """``gen_ai.system_instructions``: a list of parts (or a JSON string of one)."""
     if isinstance(value, str):
-        parsed = _loads(value) if value.lstrip()[:1] in ("[", "{") else None
+        parsed = _loads(value) if _looks_like_json(value) else None
         if parsed is None:
             return [_text_part(value)] if value else None
         value = parsed
@@ -218,25 +237,24 @@ def _nested_parts(nested: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def _collect_flat(flat: dict[str, dict[int, dict[str, Any]]], key: str, value: Any) -> bool:
-    """File one flattened-message attribute under its message; False if malformed.
+def _flat_entry(key: str) -> tuple[Any, str, int, str] | None:
+    """Parse a flattened-message key once: ``(_FLAT, segment, message index, field)``.
 
     Every flattened form has the message index third: ``gen_ai.prompt.<i>.<field>``,
-    ``llm.input_messages.<i>.message.<field>``.  Nested fields (tool calls, content lists) go to the
-    message's ``"."`` entry so that the common flat message needs no nested parsing.
+    ``llm.input_messages.<i>.message.<field>``.  The parsed entry is remembered in the dispatch
+    table (up to ``_MAX_LEARNED_KEYS`` keys), so the next span with the same key pays one dict
+    lookup, like a known key.
     """
     pieces = key.split(".", 3)
     if len(pieces) != 4 or not pieces[2].isdigit():
-        return False
-    sub = pieces[3]
-    if sub.startswith("message."):
-        sub = sub[8:]
-    fields = flat.setdefault(pieces[1], {}).setdefault(int(pieces[2]), {})
-    if "." in sub:
-        fields.setdefault(".", {})[sub] = value
-    else:
-        fields[sub] = value
-    return True
+        return None
+    sub = pieces[3][8:] if pieces[3].startswith("message.") else pieces[3]
+    entry = (_FLAT, pieces[1], int(pieces[2]), sub)
+    global _learned_keys
+    if _learned_keys < _MAX_LEARNED_KEYS:
+        _learned_keys += 1
+        _DISPATCH[key] = entry
+    return entry
 
 
 def _event_messages(span: Span) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -309,8 +327,8 @@ def _seconds_to_ms(value: Any) -> float | None:
 def _finish(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [value] if value else None
-    if isinstance(value, list):
-        return [str(v) for v in value] or None
+    if type(value) is list:  # a fresh list decoded for this span: no copy needed
+        return value or None
     return None
 
 
@@ -353,6 +371,10 @@ _DISPATCH: dict[str, tuple[Callable[[Any], Any], str, int, bool]] = {
 }
 # with ``messages: false`` the message keys are simply not looked at
 _DISPATCH_NO_MESSAGES = {k: v for k, v in _DISPATCH.items() if v[1] not in _MESSAGE_FIELDS}
+_GENAI_NAMESPACES = ("gen_ai.", "llm.")
+_FLAT = object()  # converter slot of a learned flattened-message key
+_MAX_LEARNED_KEYS = 20_000
+_learned_keys = 0
 _FLAT_PRECEDENCE = 2  # flattened messages rank after structured ones, before legacy JSON blobs
 _ABSOLUTE_TTFT_PRECEDENCE = ATTRIBUTE_MAP["langfuse.observation.completion_start_time"][2]
 _LANGFUSE_USAGE = {"input": "input_tokens", "output": "output_tokens",
@@ -379,13 +401,25 @@ def normalize_span(span: Span, parse_messages: bool = True, stats: _Stats | None
     for key, value in span.attributes.items():
         entry = dispatch_get(key)
         if entry is None:
-            if parse_messages and key.startswith(FLAT_MESSAGE_PREFIXES):
-                if flat is None:
-                    flat = {}
-                if _collect_flat(flat, key, value):
-                    is_genai = True
-            continue
+            if not key.startswith(_GENAI_NAMESPACES):
+                continue
+            is_genai = True  # any gen_ai.* / llm.* key marks a GenAI span
+            if not parse_messages or not key.startswith(FLAT_MESSAGE_PREFIXES):
+                continue
+            entry = _flat_entry(key)
+            if entry is None:
+                continue
         convert, field, prio, signal = entry
+        if convert is _FLAT:  # a flattened message field: (segment, message index, field name)
+            is_genai = True
+            if flat is None:
+                flat = {}
+            fields = flat.setdefault(field, {}).setdefault(prio, {})
+            if "." in signal:  # nested (tool calls, content lists): parsed only when present
+                fields.setdefault(".", {})[signal] = value
+            else:
+                fields[signal] = value
+            continue
         current = prios.get(field)
         if current is not None and current <= prio:
             continue
@@ -434,8 +468,8 @@ def _build(span: Span, values: dict[str, Any], prios: dict[str, int], flat: dict
             g.ttft_ms = delta / 1e6 if span.start_time_unix_nano and delta >= 0 else None
         else:
             g.ttft_ms = ttft
-    if g.error_type is None and span.status_code == STATUS_ERROR:
-        g.error_type = _exception_type(span) or "_OTHER"
+    if g.error_type is not None or span.status_code == STATUS_ERROR:
+        g.error_type = _error_type(span, g.error_type)
     if parse_messages:
         _fill_messages(g, span, values, prios, flat, event_in, event_out)
     if g.request_model is None:
@@ -462,6 +496,18 @@ def _fill_tokens(g: GenAI, values: dict[str, Any]) -> None:
             g.input_tokens = total - g.output_tokens
         elif g.output_tokens is None and g.input_tokens is not None and total >= g.input_tokens:
             g.output_tokens = total - g.input_tokens
+
+
+def _error_type(span: Span, reported: str | None) -> str:
+    """One name per error whatever the dialect: the fully qualified exception class when the span
+    has an ``exception`` event that agrees (``InternalServerError`` ->
+    ``openai.InternalServerError``), without the ``<class '...'>`` wrapping some SDKs send."""
+    if reported is not None and reported.startswith("<class '") and reported.endswith("'>"):
+        reported = reported[8:-2]
+    exception = _exception_type(span) if span.events else None
+    if exception and (reported is None or exception.endswith("." + reported)):
+        return exception
+    return reported or "_OTHER"
 
 
 def _exception_type(span: Span) -> str | None:
@@ -514,7 +560,15 @@ def _fill_messages(g: GenAI, span: Span, values: dict[str, Any], prios: dict[str
 # rewrite to the current conventions
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    """Compact JSON; integers beyond 64 bits or very deep nesting (which orjson refuses) go
+    through the json module, and whatever that refuses too becomes its ``str``."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (ValueError, RecursionError):
+            return str(value)
 
 
 def rewrite_attributes(span: Span, g: GenAI) -> None:
@@ -529,7 +583,9 @@ def rewrite_attributes(span: Span, g: GenAI) -> None:
         if value is None:
             continue
         if field in _MESSAGE_FIELDS:
-            attrs[key] = _dumps(value)
+            current = attrs.get(key)
+            if type(current) is not str or current[:1] != "[":  # else: the JSON g was parsed from
+                attrs[key] = _dumps(value)
         elif field == "ttft_ms":
             attrs.setdefault(key, value / 1000.0)
         else:

@@ -13,6 +13,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REQUEST_MODEL = "gpt-4o"
+FAILING_MODEL = "gpt-4o-failing"  # requests for it get a 500, to see how each dialect reports errors
 RESPONSE_MODEL = "gpt-4o-2024-08-06"
 ANSWER_PARTS = ["The capital ", "of France ", "is Paris."]
 ANSWER = "".join(ANSWER_PARTS)
@@ -63,6 +64,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append(body)  # type: ignore[attr-defined]
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
+        elif body.get("model") == FAILING_MODEL:
+            self._send(500, {"error": {"message": "the model is overloaded", "type": "server_error"}})
         elif body.get("stream"):
             self._stream(bool((body.get("stream_options") or {}).get("include_usage")))
         else:

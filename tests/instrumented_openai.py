@@ -60,6 +60,12 @@ def main(dialect: str, base_url: str, out: str) -> None:
                                             stream_options={"include_usage": True}, user="user-42")
     for _ in stream:
         pass
+    try:
+        client.chat.completions.create(model="gpt-4o-failing", messages=MESSAGES)
+    except openai.InternalServerError:
+        pass
+    else:
+        raise SystemExit("the fake server should have failed this call")
     provider.force_flush()
     if isinstance(exporter, InMemorySpanExporter):
         with open(out, "wb") as fh:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -129,8 +130,16 @@ def test_user_prices_exact_and_regex_per_token_type():
     assert priced(other_provider, processor=processor).genai.cost_usd is None
 
 
-def test_effective_dates_switch_prices_and_fall_back_to_builtin_before():
-    processor = make_processor("genai_cost", USER_PRICES)
+@pytest.mark.parametrize("yaml_dates", [False, True], ids=["iso-strings", "yaml-dates"])
+def test_effective_dates_switch_prices_and_fall_back_to_builtin_before(yaml_dates):
+    import yaml
+
+    raw = USER_PRICES
+    if yaml_dates:  # unquoted dates in YAML arrive as date/datetime objects
+        raw = yaml.safe_load("prices:\n  - {model: gpt-4o, input_mtok: 2.0, output_mtok: 8.0, effective_from: 2025-06-01}\n"
+                             "  - {model: gpt-4o, input_mtok: 1.0, output_mtok: 4.0, "
+                             "effective_from: 2025-07-01T00:00:00Z}\n")
+    processor = make_processor("genai_cost", raw)
 
     def cost_at(iso: str) -> float:
         when = datetime.fromisoformat(iso).replace(tzinfo=timezone.utc)
@@ -153,6 +162,8 @@ def test_app_cost_is_kept_unless_override():
     genai.cost_usd = 0.5
     span = priced(genai, {"override": True})
     assert span.genai.cost_usd == pytest.approx(reference("gpt-4o", "openai", input_tokens=1000, output_tokens=100))
+    unknown = GenAI(response_model="in-house-model", input_tokens=10, output_tokens=1, cost_usd=0.25)
+    assert priced(unknown, {"override": True}).genai.cost_usd == 0.25  # nothing better to replace it with
 
 
 def test_unknown_model_null_cost_one_warning_and_counter(caplog):
@@ -193,9 +204,50 @@ def test_no_network_at_run_time(monkeypatch):
     ({"prices": [{"input_mtok": 1}]}, "exactly one of model, model_regex"),
     ({"prices": [{"model_regex": "(unclosed"}]}, "invalid regular expression"),
     ({"prices": [{"model": "a", "effective_from": "June"}]}, "invalid date"),
+    ({"prices": [{"model": "a", "effective_from": 20250601}]}, "invalid date"),
     ({"prices": [{"model": "a", "input_mtok": -1}]}, "must be >= 0"),
     ({"prices": [{"model": "a", "per_token": 1}]}, "unknown key"),
 ])
 def test_config_errors_are_precise(raw, message):
     _, errors = build(GenAICostConfig, raw, ("processors", "genai_cost"))
     assert errors and message in str(errors[0]) and str(errors[0]).startswith("processors::genai_cost::prices::0")
+
+
+def test_unpriced_labels_and_warnings_stay_bounded(caplog):
+    telemetry = Telemetry()
+    processor = make_processor("genai_cost", telemetry=telemetry)
+    spans = [make_span() for _ in range(260)]
+    for i, span in enumerate(spans):
+        span.genai = GenAI(response_model=f"random-{i}", input_tokens=1, output_tokens=1)
+    with caplog.at_level(logging.WARNING):
+        run([processor], spans)
+    assert len(caplog.records) == 201  # 200 models named, then one line about the rest
+    assert telemetry.value("otelcol_processor_unpriced_spans", processor="genai_cost", model="_other") == 60
+
+
+def test_the_readme_example_is_a_valid_config():
+    import yaml
+
+    from tests.conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("<!-- section:processors-genai -->", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])["processors"]
+    for type_name in ("genai_normalize", "genai_cost", "genai_token_rate"):
+        make_processor(type_name, example[type_name])  # asserts no config errors
+
+
+def test_new_model_lookups_are_rate_limited():
+    """A flood of random model names cannot make every span pay a genai-prices lookup."""
+    processor = make_processor("genai_cost")
+    spans = [make_span() for _ in range(450)]
+    for i, span in enumerate(spans):
+        span.genai = GenAI(provider="openai", response_model=f"random-{i}", input_tokens=1, output_tokens=1)
+    spans[-1].genai.response_model = "gpt-4o"  # past the budget: not priced in this second...
+    started = time.monotonic()
+    run([processor], spans)
+    if time.monotonic() - started < 1.0:
+        assert spans[-1].genai.cost_usd is None
+    time.sleep(1.0)
+    span = priced(GenAI(provider="openai", response_model="gpt-4o", input_tokens=1, output_tokens=1),
+                  processor=processor)
+    assert span.genai.cost_usd is not None  # ...but as soon as the budget refills

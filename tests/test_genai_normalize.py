@@ -176,6 +176,7 @@ def test_current_name_wins_over_older_dialects_whatever_the_key_order():
     ({"openinference.span.kind": "TOOL", "tool.name": "search"}, "execute_tool"),
     ({"openinference.span.kind": "CHAIN"}, "invoke_workflow"),
     ({"traceloop.span.kind": "workflow"}, "invoke_workflow"),
+    ({"gen_ai.agent.name": "planner"}, None),  # any gen_ai.* key makes it GenAI, operation unknown
 ])
 def test_agent_and_tool_spans_get_an_operation(attributes, operation):
     g = normalize(attributes)
@@ -197,6 +198,11 @@ def test_error_type_from_status_and_exception_event():
     assert g.error_type == "openai.RateLimitError"
     assert normalize({"gen_ai.operation.name": "chat"}, status_code=STATUS_ERROR).error_type == "_OTHER"
     assert normalize({"gen_ai.operation.name": "chat", "error.type": "timeout"}).error_type == "timeout"
+    assert normalize({"gen_ai.operation.name": "chat", "error.type": "<class 'httpx.ReadTimeout'>"}).error_type == (
+        "httpx.ReadTimeout")
+    assert normalize({"gen_ai.operation.name": "chat", "error.type": "RateLimitError"},
+                     [Event("exception", START_NS, {"exception.type": "openai.RateLimitError"})],
+                     status_code=STATUS_ERROR).error_type == "openai.RateLimitError"
 
 
 def test_total_tokens_fill_the_missing_side():
@@ -292,3 +298,26 @@ def test_any_attribute_values_never_break_a_batch():
             assert all(isinstance(m, dict) and isinstance(m.get("parts"), list) for m in g.input_messages or [])
 
     check()
+
+
+def test_content_orjson_refuses_still_serialises():
+    """Found by the property test: a >64-bit integer inside structured content."""
+    processor = make_processor("genai_normalize", {"rewrite_attributes": True})
+    span = make_span({"gen_ai.system": "openai"},
+                     [Event("gen_ai.user.message", START_NS, {"content": {"n": 2**70}})])
+    g = run([processor], [span])[0].genai
+    assert g.input_messages == [{"role": "user", "parts": [{"type": "text", "content": '{"n":%d}' % 2**70}]}]
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == g.input_messages
+
+
+def test_anthropic_content_blocks_become_tool_parts():
+    g = normalize({"gen_ai.system": "anthropic", "gen_ai.prompt": json.dumps([
+        {"role": "assistant", "content": [{"type": "text", "text": "Let me check."},
+                                          {"type": "tool_use", "id": "tu1", "name": "weather", "input": {"city": "Oslo"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "-3C"}]},
+    ])})
+    assert g.input_messages == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Let me check."},
+                                        {"type": "tool_call", "id": "tu1", "name": "weather", "arguments": {"city": "Oslo"}}]},
+        {"role": "user", "parts": [{"type": "tool_call_response", "id": "tu1", "response": "-3C"}]},
+    ]
