@@ -7,10 +7,14 @@ batches cannot deadlock, and replays are idempotent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from collector.component import ComponentContext, Factory
 from config.schema import Duration, setting
 from exporters.storage.config import StorageConfig
+
+if TYPE_CHECKING:
+    from exporters.storage.exporter import StorageExporter
 
 
 @dataclass(kw_only=True)  # kw_only: a required key after the inherited defaults
@@ -22,7 +26,7 @@ class PostgresConfig(StorageConfig):
     connect_timeout: Duration = setting(5.0, min=1, doc="give up connecting after this (then retry later)")
 
 
-def create(config: PostgresConfig, ctx: ComponentContext) -> "StorageExporter":
+def create(config: PostgresConfig, ctx: ComponentContext) -> StorageExporter:
     from exporters.storage.exporter import StorageExporter
     from exporters.storage.store import Store, postgres_url
 

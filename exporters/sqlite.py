@@ -8,11 +8,14 @@ Schema, write path and retention are shared with ``postgres`` (see ``exporters/s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from collector.component import ComponentContext, Factory
 from config.schema import Duration, setting
 from exporters.storage.config import StorageConfig
+
+if TYPE_CHECKING:
+    from exporters.storage.exporter import StorageExporter
 
 
 @dataclass
@@ -24,7 +27,7 @@ class SqliteConfig(StorageConfig):
         "wait this long for another process's write lock before the export is retried"))
 
 
-def create(config: SqliteConfig, ctx: ComponentContext) -> "StorageExporter":
+def create(config: SqliteConfig, ctx: ComponentContext) -> StorageExporter:
     from exporters.storage.exporter import StorageExporter
     from exporters.storage.store import Store, sqlite_url
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import sqlalchemy as sa
@@ -349,4 +348,18 @@ def test_postgres_refusing_connections_is_retryable_until_it_accepts_again(pg_ur
     exporter.export(batch(span(1, 2, parent=1, genai=llm())))
     assert query(exporter, "SELECT span_count, turns FROM traces") == [(2, 2)]
     assert counter(telemetry, "storage_unavailable_errors") == 2
+    exporter.shutdown()
+
+
+def test_turning_full_text_search_off_drops_the_index_and_search_still_finds_new_spans(backend):
+    from exporters.storage.search import fts_enabled, search_spans
+
+    exporter = make_exporter(backend, full_text_search=True)
+    exporter.export(batch(span(1, 1, genai=llm(prompt="indexed words"))))
+    exporter.shutdown()
+    exporter = make_exporter(backend)  # full_text_search: false now
+    exporter.export(batch(span(2, 2, genai=llm(prompt="later words"))))
+    with exporter.store.engine.connect() as conn:
+        assert not fts_enabled(conn)
+        assert {r.trace_id for r in search_spans(conn, "words")} == {hexid(1, 16), hexid(2, 16)}
     exporter.shutdown()

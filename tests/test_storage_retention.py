@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 import sqlalchemy as sa
 
 from collector.telemetry import Telemetry
@@ -183,3 +182,27 @@ def test_migrations_are_idempotent_and_the_version_table_is_ours(tmp_path):
     assert {"spans", "traces", "sessions", "genai_collector_schema_version"} <= tables
     assert "alembic_version" not in tables
     assert query(exporter, "SELECT COUNT(*) FROM spans") == [(1,)]
+
+
+def test_collectors_starting_together_on_one_postgres_database_both_migrate(pg_url):
+    import threading
+
+    results: list[object] = []
+
+    def start() -> None:
+        try:
+            results.append(make_exporter({"type": "postgres", "url": pg_url}))
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(not isinstance(r, Exception) for r in results), results
+    for n, exporter in enumerate(results):
+        exporter.export(batch(span(1, n + 1)))
+    assert query(results[0], "SELECT span_count FROM traces") == [(3,)]
+    for exporter in results:
+        exporter.shutdown()

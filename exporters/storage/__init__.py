@@ -7,5 +7,7 @@ Modules:
 - :mod:`exporters.storage.store`    engine setup, migrations, batched upserts, rollups
 - :mod:`exporters.storage.retention` the background thread for ``ttl`` / ``content_ttl`` / ``max_size_mb``
 - :mod:`exporters.storage.search`   full-text search (SQLite FTS5, Postgres tsvector) for ``--search``
-- :mod:`exporters.storage.exporter` the exporter class and the config keys both exporters share
+- :mod:`exporters.storage.config`   the config keys both exporters share (light: ``validate`` loads it)
+- :mod:`exporters.storage.exporter` the exporter class (counters, outage logging, retention thread)
+- :mod:`exporters.storage.migrations` Alembic scripts, run at start
 """

@@ -11,6 +11,8 @@ __all__ = ["StorageConfig", "RetentionPolicy"]
 
 @dataclass
 class RetentionPolicy:
+    """What the retention thread enforces (seconds and bytes; 0 turns a rule off)."""
+
     ttl: float = 0.0            # seconds; 0 = keep forever
     content_ttl: float = 0.0    # seconds; 0 = keep content as long as the span
     max_size_bytes: int = 0     # 0 = no cap

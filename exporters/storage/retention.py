@@ -154,7 +154,7 @@ class Retention:
 
     def _give_back_space(self) -> None:
         if self.store.dialect.sqlite:
-            self.store.sqlite_maintenance("PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(TRUNCATE)")
+            self.store.sqlite_maintenance(vacuum=True)
 
     def store_size(self) -> int:
         """Bytes of live data (what ``max_size_mb`` caps)."""

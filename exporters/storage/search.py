@@ -1,9 +1,9 @@
 """Full-text search over span content (``full_text_search: true``) and the query CLI's ``--search``.
 
 SQLite: an FTS5 table ``spans_fts`` over ``input_messages``, ``output_messages`` and
-``system_instructions``, an external-content index of ``spans`` kept current by triggers
-(created with sqlite-utils' ``enable_fts``).  Postgres: a stored generated column
-``content_tsv`` (``jsonb_to_tsvector`` over the *string values* of the same columns, so JSON keys
+``system_instructions``, an external-content index of ``spans`` (new rows are indexed by the
+write path, one statement per batch; updates and deletes by triggers).  Postgres: a stored
+generated column ``content_tsv`` (``jsonb_to_tsvector`` over the *string values* of the same columns, so JSON keys
 such as ``role`` are not indexed) with a GIN index.  Both use language-neutral tokenising (no
 stemming): prompts come in every language.
 
@@ -13,35 +13,68 @@ falls back to a case-insensitive substring scan, which works but reads every row
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 
 from exporters.storage.schema import spans
 
-__all__ = ["FTS_COLUMNS", "enable_full_text_search", "fts_enabled", "search_condition", "search_spans"]
+__all__ = ["FTS_COLUMNS", "FTS_INDEX_NEW_ROWS", "set_full_text_search", "fts_enabled", "search_condition",
+           "search_spans"]
 
 FTS_COLUMNS = ("input_messages", "output_messages", "system_instructions")
 
 
-def enable_full_text_search(engine: sa.Engine) -> None:
-    """Create the index if missing (idempotent; the first run indexes existing rows)."""
-    if engine.dialect.name == "sqlite":
-        import sqlite_utils
+_FTS5_TABLE = ("CREATE VIRTUAL TABLE IF NOT EXISTS spans_fts USING fts5({cols}, content='spans', "
+               "content_rowid='id', detail=none, columnsize=0)")
+# Deletes and updates (retention, replays) keep the index current through triggers; inserts are
+# indexed by the write path in one statement per batch (FTS_INDEX_NEW_ROWS).
+_FTS5_TRIGGERS = (
+    "CREATE TRIGGER IF NOT EXISTS spans_fts_ad AFTER DELETE ON spans BEGIN "
+    "INSERT INTO spans_fts (spans_fts, rowid, {cols}) VALUES ('delete', old.id, {old}); END",
+    "CREATE TRIGGER IF NOT EXISTS spans_fts_au AFTER UPDATE OF {cols} ON spans BEGIN "
+    "INSERT INTO spans_fts (spans_fts, rowid, {cols}) VALUES ('delete', old.id, {old}); "
+    "INSERT INTO spans_fts (rowid, {cols}) VALUES (new.id, {new}); END",
+)
+_COLS = ", ".join(FTS_COLUMNS)
+FTS_INDEX_NEW_ROWS = f"INSERT INTO spans_fts (rowid, {_COLS}) SELECT id, {_COLS} FROM spans WHERE id >= ?"
+_PG_VECTOR = " || ".join(
+    f"jsonb_to_tsvector('simple', COALESCE({c}, 'null'::jsonb), '[\"string\"]')" for c in FTS_COLUMNS)
 
-        raw = engine.raw_connection()
-        try:
-            sqlite_utils.Database(raw.driver_connection)["spans"].enable_fts(
-                FTS_COLUMNS, create_triggers=True, replace=True)
-        finally:
-            raw.close()
-        return
-    vector = " || ".join(
-        f"jsonb_to_tsvector('simple', COALESCE({c}, 'null'::jsonb), '[\"string\"]')" for c in FTS_COLUMNS)
+
+def set_full_text_search(engine: sa.Engine, enabled: bool) -> None:
+    """Create the index when enabled and missing (indexing existing rows), drop it when disabled
+    and present: the config decides, and a stale index that misses new rows is worse than none.
+
+    SQLite: the external-content FTS5 layout sqlite-utils' ``enable_fts`` creates, with
+    ``detail=none, columnsize=0`` added (no positions, no per-row sizes: cheaper to maintain;
+    searches are word lists, never phrases, so nothing is lost).
+    """
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS content_tsv tsvector "
-            f"GENERATED ALWAYS AS ({vector}) STORED")
-        conn.exec_driver_sql(
-            "CREATE INDEX IF NOT EXISTS ix_spans_content_tsv ON spans USING GIN (content_tsv)")
+        present = fts_enabled(conn)
+        if enabled == present:
+            return
+        if engine.dialect.name == "sqlite":
+            _sqlite_fts(conn, enabled)
+        elif enabled:
+            conn.exec_driver_sql(f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS content_tsv tsvector "
+                                 f"GENERATED ALWAYS AS ({_PG_VECTOR}) STORED")
+            conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_spans_content_tsv ON spans USING GIN (content_tsv)")
+        else:
+            conn.exec_driver_sql("ALTER TABLE spans DROP COLUMN IF EXISTS content_tsv")
+
+
+def _sqlite_fts(conn: sa.Connection, enabled: bool) -> None:
+    if not enabled:
+        for statement in ("DROP TRIGGER IF EXISTS spans_fts_ad", "DROP TRIGGER IF EXISTS spans_fts_au",
+                          "DROP TABLE IF EXISTS spans_fts"):
+            conn.exec_driver_sql(statement)
+        return
+    conn.exec_driver_sql(_FTS5_TABLE.format(cols=_COLS))
+    for trigger in _FTS5_TRIGGERS:
+        conn.exec_driver_sql(trigger.format(cols=_COLS, new=", ".join(f"new.{c}" for c in FTS_COLUMNS),
+                                            old=", ".join(f"old.{c}" for c in FTS_COLUMNS)))
+    conn.exec_driver_sql("INSERT INTO spans_fts (spans_fts) VALUES ('rebuild')")
 
 
 def fts_enabled(conn: sa.Connection) -> bool:
@@ -52,9 +85,13 @@ def fts_enabled(conn: sa.Connection) -> bool:
     return any(c["name"] == "content_tsv" for c in inspector.get_columns("spans"))
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
 def _fts5_query(text: str) -> str:
-    """Every word as a quoted FTS5 string: user input can never be an FTS5 syntax error."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in text.split())
+    """Every word as a quoted FTS5 token, split the way the unicode61 tokenizer splits ("e-mail"
+    -> "e" "mail"): user input can never be FTS5 syntax, and no token list becomes a phrase."""
+    return " ".join(f'"{word}"' for word in _WORD.findall(text))
 
 
 def search_condition(conn: sa.Connection, text: str) -> sa.ColumnElement[bool]:
@@ -67,6 +104,8 @@ def search_condition(conn: sa.Connection, text: str) -> sa.ColumnElement[bool]:
         return sa.false()
     if fts_enabled(conn):
         if conn.dialect.name == "sqlite":
+            if not _WORD.search(text):
+                return sa.false()
             matches = sa.text("SELECT rowid FROM spans_fts WHERE spans_fts MATCH :fts_query")
             return spans.c.id.in_(matches.bindparams(fts_query=_fts5_query(text)))
         return sa.text("spans.content_tsv @@ plainto_tsquery('simple'::regconfig, :fts_query)").bindparams(

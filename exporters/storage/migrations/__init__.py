@@ -21,6 +21,7 @@ from exporters.storage.schema import VERSION_TABLE
 __all__ = ["alembic_config", "upgrade", "current_revision"]
 
 HERE = Path(__file__).resolve().parent
+MIGRATION_LOCK_ID = 0x67656E6169  # "genai": the advisory lock taken while migrating Postgres
 
 
 def alembic_config(connection: sa.Connection | None = None):
@@ -38,6 +39,9 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     from alembic import command
 
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several collectors may start against one database: one migrates, the others wait.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         command.upgrade(alembic_config(conn), revision)
 
 
