@@ -29,6 +29,8 @@ Guarantees:
   reader skip the rest of that segment (counted in ``corrupt_records``), never crash.
 * One process at a time: the directory is locked (``flock`` on ``<directory>/lock``, released by
   the kernel even on ``kill -9``); a second opener gets an ``OSError`` that says so.
+* An fsync that fails makes every later ``append`` raise ``OSError`` (the kernel may have dropped
+  the unsynced pages, so nothing more is acknowledged); reopening recovers what is on disk.
 * ``disk_bytes`` stays under ``max_bytes``: an append that would exceed it raises ``QueueFull``
   (callers turn that into backpressure).  A segment file is deleted once all its records are acked.
 
@@ -139,6 +141,7 @@ class DiskQueue:
         self._acked_above: set[int] = set()
         self._last_checkpoint_write = 0.0
         self._syncing = False
+        self._failed: OSError | None = None
         self._reader_seg: int | None = None
         self._reader_fd: int | None = None
         self._reader_offset = 0
@@ -268,6 +271,7 @@ class DiskQueue:
         with self._cond:
             if self._closed:
                 raise QueueFull("the queue is closed")
+            self._check_usable()
             if self.disk_bytes + len(data) > self.max_bytes:
                 raise QueueFull(f"disk queue {self.directory} is full ({self.disk_bytes} of {self.max_bytes} bytes)")
             if self._sizes[self._wseg] and self._sizes[self._wseg] + len(data) > self.segment_bytes:
@@ -287,6 +291,7 @@ class DiskQueue:
     def _await_sync(self, seq: int, deadline: float | None) -> None:
         """Group commit: one thread fsyncs for everyone written so far; the others wait. Holds the lock."""
         while self._synced_seq < seq:
+            self._check_usable()
             if self._syncing:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -297,19 +302,32 @@ class DiskQueue:
             target, fd = self._written_seq, self._wfd
             self._lock.release()
             try:
-                os.fsync(fd)
+                self._fsync(fd)
             finally:
                 self._lock.acquire()
                 self._syncing = False
                 self._cond.notify_all()
             self._synced_seq = max(self._synced_seq, target)
 
+    def _fsync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            # the kernel may have dropped the dirty pages: nothing written since the last good
+            # fsync can be trusted (a retried fsync would "succeed"), so refuse until a restart
+            self._failed = exc
+            raise
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise OSError(f"disk queue {self.directory} unusable after an fsync error: {self._failed}")
+
     def _rotate(self) -> None:
         """Close the full segment (after an fsync in flight on it finished) and start the next."""
         while self._syncing:
             self._cond.wait()
         if self.sync:
-            os.fsync(self._wfd)
+            self._fsync(self._wfd)
         self._synced_seq = self._written_seq
         os.close(self._wfd)
         self._new_segment()

@@ -9,7 +9,6 @@ counted; the rest of the request is kept.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 

@@ -2,36 +2,36 @@
 
 ``testsqlite`` is a durable exporter that commits (trace_id, span_id) rows to a SQLite file with
 ``synchronous=FULL`` and upserts like the real storage exporter (a re-delivered span bumps
-``deliveries`` instead of adding a row).  It is registered only in processes that import this
-module: ``python -m tests.receiver_helpers run --config F`` starts the collector with it.  To run
-the crash tests against the real storage exporter instead, change ``durable_exporter_config``.
+``deliveries`` instead of adding a row) and can be slowed down.  It is registered only in
+processes that import this module: ``python -m tests.receiver_helpers run --config F`` starts the
+collector with it.  The crash tests use the real ``sqlite`` exporter.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
-from collector.component import Factory
+from collector.component import Factory, RetryableError
 from collector.model import SpanBatch
 from config.schema import Duration, setting
 from exporters import EXPORTERS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPORTERS.modules.setdefault("testsqlite", "tests.receiver_helpers")
 
 
 @dataclass
 class TestSqliteConfig:
     path: str = setting()
     delay: Duration = setting(0.0, doc="sleep per export, to make the exporter the bottleneck")
+    down_while: str = setting("", doc="while this file exists, exports fail with a retryable error (an outage)")
 
 
 class TestSqliteExporter:
@@ -49,6 +49,8 @@ class TestSqliteExporter:
     def export(self, batch: SpanBatch) -> None:
         if self.cfg.delay:
             time.sleep(self.cfg.delay)
+        if self.cfg.down_while and os.path.exists(self.cfg.down_while):
+            raise RetryableError("test database is down", retry_after=0.1)
         with self.db:
             self.db.executemany(
                 "INSERT INTO spans (trace_id, span_id, name) VALUES (?, ?, ?) "
@@ -62,19 +64,26 @@ class TestSqliteExporter:
 FACTORY = Factory("testsqlite", TestSqliteConfig, lambda cfg, ctx: TestSqliteExporter(cfg))
 
 
-def durable_exporter_config(db_path: str) -> tuple[str, dict]:
-    """The durable exporter the end-to-end tests use: (id, config)."""
+def durable_exporter_config(db_path: str, real: bool = False) -> tuple[str, dict]:
+    """The durable exporter of a test config: (id, config).
+
+    ``real``: the project's ``sqlite`` storage exporter (the crash tests); otherwise ``testsqlite``,
+    which can be slowed down with ``delay`` (the overload tests).
+    """
+    if real:
+        return "sqlite", {"path": db_path, "synchronous": "FULL"}
     return "testsqlite", {"path": db_path}
 
 
 def stored_spans(db_path: str) -> dict[tuple[str, str], int]:
-    """(trace_id hex, span_id hex) -> deliveries, read from the test exporter's file."""
+    """(trace_id hex, span_id hex) -> rows holding that span, in either exporter's ``spans`` table."""
     if not os.path.exists(db_path):
         return {}
     db = sqlite3.connect(db_path, timeout=10)
     try:
-        return {(t, s): n for t, s, n in db.execute("SELECT trace_id, span_id, deliveries FROM spans")}
-    except sqlite3.OperationalError:
+        return {(t, s): n for t, s, n in
+                db.execute("SELECT trace_id, span_id, COUNT(*) FROM spans GROUP BY trace_id, span_id")}
+    except sqlite3.OperationalError:  # not created yet
         return {}
     finally:
         db.close()
@@ -97,6 +106,20 @@ def make_request(n: int, seed: int, name: str = "op") -> ExportTraceServiceReque
         span.end_time_unix_nano = 1_700_000_000_500_000_000
         span.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o"
     return req
+
+
+def otlp_json(req: ExportTraceServiceRequest) -> dict:
+    """The request as OTLP/JSON: protobuf's JSON mapping with hex ids instead of base64."""
+    from google.protobuf import json_format
+
+    data = json_format.MessageToDict(req)
+    for rs in data.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for span in ss.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = base64.b64decode(span[key]).hex()
+    return data
 
 
 def span_keys(req: ExportTraceServiceRequest) -> set[tuple[str, str]]:
@@ -124,9 +147,10 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def start_collector(config_path: str, *ports: int, stderr=None) -> subprocess.Popen:
+def start_collector(config_path: str, *ports: int) -> subprocess.Popen:
+    """``collector run`` (with the test exporter registered) as a subprocess, once its ports listen."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.receiver_helpers", "run", "--config", config_path],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for port in ports:
             wait_port(port)
@@ -143,7 +167,12 @@ class InProcessCollector:
         from collector.service import Service
         from config.service import parse_config
 
-        self.service = Service(parse_config(yaml_text))
+        EXPORTERS.modules["testsqlite"] = "tests.receiver_helpers"
+        try:
+            self.service = Service(parse_config(yaml_text))
+        finally:  # registered only while this config is built: other tests see the real registry
+            del EXPORTERS.modules["testsqlite"]
+            EXPORTERS._loaded.pop("testsqlite", None)  # noqa: SLF001
         self.service.start()
 
     @property
@@ -154,22 +183,11 @@ class InProcessCollector:
         self.service.shutdown(timeout=10)
 
 
-def run_in_thread(fn, *args) -> threading.Thread:
-    thread = threading.Thread(target=fn, args=args, daemon=True)
-    thread.start()
-    return thread
-
-
-if __name__ == "__main__":
-    from collector.cli import main
-
-    raise SystemExit(main(sys.argv[1:]))
-
-
 def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
-                   receiver_extra: str = "", exporter_extra: str = "", processors: str = "") -> str:
-    """A config with the otlp receiver on both protocols feeding the test durable exporter."""
-    exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"))
+                   receiver_extra: str = "", exporter_extra: str = "", processors: str = "",
+                   real_storage: bool = False) -> str:
+    """A config with the otlp receiver on both protocols feeding a durable exporter."""
+    exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"), real_storage)
     exporter_cfg = "\n".join(f"    {k}: {v}" for k, v in exporter_cfg.items())
     processors_section = ""
     processor_ids = []
@@ -203,3 +221,10 @@ service:
     metrics:
       address: "127.0.0.1:0"
 """
+
+
+if __name__ == "__main__":
+    from collector.cli import main
+
+    EXPORTERS.modules["testsqlite"] = "tests.receiver_helpers"
+    raise SystemExit(main(sys.argv[1:]))

@@ -244,3 +244,22 @@ def test_a_directory_is_used_by_one_queue_at_a_time(tmp_path):
         DiskQueue(str(tmp_path))
     q.close()
     DiskQueue(str(tmp_path)).close()
+
+
+def test_after_a_failed_fsync_nothing_more_is_acknowledged(tmp_path, monkeypatch):
+    q = DiskQueue(str(tmp_path))
+    q.append(b"before")
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(diskqueue.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="Input/output"):
+        q.append(b"during")
+    monkeypatch.undo()  # the disk "recovers": a retried fsync would succeed, but must not be trusted
+    with pytest.raises(OSError, match="unusable"):
+        q.append(b"after")
+    q.close()
+    q = DiskQueue(str(tmp_path))
+    assert drain(q)[0] == b"before"
+    q.close()

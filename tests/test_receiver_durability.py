@@ -1,9 +1,9 @@
 """Durable acknowledgement: an OK means the spans survive ``kill -9``; the intake journal replays.
 
-The crash test runs the collector as a subprocess with a durable exporter (``testsqlite`` from
-``receiver_helpers``; switch ``durable_exporter_config`` there to run it against the real storage
-exporter), loads it from client threads that record every span id acknowledged with OK, kills it
-with SIGKILL mid-load, restarts it and checks every acknowledged span is stored exactly once.
+The crash test runs the collector as a subprocess with the real ``sqlite`` storage exporter
+(``synchronous: FULL``), loads it from client threads that record every span id acknowledged with
+OK, kills it with SIGKILL mid-load, restarts it and checks every acknowledged span is stored exactly once
+(journal replays and client retries re-deliver; the exporter's upsert must absorb them).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import grpc
 import pytest
 
 from collector.diskqueue import DiskQueue
-from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, span_keys,
-                                    start_collector, stored_spans)
+from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, otlp_json,
+                                    span_keys, start_collector, stored_spans)
 from tests.test_receiver_protocol import EXPORT, grpc_export, http_post
 
 
@@ -95,10 +95,8 @@ def test_every_acknowledged_span_survives_kill_9_exactly_once(tmp_path, mode):
     g, h = free_port(), free_port()
     journal_dir = tmp_path / "journal"
     receiver_extra = f"    storage: {{directory: {journal_dir}}}" if mode == "journal" else ""
-    # in journal mode the exporter lags, so the journal holds a backlog when the process dies
-    exporter_extra = "    delay: 50ms" if mode == "journal" else ""
     cfg = tmp_path / "collector.yaml"
-    cfg.write_text(collector_yaml(str(tmp_path), g, h, receiver_extra=receiver_extra, exporter_extra=exporter_extra))
+    cfg.write_text(collector_yaml(str(tmp_path), g, h, receiver_extra=receiver_extra, real_storage=True))
     db = str(tmp_path / "spans.sqlite")
 
     proc = start_collector(str(cfg), g, h)
@@ -117,8 +115,8 @@ def test_every_acknowledged_span_survives_kill_9_exactly_once(tmp_path, mode):
         stored = _wait_stored(db, acked, timeout=60)
         missing = acked - set(stored)
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged spans lost"
-        # one row per span: a replay or a client retry updates the row, never adds one
-        assert len(stored) == len(set(stored))
+        duplicated = [k for k, rows in stored.items() if rows > 1]
+        assert not duplicated, f"{len(duplicated)} spans stored more than once after replay and retries"
         assert_serves_after_restart(g, db)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -158,13 +156,13 @@ def test_journal_acknowledges_before_a_slow_exporter_commits(tmp_path):
 def test_full_journal_answers_with_backpressure_then_recovers(tmp_path):
     g, h = free_port(), free_port()
     c = InProcessCollector(collector_yaml(
-        str(tmp_path), g, h, receiver_extra=f"    storage: {{directory: {tmp_path}/j, max_size: 1MiB}}",
-        exporter_extra="    delay: 500ms"))
+        str(tmp_path), g, h, grpc_extra="        max_recv_msg_size_mib: 1", http_extra="        max_request_body_size: 1MiB",
+        receiver_extra=f"    storage: {{directory: {tmp_path}/j, max_size: 2MiB}}", exporter_extra="    delay: 1s"))
     try:
         big = make_request(1, 1)
         big.resource_spans[0].scope_spans[0].spans[0].attributes.add(key="blob").value.string_value = "x" * 150_000
         codes, retry_after = [], None
-        for seed in range(2, 20):
+        for seed in range(2, 60):
             req = make_request(1, seed)
             req.MergeFrom(big)
             status, headers, _ = http_post(h, req.SerializeToString())
@@ -182,5 +180,49 @@ def test_full_journal_answers_with_backpressure_then_recovers(tmp_path):
         while http_post(h, make_request(1, 99).SerializeToString())[0] != 200:
             assert time.monotonic() < deadline, "the journal never freed space"
             time.sleep(0.2)
+    finally:
+        c.stop()
+
+
+def test_journal_feeds_from_disk_when_nothing_is_cached(tmp_path):
+    """``memory_cache: 0``: every request is decoded again from its journal record (JSON and protobuf),
+    with the same partial-success outcome as at intake (the path a replay takes)."""
+    import json
+
+    g, h = free_port(), free_port()
+    db = f"{tmp_path}/spans.sqlite"
+    c = InProcessCollector(collector_yaml(str(tmp_path), g, h,
+                                          receiver_extra=f"    storage: {{directory: {tmp_path}/j, memory_cache: 0}}"))
+    try:
+        proto_req = make_request(3, 1)
+        proto_req.resource_spans[0].scope_spans[0].spans[0].span_id = bytes(8)  # rejected
+        assert http_post(h, proto_req.SerializeToString())[0] == 200
+        json_req = make_request(2, 2)
+        status, _, body = http_post(h, json.dumps(otlp_json(json_req)).encode(), "application/json")
+        assert status == 200 and json.loads(body) == {}
+        expected = (span_keys(proto_req) | span_keys(json_req)) - {(proto_req.resource_spans[0].scope_spans[0]
+                                                                   .spans[0].trace_id.hex(), bytes(8).hex())}
+        stored = _wait_stored(db, expected, 10)
+        assert expected <= set(stored) and len(stored) == 4
+    finally:
+        c.stop()
+
+
+def test_journal_keeps_acknowledging_through_an_exporter_outage_and_delivers_after(tmp_path):
+    g, h = free_port(), free_port()
+    db, outage = f"{tmp_path}/spans.sqlite", tmp_path / "db-down"
+    outage.touch()
+    c = InProcessCollector(collector_yaml(str(tmp_path), g, h, receiver_extra=f"    storage: {{directory: {tmp_path}/j}}",
+                                          exporter_extra=f"    down_while: {outage}"))
+    try:
+        sent = set()
+        for seed in range(1, 21):
+            req = make_request(10, seed)
+            code, _, _ = grpc_export(g, req.SerializeToString(), timeout=5)
+            assert code == grpc.StatusCode.OK  # safe in the journal, although storage is down
+            sent |= span_keys(req)
+        assert not set(stored_spans(db)) & sent
+        outage.unlink()
+        assert sent <= set(_wait_stored(db, sent, 15))
     finally:
         c.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 
 import grpc
 import pytest
@@ -80,6 +81,20 @@ def test_http_answers_arbitrary_bytes_with_200_or_400(collector, body, content_t
 def test_http_answers_random_otlp_shaped_json_with_200_or_400(collector, body):
     status, _, _ = http_post(collector.http_port, body, "application/json")
     assert status in (200, 400)
+
+
+@settings(FUZZ, max_examples=40)
+@given(raw=st.binary(min_size=1, max_size=512), to_grpc=st.booleans())
+def test_raw_bytes_on_the_sockets_are_survived(collector, raw, to_grpc):
+    """Not even HTTP or HTTP/2: whatever comes back (or not), the server must go on."""
+    with socket.create_connection(("127.0.0.1", collector.grpc_port if to_grpc else collector.http_port),
+                                  timeout=2) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        try:
+            s.recv(1024)
+        except OSError:
+            pass
 
 
 def test_still_serves_after_fuzzing(collector):

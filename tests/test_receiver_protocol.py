@@ -16,8 +16,8 @@ import pytest
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, span_keys,
-                                    stored_spans)
+from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, make_request, otlp_json,
+                                    span_keys, stored_spans)
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -176,13 +176,10 @@ def test_bad_ids_are_rejected_with_partial_success_over_grpc(collector):
 def test_bad_ids_are_rejected_with_partial_success_over_http(collector, as_json):
     req, good = _bad_id_request(next_seed(collector))
     if as_json:
-        from google.protobuf import json_format
-        data = json_format.MessageToDict(req)
-        for span in data["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # OTLP/JSON ids are hex
-            for key in ("traceId", "spanId"):
-                span[key] = __import__("base64").b64decode(span[key]).hex()
+        data = otlp_json(req)
+        spans = req.resource_spans[0].scope_spans[0].spans
         data["resourceSpans"][0]["scopeSpans"][0]["spans"][3]["spanId"] = "not-hex"
-        good.discard(next(iter(sorted(good))))
+        good.discard((spans[3].trace_id.hex(), spans[3].span_id.hex()))
         body, ctype = json.dumps(data).encode(), "application/json"
     else:
         body, ctype = req.SerializeToString(), "application/x-protobuf"
@@ -330,4 +327,20 @@ def test_malformed_http_and_abrupt_disconnects_do_not_hurt(collector):
                 s.recv(4096)
             except OSError:
                 pass
+    assert_serves(collector)
+
+
+def test_expect_100_continue_gets_413_before_an_oversized_body_is_sent(collector):
+    with socket.create_connection(("127.0.0.1", collector.http_port), timeout=5) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    req = make_request(1, next_seed(collector))
+    body = req.SerializeToString()
+    with socket.create_connection(("127.0.0.1", collector.http_port), timeout=5) as s:
+        s.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+        assert s.recv(4096).startswith(b"HTTP/1.1 100")
+        s.sendall(body)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
     assert_serves(collector)

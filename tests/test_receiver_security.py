@@ -209,3 +209,15 @@ def test_port_in_use_is_one_clear_line_and_exit_1(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(port) in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_journal_smaller_than_the_largest_request_is_a_config_error():
+    from collector.receivers.otlp import OtlpReceiverConfig
+    from config.schema import build
+
+    _, errors = build(OtlpReceiverConfig, {"protocols": {"http": {}}, "storage": {"directory": "/tmp/x",
+                                                                                 "max_size": "16MiB"}})
+    assert errors and "storage::max_size" in str(errors[0]) and "20971520" in str(errors[0])
+    _, errors = build(OtlpReceiverConfig, {"protocols": {"http": {"max_request_body_size": "1MiB"}},
+                                           "storage": {"directory": "/tmp/x", "max_size": "16MiB"}})
+    assert not errors

@@ -13,11 +13,13 @@ Decoded spans of fresh requests are kept in memory (up to ``memory_cache`` bytes
 size) so the feeder does not decode twice; beyond that, and on replay, it decodes from disk.  So
 the journal can buffer far more than memory while an exporter is down, up to ``max_size``, after
 which requests are refused with backpressure.
+
+The consumer must offer ``submit(batch) -> [Ticket]`` (``collector.pipeline.Fanout`` does): the
+feeder hands over without waiting, and the acker waits on the tickets in order.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -56,6 +58,7 @@ class IntakeJournal:
         self._replay_below = self.queue.next_seq  # records below were journaled by a previous run
         self._cache: dict[int, SpanBatch | None] = {}
         self._cache_bytes = 0
+        self._fed_seq = -1  # the last seq the feeder looked up
         self._cache_cond = threading.Condition()
         self._pending: deque[tuple[int, list, int]] = deque()
         self._pending_cond = threading.Condition()
@@ -84,6 +87,8 @@ class IntakeJournal:
             self.log.error("intake journal: append failed: %s", exc)
             raise TimeoutError(f"intake journal write failed: {exc.strerror or exc}") from None
         with self._cache_cond:
+            if seq <= self._fed_seq:
+                return  # the feeder gave up waiting and decoded it from disk already
             keep = self._cache_bytes + batch.nbytes <= self.cfg.memory_cache
             self._cache[seq] = batch if keep else None
             self._cache_bytes += batch.nbytes if keep else 0
@@ -105,8 +110,9 @@ class IntakeJournal:
             while seq not in self._cache and seq >= self._replay_below:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stop.is_set():
-                    return None
+                    break
                 self._cache_cond.wait(remaining)
+            self._fed_seq = seq  # a registration arriving after this is not waited for: dropped
             batch = self._cache.pop(seq, None)
             if batch is not None:
                 self._cache_bytes -= batch.nbytes

@@ -13,7 +13,6 @@ the request's encoding).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import ssl
 import threading
@@ -88,6 +87,16 @@ class OtlpReceiverConfig:
     protocols: ProtocolsConfig
     ack_timeout: Duration = setting(30.0, doc="longest a request waits for its spans to be written")
     storage: StorageConfig | None = None
+
+    def validate(self) -> list:
+        """A journal smaller than the largest accepted request would refuse that request forever."""
+        p = self.protocols
+        largest = max(p.grpc.max_recv_msg_size_mib << 20 if p.grpc else 0,
+                      p.http.max_request_body_size if p.http else 0)
+        if self.storage is not None and self.storage.max_size < 2 * largest:
+            return [ConfigError("storage::max_size", f"must be at least twice the largest request a protocol "
+                                                     f"accepts ({largest} bytes), got {self.storage.max_size}")]
+        return []
 
 
 def _decode_record(tag: bytes, body: bytes) -> SpanBatch:
