@@ -86,6 +86,7 @@ ATTRIBUTE_MAP: dict[str, tuple[str, int, int, bool]] = {
     "gen_ai.request.model": ("request_model", Conv.STR, 0, True),
     "langfuse.observation.model.name": ("request_model", Conv.STR, 1, True),
     "embedding.model_name": ("request_model", Conv.STR, 2, True),
+    "llm.request.model": ("request_model", Conv.STR, 3, True),
     "gen_ai.response.model": ("response_model", Conv.STR, 0, True),
     "llm.model_name": ("response_model", Conv.STR, 1, True),
     "llm.response.model": ("response_model", Conv.STR, 2, True),

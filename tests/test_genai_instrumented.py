@@ -210,7 +210,7 @@ def test_end_to_end_through_the_collector(collector_factory):
         assert g["input_messages"] == EXPECTED_INPUT and g["output_messages"] == EXPECTED_OUTPUT
         assert g["cost_usd"] == pytest.approx(_reference_cost(_Usage(g)), rel=1e-9)
         assert g["output_tokens_per_second"] > 0
-    assert collector.metric("otelcol_processor_genai_spans", processor="genai_normalize") == 2 * len(DIALECTS)
+    assert collector.metric("otelcol_processor_genai_spans", processor="genai_normalize") == 3 * len(DIALECTS)
 
 
 class _Usage:
