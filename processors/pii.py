@@ -52,26 +52,24 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = [
-    "DEFAULT_ENTITIES", "SCREENED_ENTITIES", "NER_ENTITIES", "PHONE_REGIONS", "Finding", "Outcome",
+    "DEFAULT_ENTITIES", "SCREENED_ENTITIES", "NER_ENTITIES", "Finding", "Outcome",
     "PiiEngine", "LruCache", "luhn_valid", "card_scheme", "nlp_model_installed", "hmac_hex",
 ]
 
 DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
 SCREENED_ENTITIES = frozenset(DEFAULT_ENTITIES)
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})  # need a spaCy NER model
-PHONE_REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR")  # presidio's default regions
 
 _PHONE_MIN_DIGITS = 4  # shortest valid national number among the phone regions (DE); IPv4 has 4 too
-_WINDOW_BEFORE, _WINDOW_AFTER = 48, 40  # phone window margins, chars (extension "ext. 12345" fits)
 
 
-def _numeric_run_re(min_digits: int = 1) -> re.Pattern:
+def _numeric_run_re() -> re.Pattern:
     """Digits joined by <= 4 separators: phonenumbers' punctuation (its matcher's own block rule),
     plus the brackets / plus signs it accepts around blocks and any whitespace."""
     from phonenumbers.phonenumberutil import _VALID_PUNCTUATION
 
     sep = _VALID_PUNCTUATION + "+\uff0b()\\[\\]\uff08\uff09\uff3b\uff3d\\s"
-    return re.compile(rf"\d(?:[{sep}]{{0,4}}\d){{{min_digits - 1},}}")
+    return re.compile(rf"\d(?:[{sep}]{{0,4}}\d)*")
 
 
 _DIGIT = re.compile(r"\d")

@@ -59,6 +59,7 @@ _EVENT_METADATA = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.op
 _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
 _MAX_CACHED_CHARS = 65536
+_MAX_KEYS = 65536  # attribute keys whose classification is remembered
 
 
 def is_content_key(key: str) -> bool:
@@ -228,8 +229,8 @@ class RedactionProcessor:
             except Exception as exc:  # fail closed: never pass content we could not check
                 errors += 1
                 self._drop_content(span, stats)
-                if self._log:
-                    self._log.warning("redaction failed for %r, content dropped: %s", span, exc)
+                if self._log:  # the exception type only: its message may quote the content
+                    self._log.warning("redaction failed for %r, content dropped: %s", span, type(exc).__name__)
             total += stats.count
             self._summarize(span, stats)
         if self._redacted is not None:
@@ -254,6 +255,8 @@ class RedactionProcessor:
                 kind |= _BLOCKED
             if self._allowed and key not in self._allowed and not key.startswith(_SUMMARY_PREFIX):
                 kind |= _NOT_ALLOWED
+            if len(self._kinds) >= _MAX_KEYS:  # keys are few in practice; bound hostile ones
+                self._kinds.clear()
             self._kinds[key] = kind
         return kind
 
@@ -286,7 +289,7 @@ class RedactionProcessor:
             for name in _GENAI_CONTENT_FIELDS:
                 value = getattr(genai, name)
                 if value:
-                    new = self._walk(value, stats, "genai." + name)
+                    new = self._walk_structure(value, stats, "genai." + name)
                     setattr(genai, name, None if new is _DROP else new)
         for event in span.events:
             for key in list(event.attributes):
@@ -296,12 +299,18 @@ class RedactionProcessor:
         for key in list(attrs):
             match = self._resource_kinds.get(key)
             if match is None:
+                if len(self._resource_kinds) >= _MAX_KEYS:
+                    self._resource_kinds.clear()
                 match = self._resource_kinds[key] = any(p.search(key) for p in self._resource_patterns)
             if match:
                 self._redact_attribute(attrs, key, stats, "resource." + key)
 
     def _redact_attribute(self, attrs: dict[str, Any], key: str, stats: _Stats, label: str | None = None) -> None:
-        new = self._walk(attrs[key], stats, label or key, parse_json=True)
+        value = attrs[key]
+        if isinstance(value, (list, dict)):
+            new = self._walk_structure(value, stats, label or key)
+        else:
+            new = self._walk(value, stats, label or key, parse_json=True)
         if new is _DROP:
             del attrs[key]
         else:
@@ -324,21 +333,26 @@ class RedactionProcessor:
                 stats.add(label, outcome.count, outcome.types)
                 return _DROP if outcome.drop else outcome.text
             return value
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                new = self._walk(item, stats, label)
-                if new is _DROP:
-                    return _DROP
-                value[i] = new
-            return value
-        if isinstance(value, dict):
-            for k, item in value.items():
+        if isinstance(value, (list, dict)):
+            clean = self.engine.surely_clean
+            for k, item in (enumerate(value) if isinstance(value, list) else value.items()):
+                if item.__class__ is str and clean(item):
+                    continue  # the common leaf ("user", "text", plain prose): no call, no change
                 new = self._walk(item, stats, label)
                 if new is _DROP:
                     return _DROP
                 value[k] = new
-            return value
         return value
+
+    def _walk_structure(self, value: list | dict, stats: _Stats, label: str) -> Any:
+        """:meth:`_walk` for a list/dict, skipped when its JSON encoding (one C call) is surely
+        clean: then no string in it can be either (structured messages are mostly prose)."""
+        try:
+            if self.engine.surely_clean(json.dumps(value)):
+                return value
+        except (TypeError, ValueError):  # bytes or other non-JSON values inside: walk it
+            pass
+        return self._walk(value, stats, label)
 
     def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
         """(redacted JSON string or _DROP, findings, types) of a JSON document, cached (system

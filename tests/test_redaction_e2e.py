@@ -99,3 +99,66 @@ def test_validate_reports_redaction_config_errors_with_their_path(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "processors::redaction::operators::EMAIL_ADDRESS: must be one of replace, mask, hash, drop" in output
+
+
+UPSTREAM = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+      http:
+        endpoint: 127.0.0.1:{http_port}
+exporters:
+  debug:
+    verbosity: detailed
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+EDGE = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+      http:
+        endpoint: 127.0.0.1:{http_port}
+processors:
+  redaction:
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:UPSTREAM_PORT
+    tls:
+      insecure: true
+    sending_queue:
+      enabled: false
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [redaction]
+      exporters: [otlp]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def test_upstream_otlp_receives_no_labelled_value(collector_factory):
+    upstream = collector_factory(UPSTREAM)
+    edge = collector_factory(EDGE.replace("UPSTREAM_PORT", str(upstream.grpc_port)))
+    records = RECORDS[:600]
+    _send(edge.grpc_endpoint, "grpc", records)
+    assert upstream.metric("otelcol_exporter_sent_spans", exporter="debug") == len(records)
+    edge.stop()
+    upstream.stop()
+    log = upstream.log()
+    assert not [p["value"] for r in records for p in r["pii"] if p["value"] in log]
+    assert log.count("<PHONE_NUMBER>") >= 4 * sum(p["type"] == "PHONE_NUMBER" for r in records for p in r["pii"])
