@@ -6,7 +6,7 @@ import pytest
 
 from collector.component import Overloaded
 from collector.pipeline import Fanout
-from tests.test_pipeline import RecordingExporter, make_batch, pipeline
+from test_pipeline import RecordingExporter, make_batch, pipeline
 
 
 def test_reservation_counts_until_export_and_refuses_beyond_the_limit():
