@@ -26,7 +26,7 @@ from collector.component import Exporter, Overloaded, PermanentError, Processor,
 from collector.model import SpanBatch
 from collector.telemetry import Telemetry
 
-__all__ = ["BatchPolicy", "Pipeline", "Ticket", "Fanout", "ExporterHandle", "DEFAULT_LIMIT_BYTES"]
+__all__ = ["BatchPolicy", "Pipeline", "Ticket", "Fanout", "Reservation", "ExporterHandle", "DEFAULT_LIMIT_BYTES"]
 
 log = logging.getLogger("genai_collector.pipeline")
 
@@ -317,6 +317,32 @@ class Pipeline:
                 log.exception("processor %s: shutdown failed", pid)
 
 
+class Reservation:
+    """Bytes admitted in every pipeline of a fanout for a request that is not decoded yet.
+
+    A receiver reserves the encoded size *before* decoding (decoded spans take ~3x the encoded
+    bytes, so decoding first let every handler thread hold a decoded request that admission had
+    not seen) and passes the reservation to ``consume``, which hands it to the pipelines; if the
+    request never gets there (undecodable, empty), leaving the ``with`` block gives it back.
+    """
+
+    __slots__ = ("fanout", "nbytes", "taken")
+
+    def __init__(self, fanout: "Fanout", nbytes: int) -> None:
+        self.fanout = fanout
+        self.nbytes = nbytes
+        self.taken = False
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.taken:
+            self.taken = True
+            for p in self.fanout.pipelines:
+                p.release(self.nbytes)
+
+
 class Fanout:
     """The consumer a receiver feeds: every pipeline that lists the receiver.
 
@@ -327,23 +353,38 @@ class Fanout:
     def __init__(self, pipelines: list[Pipeline]) -> None:
         self.pipelines = pipelines
 
-    def consume(self, batch: SpanBatch, timeout: float | None = None) -> None:
-        tickets = self.submit(batch)
+    def reserve(self, nbytes: int) -> Reservation:
+        """Admit ``nbytes`` in every pipeline now, or raise Overloaded (see :class:`Reservation`)."""
+        self._admit(nbytes, 0)
+        return Reservation(self, nbytes)
+
+    def consume(self, batch: SpanBatch, timeout: float | None = None,
+                reservation: Reservation | None = None) -> None:
+        tickets = self.submit(batch, reservation)
         deadline = None if timeout is None else time.monotonic() + timeout
         for ticket in tickets:
             ticket.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def submit(self, batch: SpanBatch) -> list[Ticket]:
-        admitted: list[Pipeline] = []
-        try:
-            for p in self.pipelines:
-                p.admit(batch.nbytes, len(batch))
-                admitted.append(p)
-        except Overloaded:
-            for p in admitted:
-                p.release(batch.nbytes)
-            raise
+    def submit(self, batch: SpanBatch, reservation: Reservation | None = None) -> list[Ticket]:
+        if reservation is None or reservation.taken:
+            self._admit(batch.nbytes, len(batch))
+        else:
+            reservation.taken = True  # the pipelines release it once exported
+            if reservation.nbytes != batch.nbytes:
+                for p in self.pipelines:
+                    p.release(reservation.nbytes - batch.nbytes)
         # copy before the first enqueue: a worker may start modifying spans at once
         batches = [batch] + [SpanBatch(copy.deepcopy(batch.spans), batch.nbytes)
                              for _ in self.pipelines[1:]]
         return [p.enqueue(b) for p, b in zip(self.pipelines, batches)]
+
+    def _admit(self, nbytes: int, nspans: int) -> None:
+        admitted: list[Pipeline] = []
+        try:
+            for p in self.pipelines:
+                p.admit(nbytes, nspans)
+                admitted.append(p)
+        except Overloaded:
+            for p in admitted:
+                p.release(nbytes)
+            raise

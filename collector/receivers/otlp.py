@@ -12,6 +12,7 @@ the request's encoding).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import ssl
 import threading
@@ -131,22 +132,28 @@ class _Ingest:
     def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None):
         """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError."""
         accepted, refused, rejected, _ = self.counters(transport)
-        decoded = decode(body, as_json)
-        rejected.add(decoded.rejected)
-        if decoded.rejected:
-            self.log.debug("partial success: %s", decoded.error_message)
-        if decoded.spans:
-            wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
-            batch = SpanBatch(decoded.spans, len(body))
-            try:
-                if self.journal is not None:
-                    self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
-                else:
-                    self.consumer.consume(batch, timeout=wait)
-            except (Overloaded, PermanentError, TimeoutError):
-                refused.add(len(decoded.spans))
-                raise
-            accepted.add(len(decoded.spans))
+        # Admit the encoded size before decoding, so a refused request is never decoded and the
+        # decoded spans of every handler thread count against the memory limit.
+        reserve = getattr(self.consumer, "reserve", None) if self.journal is None else None
+        with reserve(len(body)) if reserve is not None else contextlib.nullcontext() as reservation:
+            decoded = decode(body, as_json)
+            rejected.add(decoded.rejected)
+            if decoded.rejected:
+                self.log.debug("partial success: %s", decoded.error_message)
+            if decoded.spans:
+                wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
+                batch = SpanBatch(decoded.spans, len(body))
+                try:
+                    if self.journal is not None:
+                        self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
+                    elif reservation is not None:
+                        self.consumer.consume(batch, timeout=wait, reservation=reservation)
+                    else:
+                        self.consumer.consume(batch, timeout=wait)
+                except (Overloaded, PermanentError, TimeoutError):
+                    refused.add(len(decoded.spans))
+                    raise
+                accepted.add(len(decoded.spans))
         return decoded
 
 
