@@ -45,10 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_query_commands(sub) -> None:
-    try:
-        from collector.query.cli import register
-    except ImportError:  # the query package is optional until it lands
-        return
+    from collector.query.cli import register
+
     register(sub)
 
 

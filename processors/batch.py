@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.component import ComponentContext, Factory
+from collector.component import Factory
 from collector.model import SpanBatch
 from collector.pipeline import BatchPolicy
 from config.schema import Duration, setting
