@@ -50,18 +50,21 @@ def _register_query_commands(sub) -> None:
     register(sub)
 
 
-def _load(path: str):
+def _load_or_report(path: str):
+    """The validated config, or None after printing every error (one per line) to stderr."""
     from config.service import load_config
 
-    return load_config(path)
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        cfg = _load(args.config)
+        return load_config(path)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 1
     for name in cfg.unset_env:
         print(f"warning: environment variable {name} is not set (expanded to an empty string)", file=sys.stderr)
@@ -74,11 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from collector.logs import setup_logging
     from collector.service import Service, StartupError
 
-    try:
-        cfg = _load(args.config)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
+    cfg = _load_or_report(args.config)
+    if cfg is None:
         return 1
     logs = cfg.service.telemetry.logs
     setup_logging(logs.level, logs.encoding)
