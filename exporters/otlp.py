@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector import __version__
 from collector.component import ComponentContext, Factory, PermanentError, RetryableError
 from config.schema import ConfigError
-from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_file
+from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_tls_file
 
 __all__ = ["OtlpExporterConfig", "GrpcSender", "retry_delay_from"]
 
@@ -89,9 +89,9 @@ class GrpcSender:
         if use_tls:
             t = cfg.tls
             creds = grpc.ssl_channel_credentials(
-                root_certificates=read_file(t.ca_file, "ca_file") if t.ca_file else None,
-                private_key=read_file(t.key_file, "key_file") if t.key_file else None,
-                certificate_chain=read_file(t.cert_file, "cert_file") if t.cert_file else None)
+                root_certificates=read_tls_file(t.ca_file, "ca_file") if t.ca_file else None,
+                private_key=read_tls_file(t.key_file, "key_file") if t.key_file else None,
+                certificate_chain=read_tls_file(t.cert_file, "cert_file") if t.cert_file else None)
             self.channel = grpc.secure_channel(target, creds, options)
         else:
             self.channel = grpc.insecure_channel(target, options)

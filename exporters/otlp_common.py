@@ -20,7 +20,6 @@ exporterhelper does it:
 
 from __future__ import annotations
 
-import logging
 import random
 import re
 import struct
@@ -34,11 +33,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from collector.component import ComponentContext, PermanentError, RetryableError
 from collector.model import SpanBatch, spans_to_request
+from config.files import read_config_file
 from config.schema import ByteSize, ConfigError, Duration, setting
 
 __all__ = [
     "TLSConfig", "RetryConfig", "StorageConfig", "SendingQueueConfig", "UpstreamConfig",
-    "RetryPolicy", "Sender", "UpstreamExporter", "read_file", "encode_requests",
+    "RetryPolicy", "Sender", "UpstreamExporter", "read_tls_file", "encode_requests",
 ]
 
 QUEUE_FULL_RETRY_AFTER = 0.5  # seconds the pipeline waits before offering a refused batch again
@@ -116,13 +116,9 @@ class UpstreamConfig:
         return problems
 
 
-def read_file(path: str, what: str) -> bytes:
-    """Read a TLS file at start, with an error message that names the key."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ValueError(f"tls::{what}: cannot read {path!r}: {exc.strerror or exc}") from None
+def read_tls_file(path: str, key: str) -> bytes:
+    """Read a TLS file at start; ValueError naming ``tls::<key>``."""
+    return read_config_file(path, f"tls::{key}", ValueError)
 
 
 # -- retry policy ------------------------------------------------------------------------------

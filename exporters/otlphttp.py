@@ -24,7 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector import __version__
 from collector.component import ComponentContext, Factory, PermanentError, RetryableError
 from config.schema import ConfigError, setting
-from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_file
+from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_tls_file
 
 __all__ = ["OtlpHttpExporterConfig", "HttpSender", "parse_retry_after"]
 
@@ -129,7 +129,7 @@ class HttpSender:
                    "ca_certs": t.ca_file or None, "cert_file": t.cert_file or None, "key_file": t.key_file or None}
         for key in ("ca_file", "cert_file", "key_file"):  # fail at start, naming the key
             if getattr(t, key):
-                read_file(getattr(t, key), key)
+                read_tls_file(getattr(t, key), key)
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=connections, block=False, retries=False,
                                         timeout=urllib3.Timeout(total=cfg.timeout), **tls)
 

@@ -30,7 +30,8 @@ from collector.component import ComponentContext, Consumer, Factory, Overloaded,
 from collector.model import SpanBatch
 from collector.otlp import DecodeFailure, decode, response_bytes, status_bytes
 from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, StorageConfig
-from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, read_file, server_ssl_context
+from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, server_ssl_context
+from config.files import read_config_file
 from collector.telemetry import parse_address
 from config.schema import ByteSize, ConfigError, Duration, build, setting
 
@@ -181,9 +182,9 @@ class _GrpcServer:
     def _credentials(self) -> grpc.ServerCredentials:
         tls = self.cfg.tls
         server_ssl_context(tls)  # checks the files and says which one is wrong
-        ca = read_file(tls.client_ca_file, "tls client_ca_file") if tls.client_ca_file else None
+        ca = read_config_file(tls.client_ca_file, "tls client_ca_file") if tls.client_ca_file else None
         return grpc.ssl_server_credentials(
-            [(read_file(tls.key_file, "tls key_file"), read_file(tls.cert_file, "tls cert_file"))],
+            [(read_config_file(tls.key_file, "tls key_file"), read_config_file(tls.cert_file, "tls cert_file"))],
             root_certificates=ca, require_client_auth=ca is not None)
 
     def start(self) -> None:

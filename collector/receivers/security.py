@@ -14,9 +14,10 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from config.files import read_config_file
 from config.schema import ConfigError, setting
 
-__all__ = ["AuthConfig", "TlsConfig", "BearerAuth", "server_ssl_context", "read_file"]
+__all__ = ["AuthConfig", "TlsConfig", "BearerAuth", "server_ssl_context"]
 
 
 @dataclass
@@ -40,15 +41,6 @@ class AuthConfig:
         return []
 
 
-def read_file(path: str, what: str) -> bytes:
-    """Read a file named in the config; OSError with a message that names the setting."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise OSError(f"cannot read {what} {path!r}: {exc.strerror or exc}") from None
-
-
 class BearerAuth:
     """Checks an ``Authorization`` header value in constant time against the configured tokens."""
 
@@ -66,11 +58,11 @@ class BearerAuth:
             mtime = os.stat(path).st_mtime_ns
         except OSError:
             if force:
-                read_file(path, "auth bearer_token_file")  # raises with the reason
+                read_config_file(path, "auth bearer_token_file")  # raises with the reason
             return  # keep the tokens we have while the file is being replaced
         if mtime == self._mtime and not force:
             return
-        tokens = [line.strip() for line in read_file(path, "auth bearer_token_file").splitlines() if line.strip()]
+        tokens = [line.strip() for line in read_config_file(path, "auth bearer_token_file").splitlines() if line.strip()]
         if not tokens and force:
             raise OSError(f"auth bearer_token_file {path!r} holds no token")
         with self._lock:
@@ -99,14 +91,14 @@ def server_ssl_context(cfg: TlsConfig) -> ssl.SSLContext:
     """An SSLContext for a server socket; OSError naming the setting when a file is unusable."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    read_file(cfg.cert_file, "tls cert_file")
-    read_file(cfg.key_file, "tls key_file")
+    read_config_file(cfg.cert_file, "tls cert_file")
+    read_config_file(cfg.key_file, "tls key_file")
     try:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
     except ssl.SSLError as exc:
         raise OSError(f"tls cert_file/key_file {cfg.cert_file!r}/{cfg.key_file!r}: {exc.reason or exc}") from None
     if cfg.client_ca_file:
-        read_file(cfg.client_ca_file, "tls client_ca_file")
+        read_config_file(cfg.client_ca_file, "tls client_ca_file")
         try:
             ctx.load_verify_locations(cfg.client_ca_file)
         except ssl.SSLError as exc:
