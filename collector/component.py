@@ -16,9 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
-from collector.model import SpanBatch
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the query CLI imports registries too: it must not pay for protobuf
+    from collector.model import SpanBatch
     from collector.telemetry import Telemetry
 
 __all__ = [

@@ -17,11 +17,12 @@ exporters turn them into columns.  ``span.genai`` is ``None`` for spans that are
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1 import trace_pb2
+if TYPE_CHECKING:  # protobuf loads only where spans are encoded: the query CLI imports this too
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
     "Resource", "Scope", "Event", "Link", "GenAI", "Span", "SpanBatch",
@@ -348,6 +349,8 @@ def span_to_proto(span: Span, out: trace_pb2.Span) -> None:
 
 def spans_to_request(spans: Iterable[Span]) -> ExportTraceServiceRequest:
     """Encode spans back to OTLP, regrouped by their (shared) resource and scope objects."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     request = ExportTraceServiceRequest()
     by_resource: dict[int, Any] = {}
     by_scope: dict[tuple[int, int], Any] = {}

@@ -17,7 +17,6 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from collector.query.args import UsageError
-from collector.query.percentile import register_sqlite
 
 __all__ = ["Store", "open_store", "resolve_db", "STORAGE_TYPES"]
 
@@ -86,7 +85,6 @@ def resolve_db(db: str | None, config_path: str) -> URL:
 
 
 def _sqlite_setup(dbapi_connection, _record) -> None:
-    register_sqlite(dbapi_connection)  # gc_percentiles(): exact percentiles like Postgres
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only = 1")      # a reader must never write, whatever SQL runs
     cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: stats scan many pages once

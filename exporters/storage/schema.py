@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "metadata", "spans", "traces", "sessions", "JSONText", "CONTENT_COLUMNS",
-    "CONTENT_ATTRIBUTE_PREFIXES", "LLM_OPERATIONS", "VERSION_TABLE",
+    "CONTENT_ATTRIBUTE_PREFIXES", "LLM_OPERATIONS", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
 ]
 
 VERSION_TABLE = "genai_collector_schema_version"
@@ -60,6 +60,15 @@ CONTENT_ATTRIBUTE_PREFIXES: tuple[str, ...] = (
     "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
 )
 """Attribute keys (prefixes) that carry prompt / response text and go to ``content_attributes``."""
+
+CALL_INDEX_COLUMNS: tuple[str, ...] = (
+    "start_time_unix_nano", "model", "request_model", "provider", "service_name", "user_id", "status_code",
+    "input_tokens", "output_tokens", "cost_usd", "duration_ms", "ttft_ms", "output_tokens_per_second",
+)
+"""Columns of ``ix_spans_calls`` (GenAI calls: ``model IS NOT NULL``), led by time: every column a
+``stats`` query groups by (but ``session``) or aggregates, so it is answered from the index alone.
+It replaced the ``(model, start)`` index of revision 0001, with which every call a ``stats``
+query counted was a lookup of its wide ``spans`` row (see README, Query CLI: Performance)."""
 
 metadata = sa.MetaData()
 
@@ -119,7 +128,11 @@ spans = sa.Table(
     # Partial indexes: most spans are not LLM calls and not errors, so they cost nothing there.
     # A query ``session_id = ?`` / ``status_code = 2`` implies the condition and uses them.
     *(sa.Index(f"ix_spans_{c}", c, "start_time_unix_nano", sqlite_where=sa.text(f"{c} IS NOT NULL"),
-               postgresql_where=sa.text(f"{c} IS NOT NULL")) for c in ("session_id", "user_id", "model")),
+               postgresql_where=sa.text(f"{c} IS NOT NULL")) for c in ("session_id", "user_id")),
+    # GenAI calls by time, covering what analytics reads (``stats``, ``--model`` filters): a scan
+    # of the last 30 days reads this narrow index, never the wide rows (see CALL_INDEX_COLUMNS).
+    sa.Index("ix_spans_calls", *CALL_INDEX_COLUMNS, sqlite_where=sa.text("model IS NOT NULL"),
+             postgresql_where=sa.text("model IS NOT NULL")),
     sa.Index("ix_spans_error", "start_time_unix_nano", sqlite_where=sa.text("status_code = 2"),
              postgresql_where=sa.text("status_code = 2")),
 )
