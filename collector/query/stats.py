@@ -18,12 +18,12 @@ computed:
 
 from __future__ import annotations
 
-import operator
-from functools import partial
-from typing import Any, Callable, Iterable, Sequence
+import itertools
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
+from collector.query import scan
 from collector.query.filters import Filters, genai_call
 from collector.query.percentile import nearest_rank, percentile_disc_columns
 from collector.query.queries import iso
@@ -132,20 +132,7 @@ def _filled(values: Sequence[Any] | None, which: Sequence[float]) -> list:
     return list(values) if values else [None] * len(which)
 
 
-# -- SQLite: sums in SQL, percentiles from one scan sorted in Python -------------------------------
-
-_is_value = partial(operator.is_not, None)
-
-
-def _percentiles(values: Iterable[Any], which: Sequence[float]) -> list:
-    ordered = sorted(filter(_is_value, values))
-    return [nearest_rank(ordered, p) for p in which]
-
-
-def _total(values: Iterable[Any]) -> Any:
-    """SQL ``SUM``: NULLs skipped (None when all are; the records treat that as 0)."""
-    return sum(filter(_is_value, values))
-
+# -- SQLite: sums in SQL, percentiles from a scan of the values -----------------------------------
 
 def _sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
     """Group key -> (requests, errors, input tokens, output tokens, cost): plain aggregates that
@@ -161,43 +148,79 @@ def _sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tu
 
 def _scan_percentiles(conn: sa.Connection, where: list,
                       by: Sequence[str]) -> tuple[dict[tuple, dict[str, list]], list[dict]]:
-    """Percentiles per group and the cost per call by model, from one scan of the values."""
+    """Percentiles per group and the cost per call by model, from the sorted values of every
+    (group, model) bucket (:mod:`collector.query.scan`)."""
     exprs = _group_columns()
     c = spans.c
     keys = [exprs[k] for k in by] + ([] if "model" in by else [c.model])
     i_model = list(by).index("model") if "model" in by else len(by)
-    metrics = [col for col, _, _ in METRICS.values()]
-    query = sa.select(*keys, c.cost_usd, *metrics).where(*where)
-    # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
-    rows = conn.execute(query).cursor.fetchall()
-    width, nkeys = len(by), len(keys)
-    buckets: dict[tuple, list[tuple]] = {}  # (group key, model): its rows
-    for row in rows:
-        key = row[:nkeys]
-        bucket = buckets.get(key)
-        if bucket is None:
-            buckets[key] = [row]
-        else:
-            bucket.append(row)
-    values: dict[tuple, list[list]] = {}  # group key -> one list per metric
-    costs: dict[str, list] = {}           # model -> its calls' costs (None included: a call)
-    for key, bucket in buckets.items():
-        columns = list(zip(*bucket))
-        group = values.setdefault(key[:width], [[] for _ in metrics])
-        for acc, column in zip(group, columns[nkeys + 1:]):
-            acc.extend(column)
-        costs.setdefault(key[i_model], []).extend(columns[nkeys])
-    pct = {key: {metric: _percentiles(column, which)
+    query = sa.select(*keys, c.cost_usd, *(col for col, _, _ in METRICS.values())).where(*where)
+    buckets = _scan_buckets(conn, query, len(keys))
+    width = len(by)
+    runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets
+    calls: dict[str, int] = {}
+    cost_runs: dict[str, list] = {}
+    for key, (count, (cost, *metrics)) in buckets.items():
+        for acc, run in zip(runs.setdefault(key[:width], [[] for _ in metrics]), metrics):
+            acc.append(run)
+        model = key[i_model]
+        calls[model] = calls.get(model, 0) + count
+        cost_runs.setdefault(model, []).append(cost)
+    pct = {key: {metric: _ranks(column, which)
                  for (metric, (_, which, _)), column in zip(METRICS.items(), lists)}
-           for key, lists in values.items()}
-    per_call = [_per_call_record(model, len(cost), _total(cost), *_percentiles(cost, COST_PERCENTILES))
-                for model, cost in costs.items()]
+           for key, lists in runs.items()}
+    per_call = []
+    for model, count in calls.items():
+        cost = _merged(cost_runs[model])
+        per_call.append(_per_call_record(model, count, sum(cost), *_ranks([cost], COST_PERCENTILES)))
     return pct, per_call
+
+
+def _merged(runs: list[list]) -> list:
+    """One sorted list from sorted runs (timsort merges runs; it does not sort them again)."""
+    return runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
+
+
+def _ranks(runs: list[list], which: Sequence[float]) -> list:
+    ordered = _merged(runs)
+    return [nearest_rank(ordered, p) for p in which]
+
+
+def _scan_buckets(conn: sa.Connection, query: sa.Select, nkeys: int) -> scan.Buckets:
+    """The rows of ``query`` bucketed by their first ``nkeys`` columns: in this process for a
+    small window, else split by time into equal slices, one worker process each."""
+    c = spans.c
+    rows = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+    workers = scan.worker_count(rows)
+    if workers == 1:
+        # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
+        return scan.bucket_values(conn.execute(query).cursor.fetchall(), nkeys)
+    inner = query.whereclause
+    offsets = [rows * i // workers for i in range(1, workers)]
+    # A concurrent write may shift the offsets: a bound found twice or not at all only makes a
+    # slice empty or wider, never loses a row (the slices still cover the whole window).
+    bounds = sorted({bound for bound in (conn.execute(
+        sa.select(c.start_time_unix_nano).where(inner).order_by(c.start_time_unix_nano)
+        .offset(offset).limit(1)).scalar() for offset in offsets) if bound is not None})
+    tasks = []
+    for lo, hi in zip([None, *bounds], [*bounds, None]):
+        part = query
+        if lo is not None:
+            part = part.where(c.start_time_unix_nano >= lo)
+        if hi is not None:
+            part = part.where(c.start_time_unix_nano < hi)
+        compiled = part.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.construct_params()
+        tasks.append((str(compiled), [params[name] for name in compiled.positiontup]))
+    return scan.scan(conn.engine.url.database, tasks, nkeys)
 
 
 def _sqlite_groups(by: Sequence[str], sums: dict[tuple, tuple],
                    pct: dict[tuple, dict[str, list]]) -> list[dict]:
-    return [_group_record({k: _group_value(k, v) for k, v in zip(by, key)}, *totals, pct[key])
+    """The groups of the sums, with their percentiles.  The queries read the store one after
+    the other; a group that only appeared between them (the collector writing) has none yet."""
+    missing = {metric: [None] * len(which) for metric, (_, which, _) in METRICS.items()}
+    return [_group_record({k: _group_value(k, v) for k, v in zip(by, key)}, *totals, pct.get(key, missing))
             for key, totals in sums.items()]
 
 
