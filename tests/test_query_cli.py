@@ -243,12 +243,12 @@ def test_stats_split_between_worker_processes_answers_the_same(dbs, monkeypatch,
     merged answer is the one-process answer (and so Postgres's, which test_stats_* compare)."""
     from collector.query import scan
 
-    expected = query(dbs, "sqlite", "stats", "--by", by)
+    expected = query(dbs, "sqlite", "stats", "--by", by, "--top", "5")
     tasks = []
     real_scan = scan.scan
     monkeypatch.setattr(scan, "worker_count", lambda rows: 3)
-    monkeypatch.setattr(scan, "scan", lambda path, t, nkeys: tasks.append(t) or real_scan(path, t, nkeys))
-    proc = run("stats", "--by", by, "--db", dbs["sqlite"], "--format", "json")
+    monkeypatch.setattr(scan, "scan", lambda path, t, g: tasks.append(t) or real_scan(path, t, g))
+    proc = run("stats", "--by", by, "--top", "5", "--db", dbs["sqlite"], "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert len(tasks) == 1 and len(tasks[0]) == 3  # three slices, three workers
     assert _same(json.loads(proc.stdout), expected)
@@ -591,13 +591,13 @@ def test_sqlite_percentiles_are_postgres_percentile_disc(postgres_db):
     import sqlalchemy as sa
 
     from collector.query.percentile import nearest_rank as rank_of
-    from collector.query.scan import bucket_values
+    from collector.query.scan import Grouping, group_rows
 
     rng = random.Random(5)
     rows = [(n, rng.choice([rng.uniform(-5, 5), float(rng.randrange(4)), None]))
             for n in range(1, 121) for _ in range(n)]
-    got = {g: [rank_of(values, p) for p in FRACTIONS]
-           for (g,), (_, (values,)) in bucket_values(rows, 1).items()}
+    [groups] = group_rows(rows, [Grouping(key=(0,), sort=(1,))])
+    got = {g: [rank_of(values, p) for p in FRACTIONS] for (g,), (_, (values,), _) in groups.items()}
     engine = sa.create_engine(postgres_db)
     try:
         with engine.connect() as conn:

@@ -1,14 +1,16 @@
-"""The scan behind ``stats`` on SQLite: a window's GenAI calls as sorted values per group, with the
-window split by time between worker processes.
+"""The scan behind ``stats`` on SQLite: one pass over a window's GenAI calls that groups them in
+Python several ways at once, with the window split by time between worker processes.
 
-Why processes: SQLite has no ordered-set aggregates, so exact percentiles need every value in
-Python, and handing a value from SQLite to Python costs ~0.3 us with the GIL held (a 30-day
-window of a 1M-span store is 130k calls x 6 values).  Threads would queue on one GIL; each worker
-process scans one time slice, sorts its slice's values and returns them pickled, and the parent
-merges the sorted runs (``sorted`` over concatenated runs is a linear merge in timsort).
+Why Python: SQLite has no ordered-set aggregates, so exact percentiles need every value sorted
+outside it; and once the values are here, counts and sums per group cost less in Python (C-level
+``sum`` over a column) than a second ``GROUP BY``, whose sort of 130k rows took longer than
+fetching them.  Why processes: handing a value from SQLite to Python costs ~0.3 us with the GIL
+held (a 30-day window of a 1M-span store is 130k calls x 11 values), so threads would queue on
+one GIL; each worker process scans one time slice and returns its groups pickled, and the parent
+merges them (counts and sums add; sorted runs merge, which timsort does in linear time).
 
 A worker is ``python -I -S`` running only this module (the standard library: sqlite3, pickle), so
-it starts in ~25 ms without SQLAlchemy; it opens the database read-only (``mode=ro``,
+it starts in ~35 ms without SQLAlchemy; it opens the database read-only (``mode=ro``,
 ``query_only``).  Small windows are scanned in the calling process, where a worker would cost
 more than it saves; a worker that fails is reported, never silently replaced.
 """
@@ -21,15 +23,14 @@ import pickle
 import sqlite3
 import subprocess
 import sys
+from collections import defaultdict
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-__all__ = ["Buckets", "ScanError", "bucket_values", "merge", "scan", "worker_count",
+__all__ = ["Grouping", "Group", "ScanError", "group_rows", "merge", "scan", "worker_count",
            "PARALLEL_MIN_ROWS", "READER_PRAGMAS"]
-
-Buckets = dict[tuple, tuple[int, list[list]]]
-"""Key columns of a row -> (its number of rows, the sorted non-NULL values of each value column)."""
 
 PARALLEL_MIN_ROWS = 20_000
 """Below this many rows one in-process scan is faster than starting workers."""
@@ -43,12 +44,26 @@ READER_PRAGMAS = (
 )
 """Set on every SQLite connection the query CLI opens."""
 
+_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the directory holding ``collector``
 _is_value = partial(operator.is_not, None)
 
 
 class ScanError(Exception):
     """A scan worker failed (its last line of stderr says why)."""
-_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the directory holding ``collector``
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One way to group the scanned rows: by the columns ``key``; per group, the sorted non-NULL
+    values of the columns ``sort`` and the sums (NULLs skipped, 0 when none) of ``add``."""
+
+    key: tuple[int, ...]
+    sort: tuple[int, ...] = ()
+    add: tuple[int, ...] = ()
+
+
+Group = tuple[int, list[list], list]
+"""(rows, one sorted list per ``sort`` column, one sum per ``add`` column)."""
 
 
 def worker_count(rows: int) -> int:
@@ -56,31 +71,39 @@ def worker_count(rows: int) -> int:
     return 1 if rows < PARALLEL_MIN_ROWS else max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
-def bucket_values(rows: Iterable[tuple], nkeys: int) -> Buckets:
-    """Group rows by their first ``nkeys`` columns; sort each group's other columns."""
-    grouped: dict[tuple, list[tuple]] = {}
-    for row in rows:
-        key = row[:nkeys]
-        group = grouped.get(key)
-        if group is None:
-            grouped[key] = [row]
-        else:
-            group.append(row)
-    return {key: (len(group), [sorted(filter(_is_value, column)) for column in list(zip(*group))[nkeys:]])
-            for key, group in grouped.items()}
+def group_rows(rows: Sequence[tuple], groupings: Sequence[Grouping]) -> list[dict[tuple, Group]]:
+    """Every grouping of ``rows``, in the order given."""
+    return [_group(rows, g) for g in groupings]
 
 
-def merge(parts: Sequence[Buckets]) -> Buckets:
-    """One :data:`Buckets` from several (slices of one window): counts add, sorted runs merge."""
+def _group(rows: Sequence[tuple], g: Grouping) -> dict[tuple, Group]:
+    key_of = operator.itemgetter(*g.key)  # a value for one key column, a tuple for several
+    grouped: defaultdict[Any, list[tuple]] = defaultdict(list)
+    for key, row in zip(map(key_of, rows), rows):  # the only per-row Python: ~0.15 us
+        grouped[key].append(row)
+    sort = [operator.itemgetter(i) for i in g.sort]
+    add = [operator.itemgetter(i) for i in g.add]
+    out = {}
+    for key, members in grouped.items():
+        out[key if len(g.key) > 1 else (key,)] = (
+            len(members), [sorted(filter(_is_value, map(column, members))) for column in sort],
+            [sum(filter(_is_value, map(column, members))) for column in add])
+    return out
+
+
+def merge(parts: Sequence[list[dict[tuple, Group]]]) -> list[dict[tuple, Group]]:
+    """The groupings of a whole window from those of its slices."""
     if len(parts) == 1:
         return parts[0]
-    out: dict[tuple, tuple[int, list[list]]] = {}
+    merged: list[dict[tuple, Group]] = [{} for _ in parts[0]]
     for part in parts:
-        for key, (count, columns) in part.items():
-            have = out.get(key)
-            out[key] = (count, columns) if have is None else (
-                have[0] + count, [sorted(a + b) for a, b in zip(have[1], columns)])
-    return out
+        for out, groups in zip(merged, part):
+            for key, group in groups.items():
+                have = out.get(key)
+                out[key] = group if have is None else (
+                    have[0] + group[0], [sorted(a + b) for a, b in zip(have[1], group[1])],
+                    [a + b for a, b in zip(have[2], group[2])])
+    return merged
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -90,17 +113,19 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _scan_one(path: str, sql: str, params: Sequence[Any], nkeys: int) -> Buckets:
+def _scan_one(path: str, sql: str, params: Sequence[Any],
+              groupings: Sequence[Grouping]) -> list[dict[tuple, Group]]:
     conn = _connect(path)
     try:
-        return bucket_values(conn.execute(sql, params).fetchall(), nkeys)
+        return group_rows(conn.execute(sql, params).fetchall(), groupings)
     finally:
         conn.close()
 
 
-def scan(path: str, tasks: Sequence[tuple[str, Sequence[Any]]], nkeys: int) -> Buckets:
+def scan(path: str, tasks: Sequence[tuple[str, Sequence[Any]]],
+         groupings: Sequence[Grouping]) -> list[dict[tuple, Group]]:
     """Run each ``(sql, params)`` of ``tasks`` (disjoint slices of one window) in a worker
-    process of its own and merge what they found."""
+    process of its own, group what each found, and merge."""
     workers = [subprocess.Popen(
         [sys.executable, "-I", "-S", "-c",
          f"import sys; sys.path.insert(0, {_ROOT!r}); from collector.query.scan import _worker; _worker()"],
@@ -108,7 +133,7 @@ def scan(path: str, tasks: Sequence[tuple[str, Sequence[Any]]], nkeys: int) -> B
     try:
         for worker, (sql, params) in zip(workers, tasks):
             assert worker.stdin is not None
-            worker.stdin.write(pickle.dumps((path, sql, list(params), nkeys)))
+            worker.stdin.write(pickle.dumps((path, sql, list(params), list(groupings))))
             worker.stdin.close()
         parts = []
         for worker in workers:
@@ -128,6 +153,6 @@ def scan(path: str, tasks: Sequence[tuple[str, Sequence[Any]]], nkeys: int) -> B
 
 
 def _worker() -> None:
-    """Worker entry point: a pickled (path, sql, params, nkeys) on stdin, pickled Buckets out."""
-    path, sql, params, nkeys = pickle.loads(sys.stdin.buffer.read())
-    sys.stdout.buffer.write(pickle.dumps(_scan_one(path, sql, params, nkeys), pickle.HIGHEST_PROTOCOL))
+    """Worker entry point: a pickled (path, sql, params, groupings) on stdin, its groups out."""
+    path, sql, params, groupings = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(_scan_one(path, sql, params, groupings), pickle.HIGHEST_PROTOCOL))

@@ -4,16 +4,15 @@ group, the top users by spend and the cost per call by model.
 Percentiles are exact on both stores, by one definition (nearest rank, Postgres
 ``percentile_disc``): see :mod:`collector.query.percentile`.  Both stores read the GenAI calls
 from the covering index ``ix_spans_calls`` (time-ordered, every aggregated column in it), so a
-``--since`` window never touches the wide span rows.  What differs is where the percentiles are
-computed:
+``--since`` window never touches the wide span rows.  What differs is where the work is done:
 
 - Postgres: ``percentile_disc`` in three ``GROUP BY`` queries (groups, cost per call by model, top
   users) that run at once, each on its own connection;
-- SQLite has no ordered-set aggregates.  One scan fetches the calls' group keys and metrics, and
-  Python groups them and sorts each group's values (C-level ``sorted``); the top users are one
-  ``GROUP BY``.  Measured on 30 days of a 1M-span store (133,776 calls): a Python aggregate called
-  by SQLite per row took 0.63 s for the groups alone, window functions 0.6 s per metric, this
-  scan and grouping about 0.4 s for groups and cost per call together.
+- SQLite has no ordered-set aggregates, and its Python aggregates cost a call per row (0.63 s for
+  the groups of a 30-day window of 1M spans; window functions 0.6 s per metric).  One scan
+  fetches the calls' keys and values instead and groups them in Python two ways, per (group,
+  model) and per user, split between worker processes for a large window
+  (:mod:`collector.query.scan`).
 """
 
 from __future__ import annotations
@@ -132,75 +131,69 @@ def _filled(values: Sequence[Any] | None, which: Sequence[float]) -> list:
     return list(values) if values else [None] * len(which)
 
 
-# -- SQLite: sums in SQL, percentiles from a scan of the values -----------------------------------
+# -- SQLite: one scan, grouped in Python (collector.query.scan) -----------------------------------
 
-def _sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
-    """Group key -> (requests, errors, input tokens, output tokens, cost): plain aggregates that
-    SQLite computes in C (its thread releases the GIL meanwhile)."""
-    exprs = [_group_columns()[k] for k in by]
-    c = spans.c
-    query = (sa.select(*exprs, sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
-                       sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd))
-             .where(*where).group_by(*exprs))
-    width = len(by)
-    return {tuple(row[:width]): tuple(row[width:]) for row in conn.execute(query).cursor}
-
-
-def _scan_percentiles(conn: sa.Connection, where: list,
-                      by: Sequence[str]) -> tuple[dict[tuple, dict[str, list]], list[dict]]:
-    """Percentiles per group and the cost per call by model, from the sorted values of every
-    (group, model) bucket (:mod:`collector.query.scan`)."""
+def _sqlite_stats(conn: sa.Connection, where: list, by: Sequence[str],
+                  top: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """Groups, cost per call and top users from one scan: per (group, model) the sorted cost and
+    metric values and the sums; per user the sums."""
     exprs = _group_columns()
     c = spans.c
     keys = [exprs[k] for k in by] + ([] if "model" in by else [c.model])
-    i_model = list(by).index("model") if "model" in by else len(by)
-    query = sa.select(*keys, c.cost_usd, *(col for col, _, _ in METRICS.values())).where(*where)
-    buckets = _scan_buckets(conn, query, len(keys))
+    k = len(keys)
+    query = sa.select(*keys, c.user_id, c.status_code == 2, c.input_tokens, c.output_tokens, c.cost_usd,
+                      *(col for col, _, _ in METRICS.values())).where(*where)
+    cost = k + 4
+    by_group_model = scan.Grouping(key=tuple(range(k)), sort=(cost, *range(cost + 1, cost + 1 + len(METRICS))),
+                                   add=(k + 1, k + 2, k + 3, cost))
+    by_user = scan.Grouping(key=(k,), add=(cost, k + 2, k + 3))
+    buckets, users = _scan(conn, query, [by_group_model, by_user])
     width = len(by)
-    runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets
-    calls: dict[str, int] = {}
-    cost_runs: dict[str, list] = {}
-    for key, (count, (cost, *metrics)) in buckets.items():
-        for acc, run in zip(runs.setdefault(key[:width], [[] for _ in metrics]), metrics):
+    i_model = list(by).index("model") if "model" in by else width
+    groups: dict[tuple, list] = {}   # group key -> [calls, sums, per metric the sorted runs]
+    models: dict[str, list] = {}     # model -> [calls, cost, sorted cost runs]
+    for key, (calls, (costs, *metrics), sums) in buckets.items():
+        g = groups.setdefault(key[:width], [0, [0, 0, 0, 0], [[] for _ in metrics]])
+        g[0] += calls
+        g[1] = [a + b for a, b in zip(g[1], sums)]
+        for acc, run in zip(g[2], metrics):
             acc.append(run)
-        model = key[i_model]
-        calls[model] = calls.get(model, 0) + count
-        cost_runs.setdefault(model, []).append(cost)
-    pct = {key: {metric: _ranks(column, which)
-                 for (metric, (_, which, _)), column in zip(METRICS.items(), lists)}
-           for key, lists in runs.items()}
-    per_call = []
-    for model, count in calls.items():
-        cost = _merged(cost_runs[model])
-        per_call.append(_per_call_record(model, count, sum(cost), *_ranks([cost], COST_PERCENTILES)))
-    return pct, per_call
-
-
-def _merged(runs: list[list]) -> list:
-    """One sorted list from sorted runs (timsort merges runs; it does not sort them again)."""
-    return runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
+        m = models.setdefault(key[i_model], [0, 0.0, []])
+        m[0] += calls
+        m[1] += sums[3]
+        m[2].append(costs)
+    records = [_group_record({name: _group_value(name, v) for name, v in zip(by, key)}, calls, *sums,
+                             {metric: _ranks(runs, which)
+                              for (metric, (_, which, _)), runs in zip(METRICS.items(), metric_runs)})
+               for key, (calls, sums, metric_runs) in groups.items()]
+    per_call = [_per_call_record(model, calls, spend, *_ranks(runs, COST_PERCENTILES))
+                for model, (calls, spend, runs) in models.items()]
+    spenders = sorted(((user, calls, *sums) for (user,), (calls, _, sums) in users.items() if user is not None),
+                      key=lambda u: (-u[2], u[0]))
+    return records, per_call, [_user_record(*u) for u in spenders[:top]]
 
 
 def _ranks(runs: list[list], which: Sequence[float]) -> list:
-    ordered = _merged(runs)
+    """Percentiles of the values of several sorted runs (timsort merges runs, it does not sort
+    them again)."""
+    ordered = runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
     return [nearest_rank(ordered, p) for p in which]
 
 
-def _scan_buckets(conn: sa.Connection, query: sa.Select, nkeys: int) -> scan.Buckets:
-    """The rows of ``query`` bucketed by their first ``nkeys`` columns: in this process for a
-    small window, else split by time into equal slices, one worker process each."""
+def _scan(conn: sa.Connection, query: sa.Select, groupings: list[scan.Grouping]) -> list[dict]:
+    """The groupings of ``query``'s rows: in this process for a small window, else split by time
+    into equal slices, one worker process each."""
     c = spans.c
     rows = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
     workers = scan.worker_count(rows)
     if workers == 1:
         # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
-        return scan.bucket_values(conn.execute(query).cursor.fetchall(), nkeys)
-    inner = query.whereclause
+        return scan.group_rows(conn.execute(query).cursor.fetchall(), groupings)
     offsets = [rows * i // workers for i in range(1, workers)]
     # A concurrent write may shift the offsets: a bound found twice or not at all only makes a
     # slice empty or wider, never loses a row (the slices still cover the whole window).
     bounds = sorted({bound for bound in (conn.execute(
-        sa.select(c.start_time_unix_nano).where(inner).order_by(c.start_time_unix_nano)
+        sa.select(c.start_time_unix_nano).where(query.whereclause).order_by(c.start_time_unix_nano)
         .offset(offset).limit(1)).scalar() for offset in offsets) if bound is not None})
     tasks = []
     for lo, hi in zip([None, *bounds], [*bounds, None]):
@@ -212,26 +205,15 @@ def _scan_buckets(conn: sa.Connection, query: sa.Select, nkeys: int) -> scan.Buc
         compiled = part.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         params = compiled.construct_params()
         tasks.append((str(compiled), [params[name] for name in compiled.positiontup]))
-    return scan.scan(conn.engine.url.database, tasks, nkeys)
-
-
-def _sqlite_groups(by: Sequence[str], sums: dict[tuple, tuple],
-                   pct: dict[tuple, dict[str, list]]) -> list[dict]:
-    """The groups of the sums, with their percentiles.  The queries read the store one after
-    the other; a group that only appeared between them (the collector writing) has none yet."""
-    missing = {metric: [None] * len(which) for metric, (_, which, _) in METRICS.items()}
-    return [_group_record({k: _group_value(k, v) for k, v in zip(by, key)}, *totals, pct.get(key, missing))
-            for key, totals in sums.items()]
+    return scan.scan(conn.engine.url.database, tasks, groupings)
 
 
 def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
     c = spans.c
     spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
-    # NULL users dropped in HAVING, not WHERE: a WHERE term would let SQLite pick the partial
-    # user index (it delivers the GROUP BY order) and look up every wide row (0.29 s -> 0.16 s).
     query = (sa.select(c.user_id, sa.func.count(), spend, sa.func.sum(c.input_tokens),
                        sa.func.sum(c.output_tokens))
-             .where(*where).group_by(c.user_id).having(sa.func.count(c.user_id) > 0)
+             .where(*where, c.user_id.is_not(None)).group_by(c.user_id)
              .order_by(spend.desc(), c.user_id).limit(top))
     return [_user_record(*row) for row in conn.execute(query)]
 
@@ -250,20 +232,15 @@ def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
 
 
 def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
-    """Counts GenAI calls: spans with a model (chat, completion, embeddings ...).
-
-    The queries run at once, each on its own connection: on Postgres the server works on them in
-    parallel; on SQLite the GROUP BYs run in C without the GIL while Python sorts the values.
-    """
+    """Counts GenAI calls: spans with a model (chat, completion, embeddings ...)."""
     with store.connect() as conn:
         where = [genai_call(), *f.span_clauses(conn)]
+        if store.dialect != "postgresql":
+            groups, per_call, users = _sqlite_stats(conn, where, by, top)
     if store.dialect == "postgresql":
+        # three queries at once, each on its own connection: the server works on them in parallel
         groups, per_call, users = _concurrently(store, [
             (_groups, (where, by)), (_cost_per_call, (where,)), (_top_users, (where, top))])
-    else:
-        (pct, per_call), sums, users = _concurrently(store, [
-            (_scan_percentiles, (where, by)), (_sums, (where, by)), (_top_users, (where, top))])
-        groups = _sqlite_groups(by, sums, pct)
     groups.sort(key=_group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}
