@@ -237,34 +237,6 @@ def test_stats_time_window_and_filters(dbs, dataset):
     assert all(g["error_rate"] == 1.0 for g in result["groups"])
 
 
-@pytest.mark.parametrize("by", ["model,day", "provider,service", "user"])
-def test_stats_split_between_worker_processes_answers_the_same(dbs, monkeypatch, by):
-    """Large SQLite windows are scanned by one worker process per core, each a time slice; the
-    merged answer is the one-process answer (and so Postgres's, which test_stats_* compare)."""
-    from collector.query import scan
-
-    expected = query(dbs, "sqlite", "stats", "--by", by, "--top", "5")
-    tasks = []
-    real_scan = scan.scan
-    monkeypatch.setattr(scan, "worker_count", lambda rows: 3)
-    monkeypatch.setattr(scan, "scan", lambda path, t, g: tasks.append(t) or real_scan(path, t, g))
-    proc = run("stats", "--by", by, "--top", "5", "--db", dbs["sqlite"], "--format", "json")
-    assert proc.returncode == 0, proc.stderr
-    assert len(tasks) == 1 and len(tasks[0]) == 3  # three slices, three workers
-    assert _same(json.loads(proc.stdout), expected)
-
-
-def test_stats_worker_failure_is_one_line_and_exit_1(dbs, monkeypatch, tmp_path):
-    from collector.query import scan
-
-    monkeypatch.setattr(scan, "worker_count", lambda rows: 2)
-    monkeypatch.setattr(scan, "_ROOT", str(tmp_path))  # the workers cannot import the scan module
-    proc = run("stats", "--db", dbs["sqlite"])
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("genai-collector stats: error: query failed: scan worker failed: ")
-    assert "ModuleNotFoundError" in proc.stderr and len(proc.stderr.splitlines()) == 1
-
-
 # -- traces ---------------------------------------------------------------------------------------
 
 def _trace_rows(dataset: Dataset):
@@ -591,13 +563,13 @@ def test_sqlite_percentiles_are_postgres_percentile_disc(postgres_db):
     import sqlalchemy as sa
 
     from collector.query.percentile import nearest_rank as rank_of
-    from collector.query.scan import Grouping, group_rows
+    from collector.query.stats import sorted_by_key
 
     rng = random.Random(5)
     rows = [(n, rng.choice([rng.uniform(-5, 5), float(rng.randrange(4)), None]))
             for n in range(1, 121) for _ in range(n)]
-    [groups] = group_rows(rows, [Grouping(key=(0,), sort=(1,))])
-    got = {g: [rank_of(values, p) for p in FRACTIONS] for (g,), (_, (values,), _) in groups.items()}
+    got = {g: [rank_of(values, p) for p in FRACTIONS]
+           for (g,), (_, (values,)) in sorted_by_key(rows, 1).items()}
     engine = sa.create_engine(postgres_db)
     try:
         with engine.connect() as conn:

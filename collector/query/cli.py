@@ -81,7 +81,6 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         import sqlalchemy.exc
 
-        from collector.query.scan import ScanError
         from collector.query.store import open_store
 
         prog = getattr(args, "prog", "genai-collector")
@@ -98,9 +97,6 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
         except sqlalchemy.exc.DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
-            return 1
-        except ScanError as exc:
-            sys.stderr.write(f"{prog}: error: query failed: {exc}\n")
             return 1
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")

@@ -4,25 +4,29 @@ group, the top users by spend and the cost per call by model.
 Percentiles are exact on both stores, by one definition (nearest rank, Postgres
 ``percentile_disc``): see :mod:`collector.query.percentile`.  Both stores read the GenAI calls
 from the covering index ``ix_spans_calls`` (time-ordered, every aggregated column in it), so a
-``--since`` window never touches the wide span rows.  What differs is where the work is done:
+``--since`` window never touches the wide span rows.  Three queries run at once, each on its own
+connection (groups, cost per call by model, top users):
 
-- Postgres: ``percentile_disc`` in three ``GROUP BY`` queries (groups, cost per call by model, top
-  users) that run at once, each on its own connection;
-- SQLite has no ordered-set aggregates, and its Python aggregates cost a call per row (0.63 s for
-  the groups of a 30-day window of 1M spans; window functions 0.6 s per metric).  One scan
-  fetches the calls' keys and values instead and groups them in Python two ways, per (group,
-  model) and per user, split between worker processes for a large window
-  (:mod:`collector.query.scan`).
+- Postgres: ``GROUP BY`` queries with ``percentile_disc``; the server works on them in parallel;
+- SQLite has no ordered-set aggregates, and an aggregate written in Python costs a call per row
+  (0.63 s for the groups of a 30-day window of 1M spans; window functions 0.6 s per metric).  So
+  the sums and the top users are plain ``GROUP BY`` queries, which SQLite runs in C in threads
+  that release the GIL, while one scan fetches the values and sorts each group's in Python.
+  (Worker processes scanning time slices were tried: on this project's 2-vCPU machine two
+  processes ran only 1.4x as fast as one and cold interpreters fetched 30% slower, so they lost
+  to the threads.)
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
+from collections import defaultdict
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 
-from collector.query import scan
 from collector.query.filters import Filters, genai_call
 from collector.query.percentile import nearest_rank, percentile_disc_columns
 from collector.query.queries import iso
@@ -131,89 +135,96 @@ def _filled(values: Sequence[Any] | None, which: Sequence[float]) -> list:
     return list(values) if values else [None] * len(which)
 
 
-# -- SQLite: one scan, grouped in Python (collector.query.scan) -----------------------------------
+# -- SQLite: sums in SQL, percentiles from one scan grouped in Python -----------------------------
 
-def _sqlite_stats(conn: sa.Connection, where: list, by: Sequence[str],
+_is_value = partial(operator.is_not, None)
+
+
+def _sqlite_stats(store: Store, where: list, by: Sequence[str],
                   top: int) -> tuple[list[dict], list[dict], list[dict]]:
-    """Groups, cost per call and top users from one scan: per (group, model) the sorted cost and
-    metric values and the sums; per user the sums."""
+    """The plain sums and the top users are GROUP BYs that SQLite runs in C, in threads that
+    release the GIL, while this thread sorts each group's values in Python."""
+    (pct, per_call), sums, users = _concurrently(store, [
+        (_value_scan, (where, by)), (_sums, (where, by)), (_top_users, (where, top))])
+    # The queries read the store one after the other: a group that only appeared in between
+    # (the collector writing) has no percentiles yet.
+    missing = {metric: [None] * len(which) for metric, (_, which, _) in METRICS.items()}
+    groups = [_group_record({k: _group_value(k, v) for k, v in zip(by, key)}, *totals, pct.get(key, missing))
+              for key, totals in sums.items()]
+    return groups, per_call, users
+
+
+def _sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
+    """Group key -> (requests, errors, input tokens, output tokens, cost)."""
+    exprs = [_group_columns()[k] for k in by]
+    c = spans.c
+    query = (sa.select(*exprs, sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
+                       sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd))
+             .where(*where).group_by(*exprs))
+    width = len(by)
+    return {tuple(row[:width]): tuple(row[width:]) for row in conn.execute(query).cursor}
+
+
+def _value_scan(conn: sa.Connection, where: list,
+                by: Sequence[str]) -> tuple[dict[tuple, dict[str, list]], list[dict]]:
+    """Percentiles per group and the cost per call by model, from the sorted values of every
+    (group, model) bucket of one scan."""
     exprs = _group_columns()
     c = spans.c
     keys = [exprs[k] for k in by] + ([] if "model" in by else [c.model])
-    k = len(keys)
-    query = sa.select(*keys, c.user_id, c.status_code == 2, c.input_tokens, c.output_tokens, c.cost_usd,
-                      *(col for col, _, _ in METRICS.values())).where(*where)
-    cost = k + 4
-    by_group_model = scan.Grouping(key=tuple(range(k)), sort=(cost, *range(cost + 1, cost + 1 + len(METRICS))),
-                                   add=(k + 1, k + 2, k + 3, cost))
-    by_user = scan.Grouping(key=(k,), add=(cost, k + 2, k + 3))
-    buckets, users = _scan(conn, query, [by_group_model, by_user])
+    query = sa.select(*keys, c.cost_usd, *(col for col, _, _ in METRICS.values())).where(*where)
+    # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
+    buckets = sorted_by_key(conn.execute(query).cursor.fetchall(), len(keys))
     width = len(by)
     i_model = list(by).index("model") if "model" in by else width
-    groups: dict[tuple, list] = {}   # group key -> [calls, sums, per metric the sorted runs]
-    models: dict[str, list] = {}     # model -> [calls, cost, sorted cost runs]
-    for key, (calls, (costs, *metrics), sums) in buckets.items():
-        g = groups.setdefault(key[:width], [0, [0, 0, 0, 0], [[] for _ in metrics]])
-        g[0] += calls
-        g[1] = [a + b for a, b in zip(g[1], sums)]
-        for acc, run in zip(g[2], metrics):
+    runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets
+    models: dict[str, list] = {}         # model -> [calls, sorted cost runs]
+    for key, (calls, (costs, *metrics)) in buckets.items():
+        for acc, run in zip(runs.setdefault(key[:width], [[] for _ in metrics]), metrics):
             acc.append(run)
-        m = models.setdefault(key[i_model], [0, 0.0, []])
+        m = models.setdefault(key[i_model], [0, []])
         m[0] += calls
-        m[1] += sums[3]
-        m[2].append(costs)
-    records = [_group_record({name: _group_value(name, v) for name, v in zip(by, key)}, calls, *sums,
-                             {metric: _ranks(runs, which)
-                              for (metric, (_, which, _)), runs in zip(METRICS.items(), metric_runs)})
-               for key, (calls, sums, metric_runs) in groups.items()]
-    per_call = [_per_call_record(model, calls, spend, *_ranks(runs, COST_PERCENTILES))
-                for model, (calls, spend, runs) in models.items()]
-    spenders = sorted(((user, calls, *sums) for (user,), (calls, _, sums) in users.items() if user is not None),
-                      key=lambda u: (-u[2], u[0]))
-    return records, per_call, [_user_record(*u) for u in spenders[:top]]
+        m[1].append(costs)
+    pct = {key: {metric: _ranks(metric_runs, which)
+                 for (metric, (_, which, _)), metric_runs in zip(METRICS.items(), lists)}
+           for key, lists in runs.items()}
+    per_call = []
+    for model, (calls, cost_runs) in models.items():
+        costs = _merged(cost_runs)
+        per_call.append(_per_call_record(model, calls, sum(costs), *_ranks([costs], COST_PERCENTILES)))
+    return pct, per_call
+
+
+def sorted_by_key(rows: Sequence[tuple], nkeys: int) -> dict[tuple, tuple[int, list[list]]]:
+    """Rows grouped by their first ``nkeys`` columns: key -> (rows, the sorted non-NULL values
+    of each other column)."""
+    key_of = operator.itemgetter(*range(nkeys))  # a value for one key column, a tuple for several
+    grouped: defaultdict[Any, list[tuple]] = defaultdict(list)
+    for key, row in zip(map(key_of, rows), rows):  # the only per-row Python: ~0.15 us
+        grouped[key].append(row)
+    return {key if nkeys > 1 else (key,): (len(members), [sorted(filter(_is_value, column))
+                                                          for column in list(zip(*members))[nkeys:]])
+            for key, members in grouped.items()}
+
+
+def _merged(runs: list[list]) -> list:
+    """One sorted list from sorted runs (timsort merges runs, it does not sort them again)."""
+    return runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
 
 
 def _ranks(runs: list[list], which: Sequence[float]) -> list:
-    """Percentiles of the values of several sorted runs (timsort merges runs, it does not sort
-    them again)."""
-    ordered = runs[0] if len(runs) == 1 else sorted(itertools.chain.from_iterable(runs))
+    ordered = _merged(runs)
     return [nearest_rank(ordered, p) for p in which]
-
-
-def _scan(conn: sa.Connection, query: sa.Select, groupings: list[scan.Grouping]) -> list[dict]:
-    """The groupings of ``query``'s rows: in this process for a small window, else split by time
-    into equal slices, one worker process each."""
-    c = spans.c
-    rows = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
-    workers = scan.worker_count(rows)
-    if workers == 1:
-        # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
-        return scan.group_rows(conn.execute(query).cursor.fetchall(), groupings)
-    offsets = [rows * i // workers for i in range(1, workers)]
-    # A concurrent write may shift the offsets: a bound found twice or not at all only makes a
-    # slice empty or wider, never loses a row (the slices still cover the whole window).
-    bounds = sorted({bound for bound in (conn.execute(
-        sa.select(c.start_time_unix_nano).where(query.whereclause).order_by(c.start_time_unix_nano)
-        .offset(offset).limit(1)).scalar() for offset in offsets) if bound is not None})
-    tasks = []
-    for lo, hi in zip([None, *bounds], [*bounds, None]):
-        part = query
-        if lo is not None:
-            part = part.where(c.start_time_unix_nano >= lo)
-        if hi is not None:
-            part = part.where(c.start_time_unix_nano < hi)
-        compiled = part.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        params = compiled.construct_params()
-        tasks.append((str(compiled), [params[name] for name in compiled.positiontup]))
-    return scan.scan(conn.engine.url.database, tasks, groupings)
 
 
 def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
     c = spans.c
     spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
+    # NULL users dropped in HAVING, not WHERE: a WHERE term would let SQLite pick the partial
+    # user index (it delivers the GROUP BY order) and read every wide row (0.29 s -> 0.16 s).
     query = (sa.select(c.user_id, sa.func.count(), spend, sa.func.sum(c.input_tokens),
                        sa.func.sum(c.output_tokens))
-             .where(*where, c.user_id.is_not(None)).group_by(c.user_id)
+             .where(*where).group_by(c.user_id).having(sa.func.count(c.user_id) > 0)
              .order_by(spend.desc(), c.user_id).limit(top))
     return [_user_record(*row) for row in conn.execute(query)]
 
@@ -235,12 +246,12 @@ def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, An
     """Counts GenAI calls: spans with a model (chat, completion, embeddings ...)."""
     with store.connect() as conn:
         where = [genai_call(), *f.span_clauses(conn)]
-        if store.dialect != "postgresql":
-            groups, per_call, users = _sqlite_stats(conn, where, by, top)
     if store.dialect == "postgresql":
         # three queries at once, each on its own connection: the server works on them in parallel
         groups, per_call, users = _concurrently(store, [
             (_groups, (where, by)), (_cost_per_call, (where,)), (_top_users, (where, top))])
+    else:
+        groups, per_call, users = _sqlite_stats(store, where, by, top)
     groups.sort(key=_group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}

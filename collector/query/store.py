@@ -17,7 +17,6 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from collector.query.args import UsageError
-from collector.query.scan import READER_PRAGMAS
 
 __all__ = ["Store", "open_store", "resolve_db", "STORAGE_TYPES"]
 
@@ -87,8 +86,10 @@ def resolve_db(db: str | None, config_path: str) -> URL:
 
 def _sqlite_setup(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    for pragma in READER_PRAGMAS:
-        cursor.execute(pragma)
+    cursor.execute("PRAGMA query_only = 1")      # a reader must never write, whatever SQL runs
+    cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: stats scan many pages once
+    cursor.execute("PRAGMA mmap_size = 1073741824")
+    cursor.execute("PRAGMA busy_timeout = 5000")  # the collector may be writing right now
     cursor.close()
 
 
