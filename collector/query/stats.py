@@ -102,13 +102,17 @@ def _user_record(user: str, requests: int, cost: float, input_tokens: int,
 
 # -- Postgres: percentile_disc ---------------------------------------------------------------------
 
+def _sums() -> list[sa.ColumnElement]:
+    """Per group: requests, errors, input tokens, output tokens, cost (what _group_record takes)."""
+    c = spans.c
+    return [sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
+            sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd)]
+
+
 def _groups(conn: sa.Connection, where: list, by: Sequence[str]) -> list[dict]:
     exprs = _group_columns()
-    c = spans.c
-    sums = [sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
-            sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd)]
     specs = [(col, which) for col, which, _ in METRICS.values()]
-    query = (sa.select(*(exprs[k] for k in by), *sums, *percentile_disc_columns(specs))
+    query = (sa.select(*(exprs[k] for k in by), *_sums(), *percentile_disc_columns(specs))
              .where(*where).group_by(*(exprs[k] for k in by)))
     width = len(by)
     out = []
@@ -145,7 +149,7 @@ def _sqlite_stats(store: Store, where: list, by: Sequence[str],
     """The plain sums and the top users are GROUP BYs that SQLite runs in C, in threads that
     release the GIL, while this thread sorts each group's values in Python."""
     (pct, per_call), sums, users = _concurrently(store, [
-        (_value_scan, (where, by)), (_sums, (where, by)), (_top_users, (where, top))])
+        (_value_scan, (where, by)), (_group_sums, (where, by)), (_top_users, (where, top))])
     # The queries read the store one after the other: a group that only appeared in between
     # (the collector writing) has no percentiles yet.
     missing = {metric: [None] * len(which) for metric, (_, which, _) in METRICS.items()}
@@ -154,13 +158,10 @@ def _sqlite_stats(store: Store, where: list, by: Sequence[str],
     return groups, per_call, users
 
 
-def _sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
-    """Group key -> (requests, errors, input tokens, output tokens, cost)."""
+def _group_sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
+    """Group key -> the :func:`_sums`."""
     exprs = [_group_columns()[k] for k in by]
-    c = spans.c
-    query = (sa.select(*exprs, sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
-                       sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd))
-             .where(*where).group_by(*exprs))
+    query = sa.select(*exprs, *_sums()).where(*where).group_by(*exprs)
     width = len(by)
     return {tuple(row[:width]): tuple(row[width:]) for row in conn.execute(query).cursor}
 
