@@ -25,7 +25,6 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,6 +32,7 @@ import sqlalchemy as sa
 
 from collector.component import RetryableError
 from collector.model import Span
+from collector.sqlite_bulk import insert_rows
 from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats, is_turn
 from exporters.storage.schema import sessions, spans, traces
 from exporters.storage.search import FTS_INDEX_NEW_ROWS
@@ -135,23 +135,9 @@ class _Dialect:
         cur.executemany(sql, rows)
 
 
-# Rows per multi-row statement, largest first: a batch is cut into chunks of these sizes, so only
-# a handful of distinct statements exist (each is prepared once and cached by sqlite3).
-_SQLITE_CHUNKS = (512, 64, 8, 1)
-
-
 class _SQLite(_Dialect):
-    """Bulk statements are multi-row ``INSERT ... VALUES (...), (...)`` of up to 512 rows.
-
-    Why not ``executemany``: it steps the statement once per row and sqlite3 releases the GIL
-    around every step, so each row ends with re-acquiring the GIL.  While another thread runs
-    Python (receivers decoding, the pipeline preparing the next batch) each re-acquisition waits
-    up to the interpreter's switch interval (5 ms): measured, the same 2,048-row inserts took
-    3-40x longer beside a busy thread.  A 512-row statement is bound in Python once (the GIL
-    held ~8 us per row), then SQLite works on all of it without the GIL (~30 us per row), so the
-    insert overlaps with the rest of the collector instead of convoying with it.  Alone it costs
-    the same CPU as ``executemany``.
-    """
+    """Bulk statements are multi-row ``INSERT ... VALUES (...), (...)`` of up to 512 rows
+    (:mod:`collector.sqlite_bulk`: ``executemany`` re-acquires the GIL after every row)."""
 
     sqlite = True
 
@@ -160,48 +146,9 @@ class _SQLite(_Dialect):
         self.insert_spans = self.upsert_sql("spans", SPAN_COLUMNS, ("trace_id", "span_id"), None)
         self.full_text_search = False
         self._first_new_id = 0  # writes are serialised by the store's lock
-        self._variable_limit = 0
-        self._multi: dict[tuple[str, int], str] = {}
-
-    def _multi_sql(self, sql: str, n: int) -> str:
-        """``sql`` (a one-row INSERT from :meth:`upsert_sql`) with ``n`` rows of placeholders."""
-        key = (sql, n)
-        text = self._multi.get(key)
-        if text is None:
-            head, rest = sql.split(" VALUES ", 1)
-            group = rest[:rest.index(")") + 1]
-            text = self._multi[key] = f"{head} VALUES {', '.join([group] * n)}{rest[len(group):]}"
-        return text
-
-    def execute_rows(self, cur, sql: str, rows: list[tuple]) -> int:
-        """Run the one-row INSERT ``sql`` for every row in few multi-row statements; returns the
-        number of rows changed (inserted or updated)."""
-        if not rows:
-            return 0
-        if not self._variable_limit:
-            import sqlite3
-            self._variable_limit = cur.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        width = len(rows[0])
-        sizes = [n for n in _SQLITE_CHUNKS if n * width <= self._variable_limit] or [1]
-        changed = 0
-        i, total = 0, len(rows)
-        for n in sizes:
-            if n == 1:
-                if i < total:
-                    cur.executemany(sql, rows[i:])
-                    changed += cur.rowcount
-                break
-            text = None
-            while total - i >= n:
-                if text is None:
-                    text = self._multi_sql(sql, n)
-                cur.execute(text, list(chain.from_iterable(rows[i:i + n])))
-                changed += cur.rowcount
-                i += n
-        return changed
 
     def upsert(self, cur, sql: str, rows: list[tuple]) -> None:
-        self.execute_rows(cur, sql, rows)
+        insert_rows(cur, sql, rows)
 
     def begin(self, cur) -> None:
         cur.execute("BEGIN IMMEDIATE")  # take the write lock now, not at the first insert
@@ -209,7 +156,7 @@ class _SQLite(_Dialect):
         self._first_new_id = cur.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM spans").fetchone()[0]
 
     def insert_new(self, cur, rows: list[tuple]) -> list[tuple]:
-        if self.execute_rows(cur, self.insert_spans, rows) == len(rows):
+        if insert_rows(cur, self.insert_spans, rows) == len(rows):
             return []
         new = set(cur.execute("SELECT trace_id, span_id FROM spans WHERE id >= ?",
                               (self._first_new_id,)).fetchall())
