@@ -37,7 +37,7 @@ from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats
 from exporters.storage.schema import sessions, spans, traces
 from exporters.storage.search import FTS_INDEX_NEW_ROWS
 
-__all__ = ["Store", "WriteResult", "sqlite_url", "postgres_url"]
+__all__ = ["Store", "PreparedRows", "WriteResult", "sqlite_url", "postgres_url"]
 
 log = logging.getLogger("genai_collector.storage")
 
@@ -70,6 +70,31 @@ class WriteResult:
     sanitized: int = 0
     truncated: int = 0
     row_errors: list[str] = field(default_factory=list)
+
+
+class PreparedRows:
+    """Rows of a batch by (trace_id, span_id), built before the transaction (:meth:`Store.prepare`)."""
+
+    __slots__ = ("by_key", "stats", "spans")
+
+    def __init__(self, by_key: dict[tuple[str, str], tuple], stats: RowStats, spans: int) -> None:
+        self.by_key = by_key
+        self.stats = stats
+        self.spans = spans  # spans the rows were built from
+
+    @staticmethod
+    def merge(parts: Sequence["PreparedRows"]) -> "PreparedRows":
+        """One set of rows for consecutive batches, in order: the last row of a key wins, as
+        within one batch."""
+        by_key = dict(parts[0].by_key)
+        stats = RowStats()
+        for part in parts:
+            if part is not parts[0]:
+                by_key.update(part.by_key)
+            stats.sanitized += part.stats.sanitized
+            stats.truncated += part.stats.truncated
+            stats.rejected += part.stats.rejected
+        return PreparedRows(by_key, stats, sum(part.spans for part in parts))
 
 
 class _Dialect:
@@ -407,8 +432,19 @@ class Store:
 
     def write(self, spans: Sequence[Span]) -> WriteResult:
         """Persist ``spans`` in one transaction; returns once committed."""
+        return self.write_prepared(self.prepare(spans))
+
+    def prepare(self, spans: Sequence[Span]) -> "PreparedRows":
+        """The rows of ``spans`` (pure CPU, no database): the half of :meth:`write` that the
+        pipeline runs for the next batch while this one is being committed."""
         stats = RowStats()
-        rows = self._rows(spans, stats)
+        return PreparedRows(self._rows_by_key(spans, stats), stats, len(spans))
+
+    def write_prepared(self, prepared: "PreparedRows") -> WriteResult:
+        """Persist prepared rows in one transaction; returns once committed.  ``prepared`` is
+        not modified, so a retry after a RetryableError writes the same rows."""
+        stats = prepared.stats
+        rows = list(prepared.by_key.values())
         result = WriteResult(rejected=stats.rejected)
         if rows:
             self.start()
@@ -420,6 +456,9 @@ class Store:
 
     def _rows(self, spans: Sequence[Span], stats: RowStats) -> list[tuple]:
         """Rows for the batch, last one winning when a batch holds the same span twice."""
+        return list(self._rows_by_key(spans, stats).values())
+
+    def _rows_by_key(self, spans: Sequence[Span], stats: RowStats) -> dict[tuple[str, str], tuple]:
         builder = self.rows
         resources: dict[int, str | None] = {}
         by_key: dict[tuple[str, str], tuple] = {}
@@ -436,7 +475,7 @@ class Store:
                 continue
             if row is not None:
                 by_key[(row[0], row[1])] = row
-        return list(by_key.values())
+        return by_key
 
     def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
         raw = self.engine.raw_connection()
