@@ -257,6 +257,7 @@ class Pipeline:
                     break
                 if items:
                     self._handle(items)
+                del items  # the spans are not held while waiting for the next take
                 if self._flushers and time.monotonic() - last_flush >= FLUSH_INTERVAL:
                     last_flush = time.monotonic()
                     self._flush_processors(final=False)
@@ -330,6 +331,7 @@ class Pipeline:
                 self._out_spans -= count
                 self._out_cond.notify_all()
             self._export_group(group)
+            del group  # not held (spans, rows) while waiting for the next
 
     def _export_group(self, group: list[_Work]) -> None:
         items = [it for w in group for it in w.items]
