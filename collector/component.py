@@ -75,6 +75,11 @@ class Exporter(Protocol):
     def shutdown(self) -> None:
         """Flush and release resources."""
 
+    # Optional, all three or none (see ``ExporterHandle`` in collector/pipeline.py): an exporter
+    # whose export is CPU work then I/O can split it, and the pipeline runs ``prepare`` for the
+    # next batch while ``export_prepared`` writes the previous one:
+    #   prepare(batch) -> P, merge_prepared(parts: list[P]) -> P, export_prepared(prepared: P)
+
 
 class Consumer(Protocol):
     """What a receiver hands decoded spans to (the pipelines it feeds).

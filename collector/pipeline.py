@@ -1,11 +1,18 @@
 """Pipelines: admission, batching, processors in order, fan-out to exporters, durable acks.
 
-Each pipeline has one worker thread.  Receivers ``submit`` a decoded batch and get a
-:class:`Ticket`; the worker merges whatever has queued up (group commit: while one batch is being
-written, the next accumulates), runs the processors in order, hands the result to every exporter,
-and only then completes the tickets.  A receiver that waits on its ticket therefore acknowledges
-only data that every exporter has taken durably.  This is the point where we differ from the
-OTel Collector's ``batch`` processor, which acknowledges before exporting.
+Each pipeline has two worker threads, one per stage.  Receivers ``submit`` a decoded batch and
+get a :class:`Ticket`.  The *process* stage merges whatever has queued up, runs the processors in
+order and lets exporters that can do so ``prepare`` the result (the storage exporters build their
+rows there); the *export* stage hands it to every exporter and only then completes the tickets.
+A receiver that waits on its ticket therefore acknowledges only data that every exporter has
+taken durably.  This is the point where we differ from the OTel Collector's ``batch`` processor,
+which acknowledges before exporting.
+
+Why two stages: a database write spends most of its time in C without the GIL (SQLite's
+``sqlite3_step``, a Postgres round trip), so while batch N is committed, batch N+1 goes through
+the processors on the other core.  Group commit holds across the stages: whatever the process
+stage finished while an export was running goes out together in the next export (up to
+``send_batch_size`` spans), so under load transactions grow by themselves as before.
 
 Memory is bounded by admission: a pipeline refuses (``Overloaded``) a batch when the encoded
 bytes admitted but not yet completed would exceed its limit (``memory_limiter.limit_mib``).
@@ -87,6 +94,28 @@ class ExporterHandle:
         with self.lock:
             self.exporter.export(batch)
 
+    # Optional exporter protocol for the two-stage worker: ``prepare(batch)`` does the CPU work
+    # that needs no I/O (called from the process stage, without the handle's lock, possibly
+    # while the same exporter writes another batch), ``merge_prepared(parts)`` joins prepared
+    # batches in order into one, and ``export_prepared(prepared)`` delivers it with the
+    # semantics of ``export`` (it may be called again with the same object after a
+    # RetryableError).
+
+    @property
+    def prepares(self) -> bool:
+        e = self.exporter
+        return all(callable(getattr(e, m, None)) for m in ("prepare", "merge_prepared", "export_prepared"))
+
+    def prepare(self, batch: SpanBatch):
+        return self.exporter.prepare(batch)
+
+    def merge_prepared(self, parts: list):
+        return parts[0] if len(parts) == 1 else self.exporter.merge_prepared(parts)
+
+    def export_prepared(self, prepared) -> None:
+        with self.lock:
+            self.exporter.export_prepared(prepared)
+
 
 class _Item:
     __slots__ = ("batch", "ticket")
@@ -94,6 +123,19 @@ class _Item:
     def __init__(self, batch: SpanBatch, ticket: Ticket | None) -> None:
         self.batch = batch
         self.ticket = ticket
+
+
+class _Work:
+    """A processed batch between the stages: the items (tickets) it completes, the bytes it
+    releases, and per exporter what ``prepare`` made of it (None: export the batch itself)."""
+
+    __slots__ = ("items", "batch", "nbytes", "prepared")
+
+    def __init__(self, items: list[_Item], batch: SpanBatch, nbytes: int, prepared: list | None) -> None:
+        self.items = items
+        self.batch = batch
+        self.nbytes = nbytes
+        self.prepared = prepared
 
 
 class Pipeline:
@@ -112,6 +154,13 @@ class Pipeline:
         self._stopping = False
         self._abandon = False
         self._thread: threading.Thread | None = None
+        self._export_thread: threading.Thread | None = None
+        # process stage -> export stage
+        self._out: deque[_Work] = deque()
+        self._out_cond = threading.Condition()
+        self._out_spans = 0
+        self._out_closed = False
+        self._preparing = [h.prepares for h in exporters]
         t = telemetry
         self.refused = t.counter("otelcol_pipeline_refused_spans",
                                  "Spans refused at admission (memory limit reached).", pipeline=name)
@@ -164,7 +213,10 @@ class Pipeline:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{self.name}", daemon=True)
+        self._export_thread = threading.Thread(target=self._run_exports, name=f"pipeline-{self.name}-export",
+                                               daemon=True)
         self._thread.start()
+        self._export_thread.start()
 
     def _take(self) -> list[_Item] | None:
         """Block for the next group of items; None when stopping and drained."""
@@ -196,18 +248,25 @@ class Pipeline:
             return items
 
     def _run(self) -> None:
+        """The process stage."""
         last_flush = time.monotonic()
-        while True:
-            items = self._take()
-            if items is None:
-                break
-            if items:
-                self._handle(items)
-            if self._flushers and time.monotonic() - last_flush >= FLUSH_INTERVAL:
-                last_flush = time.monotonic()
-                self._flush_processors(final=False)
-        if self._flushers and not self._abandon:
-            self._flush_processors(final=True)
+        try:
+            while True:
+                items = self._take()
+                if items is None:
+                    break
+                if items:
+                    self._handle(items)
+                del items  # the spans are not held while waiting for the next take
+                if self._flushers and time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                    last_flush = time.monotonic()
+                    self._flush_processors(final=False)
+            if self._flushers and not self._abandon:
+                self._flush_processors(final=True)
+        finally:
+            with self._out_cond:
+                self._out_closed = True
+                self._out_cond.notify_all()
 
     def _handle(self, items: list[_Item]) -> None:
         if len(items) == 1:
@@ -218,18 +277,103 @@ class Pipeline:
                 spans.extend(it.batch.spans)
             batch = SpanBatch(spans, sum(it.batch.nbytes for it in items))
         nbytes = sum(it.batch.nbytes for it in items)
-        error: BaseException | None = None
         try:
             out = self._process(batch, 0)
-            self._export(out)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting clients
+            self._finish(items, nbytes, len(batch), exc)
+            return
+        if not len(out):
+            self._finish(items, nbytes, 0, None)
+            return
+        self._hand_off(_Work(items, out, nbytes, self._prepare(out)))
+
+    def _prepare(self, batch: SpanBatch) -> list | None:
+        if not any(self._preparing):
+            return None
+        prepared: list = []
+        for handle, preparing in zip(self.exporters, self._preparing):
+            part = None
+            if preparing:
+                try:
+                    part = handle.prepare(batch)
+                except Exception:  # noqa: BLE001 - export() then meets (and reports) the problem
+                    log.debug("exporter %s: prepare failed; exporting the batch as is", handle.id, exc_info=True)
+            prepared.append(part)
+        return prepared
+
+    def _hand_off(self, work: _Work) -> None:
+        """Queue a processed batch for the export stage; waits while a full export is queued."""
+        with self._out_cond:
+            while self._out_spans >= self.policy.send_batch_size and not self._abandon:
+                self._out_cond.wait(FLUSH_INTERVAL)
+            self._out.append(work)
+            self._out_spans += len(work.batch)
+            self._out_cond.notify_all()
+
+    def _run_exports(self) -> None:
+        """The export stage: everything processed while the previous export ran goes out together."""
+        policy = self.policy
+        limit = policy.send_batch_max_size or None
+        while True:
+            with self._out_cond:
+                while not self._out:
+                    if self._out_closed:
+                        return
+                    self._out_cond.wait()
+                group = [self._out.popleft()]
+                count = len(group[0].batch)
+                while self._out and count < policy.send_batch_size:
+                    nxt = len(self._out[0].batch)
+                    if limit is not None and count + nxt > limit:
+                        break
+                    group.append(self._out.popleft())
+                    count += nxt
+                self._out_spans -= count
+                self._out_cond.notify_all()
+            self._export_group(group)
+            del group  # not held (spans, rows) while waiting for the next
+
+    def _export_group(self, group: list[_Work]) -> None:
+        items = [it for w in group for it in w.items]
+        nbytes = sum(w.nbytes for w in group)
+        if len(group) == 1:
+            batch, prepared = group[0].batch, group[0].prepared
+        else:
+            spans: list = []
+            for w in group:
+                spans.extend(w.batch.spans)
+            batch = SpanBatch(spans, nbytes)
+            prepared = None
+            if group[0].prepared is not None:
+                prepared = []
+                for i, handle in enumerate(self.exporters):
+                    parts = [w.prepared[i] for w in group]
+                    merged = None
+                    if all(part is not None for part in parts):
+                        try:
+                            merged = handle.merge_prepared(parts)
+                        except Exception:  # noqa: BLE001 - export() then meets the problem
+                            log.debug("exporter %s: merge failed; exporting the batch as is", handle.id,
+                                      exc_info=True)
+                    prepared.append(merged)
+        error: BaseException | None = None
+        try:
+            self._export(batch, prepared)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the waiting clients
+            error = exc
+        self._finish(items, nbytes, sum(len(it.batch) for it in items), error)
+
+    def _finish(self, items: list[_Item], nbytes: int, nspans: int, exc: BaseException | None) -> None:
+        """Release the admitted bytes and complete the tickets (with the client-facing error)."""
+        error: BaseException | None = None
+        if exc is not None:
             error = exc if isinstance(exc, (PermanentError, Overloaded)) else PermanentError(
                 f"pipeline {self.name}: {type(exc).__name__}: {exc}")
-            self.failed.add(len(batch))
+            self.failed.add(nspans)
             if not isinstance(exc, (PermanentError, Overloaded)):
-                log.exception("pipeline %s: processing failed; %d spans refused", self.name, len(batch))
-        finally:
-            self.release(nbytes)
+                log.error("pipeline %s: processing failed; %d spans refused", self.name, nspans,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+        self.release(nbytes)
         for it in items:
             if it.ticket is not None:
                 it.ticket.done(error)
@@ -253,25 +397,32 @@ class Pipeline:
             try:
                 released = proc.flush(final=final)
                 if released is not None and len(released):
-                    self._export(self._process(released, i + 1))
+                    out = self._process(released, i + 1)
+                    if len(out):
+                        self._hand_off(_Work([], out, 0, self._prepare(out)))
             except Exception:  # noqa: BLE001
                 log.exception("pipeline %s: flushing processor %s failed", self.name, self.processors[i][0])
 
-    def _export(self, batch: SpanBatch) -> None:
+    def _export(self, batch: SpanBatch, prepared: list | None = None) -> None:
         if not len(batch):
             return
-        pending = list(self.exporters)
+        pending = list(range(len(self.exporters)))
         delay = RETRY_INITIAL
         while pending:
-            retry: list[ExporterHandle] = []
+            retry: list[int] = []
             hint = None
-            for handle in pending:
+            for i in pending:
+                handle = self.exporters[i]
                 try:
-                    handle.export(batch)
+                    part = prepared[i] if prepared is not None else None
+                    if part is not None:
+                        handle.export_prepared(part)
+                    else:
+                        handle.export(batch)
                     handle.sent.add(len(batch))
                 except RetryableError as exc:
                     handle.retries.add(1)
-                    retry.append(handle)
+                    retry.append(i)
                     hint = exc.retry_after if exc.retry_after is not None else hint
                     log.warning("exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
                 except PermanentError as exc:
@@ -287,8 +438,8 @@ class Pipeline:
             pending = retry
             if pending:
                 if self._abandon:
-                    for handle in pending:
-                        handle.failed.add(len(batch))
+                    for i in pending:
+                        self.exporters[i].failed.add(len(batch))
                     raise Overloaded("shutdown deadline passed before the exporters recovered")
                 time.sleep(min(hint or delay, RETRY_MAX))
                 delay = min(delay * 2, RETRY_MAX)
@@ -302,10 +453,15 @@ class Pipeline:
             self._cond.notify_all()
         if self._thread is None:
             return True
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            self._abandon = True  # stop retrying; the worker fails what is left
-            self._thread.join(2.0)
+        threads = [t for t in (self._thread, self._export_thread) if t is not None]
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            self._abandon = True  # stop retrying; the workers fail what is left
+            with self._out_cond:
+                self._out_cond.notify_all()
+            for t in threads:
+                t.join(2.0)
             return False
         return True
 

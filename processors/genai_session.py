@@ -37,6 +37,7 @@ from typing import Any, Iterable
 
 from collector.component import ComponentContext, Factory
 from collector.model import GenAI, Span, SpanBatch
+from collector.sqlite_bulk import insert_rows
 from config.schema import ConfigError, Duration, setting
 
 __all__ = ["SessionConfig", "StateConfig", "SessionProcessor", "SessionState", "FACTORY", "session_id_for"]
@@ -171,6 +172,9 @@ class SessionState:
         if self.postgres:
             with self.conn.cursor() as cur:
                 cur.executemany(self._sql(statement), rows)
+        elif statement.startswith("INSERT"):
+            # multi-row statements: executemany re-acquires the GIL after every row (sqlite_bulk)
+            insert_rows(self.conn, statement, rows)
         else:
             self.conn.executemany(statement, rows)
 

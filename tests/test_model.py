@@ -68,6 +68,22 @@ def test_round_trip_keeps_every_field():
     assert again == original
 
 
+def test_decoded_spans_have_every_slot_set_as_the_constructor_would():
+    """spans_from_request fills the slots directly (fast path): none may be left unset."""
+    from collector.model import Span
+
+    for span in spans_from_request(full_request()):
+        built = Span(resource=span.resource, scope=span.scope, trace_id=span.trace_id, span_id=span.span_id)
+        for slot in Span.__slots__:
+            value = getattr(span, slot)  # AttributeError if the fast path forgot a slot
+            assert type(value) is type(getattr(built, slot)) or getattr(built, slot) in ("", 0, b"", None), slot
+        assert span.genai is None
+    empty = ExportTraceServiceRequest()
+    empty.resource_spans.add().scope_spans.add().spans.add().name = "bare"
+    (bare,) = spans_from_request(empty)
+    assert (bare.events, bare.links, bare.attributes, bare.parent_span_id, bare.status_code) == ([], [], {}, b"", 0)
+
+
 def test_attribute_values_map_to_python_types():
     spans = spans_from_request(full_request())
     attrs = spans[0].attributes

@@ -142,6 +142,26 @@ def test_replays_never_duplicate_or_double_count(backend):
     exporter.shutdown()
 
 
+def test_postgres_key_stored_by_another_writer_after_the_lookup_is_a_replay(pg_url):
+    """The COPY path looks keys up first; a key another writer stores between the lookup and
+    the COPY must neither fail the batch nor double count (the batch is redone row by row)."""
+    exporter = make_exporter({"type": "postgres", "url": pg_url})
+    first = span(1, 2, parent=1, genai=llm(10, 1, 0.5))
+    exporter.export(batch(first))
+    dialect = exporter.store.dialect
+    lookup = dialect.select_existing
+    dialect.select_existing = lookup + " AND false"  # the lookup misses the stored span
+    try:
+        exporter.export(batch(span(1, 2, parent=1, genai=llm(30, 3, 1.5)), span(1, 3, parent=1, genai=llm())))
+    finally:
+        dialect.select_existing = lookup
+    assert query(exporter, "SELECT span_id, input_tokens FROM spans ORDER BY span_id") == [
+        (hexid(2, 8), 30), (hexid(3, 8), 100)]
+    assert query(exporter, "SELECT span_count, input_tokens FROM traces") == [(2, 130)]
+    assert_rollups_consistent(exporter)
+    exporter.shutdown()
+
+
 def test_rollups_accumulate_across_batches_and_follow_changed_replays(backend):
     exporter = make_exporter(backend)
     exporter.export(batch(span(1, 2, parent=1, start_s=1001, genai=llm(10, 1, 0.5))))

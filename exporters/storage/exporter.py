@@ -8,7 +8,7 @@ from collector.component import ComponentContext, RetryableError
 from collector.model import SpanBatch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
-from exporters.storage.store import Store
+from exporters.storage.store import PreparedRows, Store
 
 __all__ = ["StorageExporter"]
 
@@ -42,10 +42,23 @@ class StorageExporter:
         self.retention.start()
 
     def export(self, batch: SpanBatch) -> None:
+        self.export_prepared(self.prepare(batch))
+
+    # The pipeline's two-stage protocol: rows are built in its process stage (``prepare``) while
+    # the previous batch is committed, then written here (``export_prepared``).
+
+    def prepare(self, batch: SpanBatch) -> PreparedRows:
+        return self.store.prepare(batch.spans)
+
+    @staticmethod
+    def merge_prepared(parts: list[PreparedRows]) -> PreparedRows:
+        return PreparedRows.merge(parts)
+
+    def export_prepared(self, prepared: PreparedRows) -> None:
         try:
-            result = self.store.write(batch.spans)
+            result = self.store.write_prepared(prepared)
         except RetryableError as exc:
-            self._unavailable.add(len(batch.spans))
+            self._unavailable.add(prepared.spans)
             self._mark_down(exc)
             raise
         self._mark_up()
