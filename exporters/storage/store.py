@@ -461,11 +461,8 @@ class Store:
         result.rejected += len(result.row_errors)
         return result
 
-    def _rows(self, spans: Sequence[Span], stats: RowStats) -> list[tuple]:
-        """Rows for the batch, last one winning when a batch holds the same span twice."""
-        return list(self._rows_by_key(spans, stats).values())
-
     def _rows_by_key(self, spans: Sequence[Span], stats: RowStats) -> dict[tuple[str, str], tuple]:
+        """Rows for the batch by key, last one winning when a batch holds the same span twice."""
         builder = self.rows
         resources: dict[int, str | None] = {}
         by_key: dict[tuple[str, str], tuple] = {}
