@@ -5,9 +5,10 @@ Percentiles are exact on both stores, by one definition (nearest rank, Postgres
 ``percentile_disc``): see :mod:`collector.query.percentile`.  Both stores read the GenAI calls
 from the covering index ``ix_spans_calls`` (time-ordered, every aggregated column in it), so a
 ``--since`` window never touches the wide span rows.  Three queries run at once, each on its own
-connection (groups, cost per call by model, top users):
+connection:
 
-- Postgres: ``GROUP BY`` queries with ``percentile_disc``; the server works on them in parallel;
+- Postgres: groups, cost per call by model and top users, ``GROUP BY`` queries with
+  ``percentile_disc``; the server works on them in parallel;
 - SQLite has no ordered-set aggregates, and an aggregate written in Python costs a call per row
   (0.63 s for the groups of a 30-day window of 1M spans; window functions 0.6 s per metric).  So
   the sums and the top users are plain ``GROUP BY`` queries, which SQLite runs in C in threads
