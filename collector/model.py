@@ -27,11 +27,15 @@ if TYPE_CHECKING:  # protobuf loads only where spans are encoded: the query CLI 
 __all__ = [
     "Resource", "Scope", "Event", "Link", "GenAI", "Span", "SpanBatch",
     "attributes_from_proto", "attributes_to_proto", "value_from_proto", "value_to_proto",
+    "LLM_OPERATIONS",
 ]
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 STATUS_NAMES = {STATUS_UNSET: "unset", STATUS_OK: "ok", STATUS_ERROR: "error"}
 KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+
+LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
+"""``gen_ai.operation.name`` values that count as a turn (an LLM call) in the rollups and queries."""
 
 
 @dataclass(slots=True, eq=False)

@@ -21,7 +21,7 @@ from collector.query.args import (
 )
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
 
-if TYPE_CHECKING:  # SQLAlchemy and the schema load when a command runs, not when `run` starts
+if TYPE_CHECKING:  # the store module loads when a command runs, not when `run` starts
     from collector.query.store import Store
 
 __all__ = ["register", "EXPORT_CSV_FIELDS"]
@@ -79,8 +79,6 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
 
     @functools.wraps(fn)
     def handler(args: argparse.Namespace) -> int:
-        import sqlalchemy.exc
-
         from collector.query.store import open_store
 
         prog = getattr(args, "prog", "genai-collector")
@@ -89,15 +87,15 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
             store = open_store(args.db, args.config)
             try:
                 return fn(args, store)
+            except store.errors as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
+                return 1
             finally:
-                store.engine.dispose()
+                store.close()
         except UsageError as exc:
             sys.stderr.write(f"{prog}: error: {exc}\n")
             return 2
-        except sqlalchemy.exc.DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
-            return 1
         except KeyboardInterrupt:
             sys.stderr.write(f"{prog}: interrupted\n")
             return 130

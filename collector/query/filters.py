@@ -1,4 +1,4 @@
-"""The filters every listing shares, turned into SQLAlchemy Core clauses (bound parameters only).
+"""The filters every listing shares, turned into SQL clauses (bound parameters only).
 
 Two levels:
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from exporters.storage.schema import LLM_OPERATIONS, spans
-from exporters.storage.search import search_condition
+from collector.model import LLM_OPERATIONS
+from collector.query.store import Connection
+from exporters.storage.search import FTS_PRESENT, search_clause
+from exporters.storage.sqltext import Sql, any_of
 
 __all__ = ["Filters", "llm_call", "genai_call", "NS_PER_MS"]
 
@@ -47,74 +47,74 @@ class Filters:
 
     # -- span level ------------------------------------------------------------------------------
 
-    def span_clauses(self, conn: sa.Connection) -> list[sa.ColumnElement]:
+    def span_clauses(self, conn: Connection) -> list[Sql]:
         """Every filter applied to a single span."""
-        c = spans.c
-        out = self._time(c.start_time_unix_nano) + self._inner(conn)
+        out = self._time("spans.start_time_unix_nano") + self._inner(conn)
         if self.status == "error":
-            out.append(c.status_code == 2)
+            out.append(Sql("spans.status_code = 2"))
         elif self.status == "ok":
-            out.append(c.status_code != 2)
+            out.append(Sql("spans.status_code != 2"))
         if self.min_cost is not None:
-            out.append(c.cost_usd >= self.min_cost)
+            out.append(Sql("spans.cost_usd >= ?", self.min_cost))
         if self.min_latency_ms is not None:
-            out.append(c.duration_ms >= self.min_latency_ms)
+            out.append(Sql("spans.duration_ms >= ?", self.min_latency_ms))
         return out
 
     # -- rollup level (traces / sessions tables) ---------------------------------------------------
 
-    def rollup_clauses(self, rollup: sa.Table, key: str, conn: sa.Connection) -> list[sa.ColumnElement]:
-        """Filters on a rollup row; ``key`` is the column joining it to ``spans`` (trace_id...)."""
-        r = rollup.c
-        out = self._time(r.start_time_unix_nano)
+    def rollup_clauses(self, rollup: str, key: str, conn: Connection) -> list[Sql]:
+        """Filters on a rollup row (table ``traces`` or ``sessions``); ``key`` is the column
+        joining it to ``spans`` (trace_id...)."""
+        out = self._time(f"{rollup}.start_time_unix_nano")
         if self.status == "error":
-            out.append(r.error_count > 0)
+            out.append(Sql(f"{rollup}.error_count > 0"))
         elif self.status == "ok":
-            out.append(r.error_count == 0)
+            out.append(Sql(f"{rollup}.error_count = 0"))
         if self.min_cost is not None:
-            out.append(r.cost_usd >= self.min_cost)
+            out.append(Sql(f"{rollup}.cost_usd >= ?", self.min_cost))
         if self.min_latency_ms is not None:
-            out.append(r.end_time_unix_nano - r.start_time_unix_nano
-                       >= sa.bindparam("min_latency_ns", int(self.min_latency_ms * NS_PER_MS)))
+            out.append(Sql(f"{rollup}.end_time_unix_nano - {rollup}.start_time_unix_nano >= ?",
+                           int(self.min_latency_ms * NS_PER_MS)))
         inner = self._inner(conn)
         if inner:
-            out.append(sa.exists().where(spans.c[key] == r[key], *inner))
+            out.append(Sql.compose(f"EXISTS (SELECT 1 FROM spans WHERE spans.{key} = {rollup}.{key}"
+                                   + " AND {}" * len(inner) + ")", *inner))
         return out
 
     # -- shared ------------------------------------------------------------------------------------
 
-    def _time(self, column: sa.ColumnElement) -> list[sa.ColumnElement]:
+    def _time(self, column: str) -> list[Sql]:
         out = []
         if self.since is not None:
-            out.append(column >= self.since)
+            out.append(Sql(f"{column} >= ?", self.since))
         if self.until is not None:
-            out.append(column < self.until)
+            out.append(Sql(f"{column} < ?", self.until))
         return out
 
-    def _inner(self, conn: sa.Connection) -> list[sa.ColumnElement]:
+    def _inner(self, conn: Connection) -> list[Sql]:
         """Filters about what a span is (not its time): model, provider, service, ids, text."""
-        c = spans.c
-        out: list[sa.ColumnElement] = []
+        out: list[Sql] = []
         if self.model is not None:
             # users type the model they asked for; providers answer with a dated snapshot name
-            out.append(sa.or_(c.model == self.model, c.request_model == self.model))
-        for column, value in ((c.provider, self.provider), (c.service_name, self.service),
-                              (c.session_id, self.session), (c.user_id, self.user)):
+            out.append(Sql("(spans.model = ? OR spans.request_model = ?)", self.model, self.model))
+        for column, value in (("provider", self.provider), ("service_name", self.service),
+                              ("session_id", self.session), ("user_id", self.user)):
             if value is not None:
-                out.append(column == value)
+                out.append(Sql(f"spans.{column} = ?", value))
         if self.search:
             # the storage's full-text index when the store has one, else a substring scan
-            out.append(search_condition(conn, self.search))
+            indexed = bool(conn.scalar(Sql(FTS_PRESENT[conn.dialect])))
+            out.append(search_clause(conn.dialect, indexed, self.search))
         return out
 
 
-def genai_call() -> sa.ColumnElement:
+def genai_call() -> Sql:
     """Spans that are GenAI calls with a model (LLM calls and embeddings): what ``stats`` counts."""
-    return spans.c.model.is_not(None)
+    return Sql("spans.model IS NOT NULL")
 
 
-def llm_call() -> sa.ColumnElement:
+def llm_call() -> Sql:
     """A turn, as the rollups count it: a chat / completion call, or a model call with no operation."""
-    c = spans.c
-    return sa.or_(c.operation.in_(sorted(LLM_OPERATIONS)),
-                  sa.and_(c.operation.is_(None), c.model.is_not(None)))
+    operations = sorted(LLM_OPERATIONS)
+    return any_of([Sql(f"spans.operation IN ({', '.join('?' * len(operations))})", *operations),
+                   Sql("spans.operation IS NULL AND spans.model IS NOT NULL")])

@@ -15,9 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import sqlalchemy as sa
-
-__all__ = ["rank", "nearest_rank", "percentile_disc_columns"]
+__all__ = ["rank", "nearest_rank", "percentile_disc"]
 
 
 def rank(p: float, n: int) -> int:
@@ -32,16 +30,8 @@ def nearest_rank(sorted_values: Sequence[Any], p: float) -> Any:
     return sorted_values[rank(p, len(sorted_values)) - 1]
 
 
-Spec = tuple[sa.ColumnElement, Sequence[float]]
-"""A column and the percentiles wanted of it."""
-
-
-def percentile_disc_columns(specs: Sequence[Spec]) -> list[sa.ColumnElement]:
-    """Postgres aggregates giving, per group, an array of the wanted percentiles of each column
+def percentile_disc(column: str, which: Sequence[float]) -> str:
+    """A Postgres aggregate giving, per group, the array of the wanted percentiles of ``column``
     (NULL when a group has no value of it)."""
-    from sqlalchemy.dialects import postgresql
-
-    # literal fractions: Postgres must see identical expressions in SELECT and GROUP BY
-    return [sa.func.percentile_disc(postgresql.array(
-                [sa.literal_column(repr(float(p))) for p in which])).within_group(column)
-            for column, which in specs]
+    return (f"percentile_disc(ARRAY[{', '.join(repr(float(p)) for p in which)}]) "
+            f"WITHIN GROUP (ORDER BY {column})")

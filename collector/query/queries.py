@@ -1,4 +1,4 @@
-"""Read models for every query command, written once in SQLAlchemy Core for SQLite and Postgres.
+"""Read models for every query command, written once in SQL both SQLite and Postgres run.
 
 Results are plain dicts whose keys are the documented, stable JSON field names (README, section
 "Query CLI"); the renderers only format them.
@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
-
-import sqlalchemy as sa
+from typing import Any, Iterator, Mapping, Sequence
 
 from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
-from collector.query.store import Store
-from exporters.storage.schema import sessions, spans, traces
+from collector.query.store import Connection, Store
+from exporters.storage.search import like_contains
+from exporters.storage.sqltext import Sql, all_of, any_of, join
 
 __all__ = [
     "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
@@ -44,21 +43,19 @@ def _json(value: Any) -> Any:
     return value
 
 
-SPAN_COLUMNS = [
-    spans.c.trace_id, spans.c.span_id, spans.c.parent_span_id, spans.c.name, spans.c.kind,
-    spans.c.start_time_unix_nano, spans.c.duration_ms, spans.c.status_code,
-    spans.c.status_message, spans.c.service_name, spans.c.provider, spans.c.operation,
-    spans.c.request_model, spans.c.response_model, spans.c.model, spans.c.input_tokens,
-    spans.c.output_tokens, spans.c.cache_read_tokens, spans.c.cache_write_tokens,
-    spans.c.reasoning_tokens, spans.c.cost_usd, spans.c.ttft_ms,
-    spans.c.output_tokens_per_second, spans.c.session_id, spans.c.user_id, spans.c.error_type,
-    spans.c.system_instructions, spans.c.input_messages, spans.c.output_messages,
-]
+SPAN_COLUMNS = ", ".join(f"spans.{c}" for c in (
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_unix_nano", "duration_ms",
+    "status_code", "status_message", "service_name", "provider", "operation", "request_model",
+    "response_model", "model", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "reasoning_tokens", "cost_usd", "ttft_ms", "output_tokens_per_second",
+    "session_id", "user_id", "error_type", "system_instructions", "input_messages", "output_messages",
+))
+"""What :func:`span_record` reads, as a select list."""
+SPAN_ORDER = "spans.start_time_unix_nano, spans.span_id"
 
 
-def span_record(row: Any) -> dict[str, Any]:
+def span_record(m: Mapping[str, Any]) -> dict[str, Any]:
     """One span as the documented JSON object (field order is part of the contract)."""
-    m = row._mapping
     return {
         "trace_id": m["trace_id"],
         "span_id": m["span_id"],
@@ -94,11 +91,12 @@ def span_record(row: Any) -> dict[str, Any]:
 # traces
 
 TRACE_SORTS = {
-    "time": lambda t: t.c.start_time_unix_nano,
-    "cost": lambda t: t.c.cost_usd,
-    "latency": lambda t: t.c.end_time_unix_nano - t.c.start_time_unix_nano,
-    "tokens": lambda t: t.c.input_tokens + t.c.output_tokens,
+    "time": "{t}.start_time_unix_nano",
+    "cost": "{t}.cost_usd",
+    "latency": "{t}.end_time_unix_nano - {t}.start_time_unix_nano",
+    "tokens": "{t}.input_tokens + {t}.output_tokens",
 }
+"""--sort -> the expression ordering a rollup table ``{t}`` (descending)."""
 
 
 def _rollup_record(m: Any) -> dict[str, Any]:
@@ -117,65 +115,70 @@ def _rollup_record(m: Any) -> dict[str, Any]:
     }
 
 
-def _page(query: sa.Select, table: sa.Table, key: str, sort_expr: sa.ColumnElement,
-          limit: int, offset: int) -> sa.Select:
-    # the key breaks ties so that --offset pages never repeat or skip a row
-    return query.order_by(sort_expr.desc(), table.c[key].desc()).limit(limit).offset(offset)
+def _page(rollup: str, key: str, sort: str, where: list[Sql], limit: int, offset: int) -> Sql:
+    """A page of a rollup table; the key breaks ties so that --offset pages never repeat or skip a row."""
+    return Sql.compose(f"SELECT {rollup}.* FROM {rollup} WHERE {{}} "
+                       f"ORDER BY {sort.format(t=rollup)} DESC, {rollup}.{key} DESC LIMIT {{}} OFFSET {{}}",
+                       all_of(where), Sql("?", limit), Sql("?", offset))
 
 
 def list_traces(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
     """A page of traces (newest / costliest / slowest / biggest first) with the models they used."""
     with store.connect() as conn:
-        query = sa.select(traces).where(*f.rollup_clauses(traces, "trace_id", conn))
-        query = _page(query, traces, "trace_id", TRACE_SORTS[sort](traces), limit, offset)
-        rows = conn.execute(query).all()
-        models = _models_of(conn, [r.trace_id for r in rows])
+        where = f.rollup_clauses("traces", "trace_id", conn)
+        rows = conn.rows(_page("traces", "trace_id", TRACE_SORTS[sort], where, limit, offset))
+        models = _models_of(conn, [r["trace_id"] for r in rows])
     return [{"trace_id": m["trace_id"], "name": m["root_name"], "service": m["service_name"],
              **_rollup_record(m), "session_id": m["session_id"],
              "models": models.get(m["trace_id"], []), "user_id": m["user_id"]}
-            for m in (row._mapping for row in rows)]
+            for m in rows]
 
 
-def _models_of(conn: sa.Connection, trace_ids: Sequence[str]) -> dict[str, list[str]]:
+def _in(column: str, values: Sequence[Any]) -> Sql:
+    return Sql(f"{column} IN ({', '.join('?' for _ in values)})", *values)
+
+
+def _models_of(conn: Connection, trace_ids: Sequence[str]) -> dict[str, list[str]]:
     if not trace_ids:
         return {}
-    query = (sa.select(spans.c.trace_id, spans.c.model).distinct()
-             .where(spans.c.trace_id.in_(trace_ids), spans.c.model.is_not(None))
-             .order_by(spans.c.trace_id, spans.c.model))
+    query = Sql.compose("SELECT DISTINCT spans.trace_id, spans.model FROM spans "
+                        "WHERE {} AND spans.model IS NOT NULL ORDER BY spans.trace_id, spans.model",
+                        _in("spans.trace_id", trace_ids))
     out: dict[str, list[str]] = defaultdict(list)
-    for trace_id, model in conn.execute(query):
+    for trace_id, model in conn.execute(query).fetchall():
         out[trace_id].append(model)
     return out
 
 
 def trace_ids_with_prefix(store: Store, prefix: str) -> list[str]:
     """Up to two trace ids starting with ``prefix`` (lowercase hex): a primary-key range scan."""
-    query = (sa.select(traces.c.trace_id)
-             .where(traces.c.trace_id >= prefix, traces.c.trace_id <= prefix + "f" * (32 - len(prefix)))
-             .order_by(traces.c.trace_id).limit(2))
+    query = Sql("SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id <= ? ORDER BY trace_id LIMIT 2",
+                prefix, prefix + "f" * (32 - len(prefix)))
     with store.connect() as conn:
-        return list(conn.execute(query).scalars())
+        return [row[0] for row in conn.execute(query).fetchall()]
+
+
+def _spans_where(where: list[Sql], order: str = SPAN_ORDER) -> Sql:
+    return Sql.compose(f"SELECT {SPAN_COLUMNS} FROM spans WHERE {{}} ORDER BY {order}", all_of(where))
 
 
 def get_trace(store: Store, trace_id: str) -> list[dict]:
     """Every span of one trace, in start order (the renderer builds the tree)."""
-    query = (sa.select(*SPAN_COLUMNS).where(spans.c.trace_id == trace_id)
-             .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
     with store.connect() as conn:
-        return [span_record(r) for r in conn.execute(query)]
+        return [span_record(r) for r in conn.rows(_spans_where([Sql("spans.trace_id = ?", trace_id)]))]
 
 
 # -------------------------------------------------------------------------------------------------
 # sessions
 
-SESSION_SORTS = {**TRACE_SORTS, "turns": lambda t: t.c.turns}
+SESSION_SORTS = {**TRACE_SORTS, "turns": "{t}.turns"}
 
 
 def list_sessions(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
     with store.connect() as conn:
-        query = sa.select(sessions).where(*f.rollup_clauses(sessions, "session_id", conn))
-        query = _page(query, sessions, "session_id", SESSION_SORTS[sort](sessions), limit, offset)
-        return [_session_record(r._mapping) for r in conn.execute(query)]
+        where = f.rollup_clauses("sessions", "session_id", conn)
+        return [_session_record(m) for m in conn.rows(_page("sessions", "session_id", SESSION_SORTS[sort],
+                                                            where, limit, offset))]
 
 
 def _session_record(m: Any) -> dict[str, Any]:
@@ -185,14 +188,12 @@ def _session_record(m: Any) -> dict[str, Any]:
 def get_session(store: Store, session_id: str) -> dict | None:
     """The session's rollup and its turns (LLM calls) in order; ``None`` when unknown."""
     with store.connect() as conn:
-        row = conn.execute(sa.select(sessions).where(sessions.c.session_id == session_id)).first()
-        if row is None:
+        found = conn.rows(Sql("SELECT * FROM sessions WHERE session_id = ?", session_id))
+        if not found:
             return None
-        query = (sa.select(*SPAN_COLUMNS)
-                 .where(spans.c.session_id == session_id, llm_call())
-                 .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
-        turns = [span_record(r) for r in conn.execute(query)]
-    return {"session": _session_record(row._mapping), "turns": turns}
+        turns = [span_record(r) for r in conn.rows(_spans_where([Sql("spans.session_id = ?", session_id),
+                                                                 llm_call()]))]
+    return {"session": _session_record(found[0]), "turns": turns}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -205,12 +206,10 @@ def export_spans(store: Store, f: Filters, all_spans: bool, limit: int | None) -
         where = f.span_clauses(conn)
         if not all_spans:
             where.append(genai_call())
-        query = (sa.select(*SPAN_COLUMNS).where(*where)
-                 .order_by(spans.c.start_time_unix_nano, spans.c.span_id))
+        query = _spans_where(where)
         if limit is not None:
-            query = query.limit(limit)
-        result = conn.execution_options(stream_results=True, yield_per=2000).execute(query)
-        for row in result:
+            query = Sql.compose("{} LIMIT {}", query, Sql("?", limit))
+        for row in conn.stream(query):
             yield span_record(row)
 
 
@@ -229,45 +228,41 @@ FEEDBACK_SCORE_KEYS = ("feedback.score", "user_feedback.score", "gen_ai.feedback
 """Numeric feedback attributes: a score below 0.5 (or negative) counts as negative."""
 
 
-def _refusal() -> sa.ColumnElement:
-    text = sa.func.lower(sa.cast(spans.c.output_messages, sa.Text))
-    return sa.or_(*(text.contains(p.lower(), autoescape=True) for p in REFUSAL_PHRASES))
+def _refusal() -> Sql:
+    text = "lower(CAST(spans.output_messages AS TEXT))"
+    return any_of(like_contains(text, p.lower()) for p in REFUSAL_PHRASES)
 
 
-def _attribute(dialect: str, key: str, numeric: bool) -> sa.ColumnElement:
+def _attribute(dialect: str, key: str, numeric: bool) -> Sql:
     """One span attribute as text, or as a number only when it IS a JSON number (a CAST of
     ``"good"`` would be 0.0 on SQLite and an error on Postgres)."""
-    attrs = spans.c.attributes
     if dialect == "postgresql":
-        name = sa.literal(key, sa.Text)  # typed: as a JSONB parameter it would match no operator
-        text = attrs.op("->>", return_type=sa.Text)(name)
         if numeric:
-            return sa.case((sa.func.jsonb_typeof(attrs.op("->")(name)) == "number",
-                            sa.cast(text, sa.Float)))
-        return text
+            return Sql("CASE WHEN jsonb_typeof(spans.attributes -> CAST(? AS TEXT)) = 'number' "
+                       "THEN CAST(spans.attributes ->> CAST(? AS TEXT) AS DOUBLE PRECISION) END", key, key)
+        return Sql("spans.attributes ->> CAST(? AS TEXT)", key)
     path = '$."' + key.replace('"', '""') + '"'
     if numeric:
-        return sa.case((sa.func.json_type(attrs, path).in_(("integer", "real")),
-                        sa.func.json_extract(attrs, path)))
-    return sa.cast(sa.func.json_extract(attrs, path), sa.Text)
+        return Sql("CASE WHEN json_type(spans.attributes, ?) IN ('integer', 'real') "
+                   "THEN json_extract(spans.attributes, ?) END", path, path)
+    return Sql("CAST(json_extract(spans.attributes, ?) AS TEXT)", path)
 
 
-def _negative_feedback(dialect: str) -> sa.ColumnElement:
-    clauses = [sa.func.lower(_attribute(dialect, k, False)).in_(NEGATIVE_FEEDBACK)
-               for k in FEEDBACK_KEYS]
-    clauses += [_attribute(dialect, k, True) < 0.5 for k in FEEDBACK_SCORE_KEYS]
-    return sa.or_(*clauses)
+def _negative_feedback(dialect: str) -> Sql:
+    words = Sql(f"({', '.join('?' for _ in NEGATIVE_FEEDBACK)})", *NEGATIVE_FEEDBACK)
+    clauses = [Sql.compose("lower({}) IN {}", _attribute(dialect, k, False), words) for k in FEEDBACK_KEYS]
+    clauses += [Sql.compose("{} < 0.5", _attribute(dialect, k, True)) for k in FEEDBACK_SCORE_KEYS]
+    return any_of(clauses)
 
 
-def percentile_of(conn: sa.Connection, column: sa.ColumnElement, where: list, p: float) -> float | None:
+def percentile_of(conn: Connection, column: str, where: list[Sql], p: float) -> float | None:
     """One exact nearest-rank percentile with plain SQL on either dialect (count, then OFFSET)."""
-    n = conn.execute(sa.select(sa.func.count(column)).where(*where)).scalar_one()
+    n = conn.scalar(Sql.compose(f"SELECT count({column}) FROM spans WHERE {{}}", all_of(where)))
     if not n:
         return None
-    rank = percentile_rank(p, n)
-    query = (sa.select(column).where(*where, column.is_not(None)).order_by(column)
-             .offset(rank - 1).limit(1))
-    return conn.execute(query).scalar_one()
+    return conn.scalar(Sql.compose(f"SELECT {column} FROM spans WHERE {{}} AND {column} IS NOT NULL "
+                                   f"ORDER BY {column} LIMIT 1 OFFSET {{}}",
+                                   all_of(where), Sql("?", percentile_rank(p, n) - 1)))
 
 
 EVAL_REASONS = ("error", "slow", "expensive", "refusal", "negative_feedback")
@@ -279,29 +274,32 @@ def eval_candidates(store: Store, f: Filters, limit: int, slow_ms: float | None,
 
     Slow and expensive mean at or above the p95 of the filtered calls unless thresholds are given.
     """
-    c = spans.c
+    never = Sql("1 = 0")
     with store.connect() as conn:
         where = [genai_call(), *f.span_clauses(conn)]
         if slow_ms is None:
-            slow_ms = percentile_of(conn, c.duration_ms, where, 0.95)
+            slow_ms = percentile_of(conn, "spans.duration_ms", where, 0.95)
         if expensive_usd is None:
-            expensive_usd = percentile_of(conn, c.cost_usd, where, 0.95)
+            expensive_usd = percentile_of(conn, "spans.cost_usd", where, 0.95)
         conditions = {
-            "error": c.status_code == 2,
-            "slow": c.duration_ms >= slow_ms if slow_ms is not None else sa.false(),
-            "expensive": (sa.and_(c.cost_usd >= expensive_usd, c.cost_usd > 0)
-                          if expensive_usd is not None else sa.false()),
+            "error": Sql("spans.status_code = 2"),
+            "slow": Sql("spans.duration_ms >= ?", slow_ms) if slow_ms is not None else never,
+            "expensive": (Sql("spans.cost_usd >= ? AND spans.cost_usd > 0", expensive_usd)
+                          if expensive_usd is not None else never),
             "refusal": _refusal(),
             "negative_feedback": _negative_feedback(store.dialect),
         }
-        flags = [sa.case((cond, 1), else_=0).label(f"is_{name}") for name, cond in conditions.items()]
-        score = sum((sa.case((cond, 1), else_=0) for cond in conditions.values()), sa.literal(0))
-        query = (sa.select(*SPAN_COLUMNS, *flags).where(*where, sa.or_(*conditions.values()))
-                 .order_by(score.desc(), c.start_time_unix_nano.desc(), c.span_id).limit(limit))
+        flags = [Sql.compose("CASE WHEN {} THEN 1 ELSE 0 END", cond) for cond in conditions.values()]
+        query = Sql.compose(
+            f"SELECT {SPAN_COLUMNS}, "
+            + ", ".join(f"{{}} AS is_{name}" for name in conditions)
+            + " FROM spans WHERE {} AND {} ORDER BY {} DESC, spans.start_time_unix_nano DESC, spans.span_id "
+              "LIMIT {}",
+            *flags, all_of(where), any_of(conditions.values()), join(flags, " + "), Sql("?", limit))
         candidates = []
-        for row in conn.execute(query):
+        for row in conn.rows(query):
             record = span_record(row)
-            record["reasons"] = [name for name in EVAL_REASONS if row._mapping[f"is_{name}"]]
+            record["reasons"] = [name for name in EVAL_REASONS if row[f"is_{name}"]]
             candidates.append(record)
     return {"thresholds": {"slow_ms": slow_ms, "expensive_usd": expensive_usd},
             "candidates": candidates}

@@ -26,13 +26,11 @@ from collections import defaultdict
 from functools import partial
 from typing import Any, Callable, Sequence
 
-import sqlalchemy as sa
-
 from collector.query.filters import Filters, genai_call
-from collector.query.percentile import nearest_rank, percentile_disc_columns
+from collector.query.percentile import nearest_rank, percentile_disc
 from collector.query.queries import iso
-from collector.query.store import Store
-from exporters.storage.schema import spans
+from collector.query.store import Connection, Store
+from exporters.storage.sqltext import Sql, all_of
 
 __all__ = ["stats", "PERCENTILES"]
 
@@ -42,27 +40,24 @@ NS_PER_DAY = 86_400_000_000_000
 NS_PER_HOUR = 3_600_000_000_000
 
 METRICS = {  # metric -> (column, percentiles reported in the groups, unit suffix of the field)
-    "latency": (spans.c.duration_ms, PERCENTILES, "_ms"),
-    "ttft": (spans.c.ttft_ms, (0.5, 0.95), "_ms"),
-    "output_tokens_per_second": (spans.c.output_tokens_per_second, (0.5,), ""),
+    "latency": ("spans.duration_ms", PERCENTILES, "_ms"),
+    "ttft": ("spans.ttft_ms", (0.5, 0.95), "_ms"),
+    "output_tokens_per_second": ("spans.output_tokens_per_second", (0.5,), ""),
 }
 
-
-def _group_columns() -> dict[str, sa.ColumnElement]:
-    """``--by`` key -> SQL expression.  Days and hours are integer buckets of the UTC epoch: the
-    same integer arithmetic on both dialects, no timezone or date-function differences."""
-    start = spans.c.start_time_unix_nano
-    return {
-        "model": spans.c.model,
-        "provider": spans.c.provider,
-        "service": spans.c.service_name,
-        "user": spans.c.user_id,
-        "session": spans.c.session_id,
-        # literal constants, not bound parameters: Postgres must see the SELECT and the GROUP BY
-        # expressions as the same expression
-        "day": start // sa.literal_column(str(NS_PER_DAY), sa.BigInteger),
-        "hour": start // sa.literal_column(str(NS_PER_HOUR), sa.BigInteger),
-    }
+GROUP_COLUMNS = {
+    "model": "spans.model",
+    "provider": "spans.provider",
+    "service": "spans.service_name",
+    "user": "spans.user_id",
+    "session": "spans.session_id",
+    # Days and hours are integer buckets of the UTC epoch: the same integer division on both
+    # dialects, no timezone or date-function differences.  Literal constants, not bound
+    # parameters: Postgres must see the SELECT and the GROUP BY expressions as the same.
+    "day": f"spans.start_time_unix_nano / {NS_PER_DAY}",
+    "hour": f"spans.start_time_unix_nano / {NS_PER_HOUR}",
+}
+"""``--by`` key -> SQL expression."""
 
 
 def _group_value(key: str, value: Any) -> Any:
@@ -103,21 +98,23 @@ def _user_record(user: str, requests: int, cost: float, input_tokens: int,
 
 # -- Postgres: percentile_disc ---------------------------------------------------------------------
 
-def _sums() -> list[sa.ColumnElement]:
-    """Per group: requests, errors, input tokens, output tokens, cost (what _group_record takes)."""
-    c = spans.c
-    return [sa.func.count(), sa.func.sum(sa.case((c.status_code == 2, 1), else_=0)),
-            sa.func.sum(c.input_tokens), sa.func.sum(c.output_tokens), sa.func.sum(c.cost_usd)]
+SUMS = ("count(*), sum(CASE WHEN spans.status_code = 2 THEN 1 ELSE 0 END), sum(spans.input_tokens), "
+        "sum(spans.output_tokens), sum(spans.cost_usd)")
+"""Per group: requests, errors, input tokens, output tokens, cost (what _group_record takes)."""
 
 
-def _groups(conn: sa.Connection, where: list, by: Sequence[str]) -> list[dict]:
-    exprs = _group_columns()
-    specs = [(col, which) for col, which, _ in METRICS.values()]
-    query = (sa.select(*(exprs[k] for k in by), *_sums(), *percentile_disc_columns(specs))
-             .where(*where).group_by(*(exprs[k] for k in by)))
+def _grouped(select: str, where: list[Sql], group_by: Sequence[str]) -> Sql:
+    return Sql.compose(f"SELECT {select} FROM spans WHERE {{}}"
+                       + (f" GROUP BY {', '.join(group_by)}" if group_by else ""), all_of(where))
+
+
+def _groups(conn: Connection, where: list[Sql], by: Sequence[str]) -> list[dict]:
+    keys = [GROUP_COLUMNS[k] for k in by]
+    percentiles = [percentile_disc(col, which) for col, which, _ in METRICS.values()]
+    query = _grouped(", ".join([*keys, SUMS, *percentiles]), where, keys)
     width = len(by)
     out = []
-    for row in conn.execute(query):
+    for row in conn.execute(query).fetchall():
         requests, errors, tin, tout, cost = row[width:width + 5]
         pct = {metric: _filled(values, which)
                for (metric, (_, which, _)), values in zip(METRICS.items(), row[width + 5:])}
@@ -126,13 +123,11 @@ def _groups(conn: sa.Connection, where: list, by: Sequence[str]) -> list[dict]:
     return out
 
 
-def _cost_per_call(conn: sa.Connection, where: list) -> list[dict]:
-    c = spans.c
-    query = (sa.select(c.model, sa.func.count(), sa.func.sum(c.cost_usd),
-                       *percentile_disc_columns([(c.cost_usd, COST_PERCENTILES)]))
-             .where(*where).group_by(c.model))
+def _cost_per_call(conn: Connection, where: list[Sql]) -> list[dict]:
+    query = _grouped(f"spans.model, count(*), sum(spans.cost_usd), "
+                     f"{percentile_disc('spans.cost_usd', COST_PERCENTILES)}", where, ["spans.model"])
     return [_per_call_record(row[0], row[1], row[2], *_filled(row[3], COST_PERCENTILES))
-            for row in conn.execute(query)]
+            for row in conn.execute(query).fetchall()]
 
 
 def _filled(values: Sequence[Any] | None, which: Sequence[float]) -> list:
@@ -145,7 +140,7 @@ def _filled(values: Sequence[Any] | None, which: Sequence[float]) -> list:
 _is_value = partial(operator.is_not, None)
 
 
-def _sqlite_stats(store: Store, where: list, by: Sequence[str],
+def _sqlite_stats(store: Store, where: list[Sql], by: Sequence[str],
                   top: int) -> tuple[list[dict], list[dict], list[dict]]:
     """The plain sums and the top users are GROUP BYs that SQLite runs in C, in threads that
     release the GIL, while this thread sorts each group's values in Python."""
@@ -159,24 +154,21 @@ def _sqlite_stats(store: Store, where: list, by: Sequence[str],
     return groups, per_call, users
 
 
-def _group_sums(conn: sa.Connection, where: list, by: Sequence[str]) -> dict[tuple, tuple]:
-    """Group key -> the :func:`_sums`."""
-    exprs = [_group_columns()[k] for k in by]
-    query = sa.select(*exprs, *_sums()).where(*where).group_by(*exprs)
+def _group_sums(conn: Connection, where: list[Sql], by: Sequence[str]) -> dict[tuple, tuple]:
+    """Group key -> the :data:`SUMS`."""
+    keys = [GROUP_COLUMNS[k] for k in by]
     width = len(by)
-    return {tuple(row[:width]): tuple(row[width:]) for row in conn.execute(query).cursor}
+    return {tuple(row[:width]): tuple(row[width:])
+            for row in conn.execute(_grouped(", ".join([*keys, SUMS]), where, keys)).fetchall()}
 
 
-def _value_scan(conn: sa.Connection, where: list,
+def _value_scan(conn: Connection, where: list[Sql],
                 by: Sequence[str]) -> tuple[dict[tuple, dict[str, list]], list[dict]]:
     """Percentiles per group and the cost per call by model, from the sorted values of every
     (group, model) bucket of one scan."""
-    exprs = _group_columns()
-    c = spans.c
-    keys = [exprs[k] for k in by] + ([] if "model" in by else [c.model])
-    query = sa.select(*keys, c.cost_usd, *(col for col, _, _ in METRICS.values())).where(*where)
-    # The DBAPI cursor directly: SQLAlchemy's per-row processing would double the fetch time.
-    buckets = sorted_by_key(conn.execute(query).cursor.fetchall(), len(keys))
+    keys = [GROUP_COLUMNS[k] for k in by] + ([] if "model" in by else ["spans.model"])
+    values = ["spans.cost_usd", *(col for col, _, _ in METRICS.values())]
+    buckets = sorted_by_key(conn.execute(_grouped(", ".join(keys + values), where, [])).fetchall(), len(keys))
     width = len(by)
     i_model = list(by).index("model") if "model" in by else width
     runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets
@@ -219,16 +211,14 @@ def _ranks(runs: list[list], which: Sequence[float]) -> list:
     return [nearest_rank(ordered, p) for p in which]
 
 
-def _top_users(conn: sa.Connection, where: list, top: int) -> list[dict]:
-    c = spans.c
-    spend = sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)
+def _top_users(conn: Connection, where: list[Sql], top: int) -> list[dict]:
     # NULL users dropped in HAVING, not WHERE: a WHERE term would let SQLite pick the partial
     # user index (it delivers the GROUP BY order) and read every wide row (0.29 s -> 0.16 s).
-    query = (sa.select(c.user_id, sa.func.count(), spend, sa.func.sum(c.input_tokens),
-                       sa.func.sum(c.output_tokens))
-             .where(*where).group_by(c.user_id).having(sa.func.count(c.user_id) > 0)
-             .order_by(spend.desc(), c.user_id).limit(top))
-    return [_user_record(*row) for row in conn.execute(query)]
+    query = Sql.compose("SELECT spans.user_id, count(*), coalesce(sum(spans.cost_usd), 0.0) AS spend, "
+                        "sum(spans.input_tokens), sum(spans.output_tokens) FROM spans WHERE {} "
+                        "GROUP BY spans.user_id HAVING count(spans.user_id) > 0 "
+                        "ORDER BY spend DESC, spans.user_id LIMIT {}", all_of(where), Sql("?", top))
+    return [_user_record(*row) for row in conn.execute(query).fetchall()]
 
 
 # -- the command ----------------------------------------------------------------------------------

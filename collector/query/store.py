@@ -2,37 +2,145 @@
 first storage exporter (``sqlite`` / ``postgres``) of ``--config``.
 
 The query CLI never creates or migrates anything: a SQLite file that does not exist is an error (a
-typo must not silently produce an empty database), and the connection is made ``query_only``.
+typo must not silently produce an empty database), and connections are read-only (SQLite
+``query_only``, Postgres read-only transactions).
+
+It talks to the DBAPI drivers (sqlite3, psycopg) directly rather than through SQLAlchemy: see
+:mod:`exporters.storage.sqltext` for why, and for the :class:`Sql` fragments it runs.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 from collector.query.args import UsageError
+from exporters.storage.sqltext import Sql
 
-__all__ = ["Store", "open_store", "resolve_db", "STORAGE_TYPES"]
+__all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "STORAGE_TYPES"]
 
 STORAGE_TYPES = {"sqlite": "path", "postgres": "url"}
 """Storage exporter type -> the config key that names its database."""
 
+_HAS_SPANS = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'spans'",
+    "postgresql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+                  "AND table_name = 'spans'",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the store is: ``dialect`` (``sqlite`` / ``postgresql``), the file path or the libpq
+    connection URL, and how to name it in messages (password hidden)."""
+
+    dialect: str
+    location: str
+    shown: str
+
+
+class Connection:
+    """One DBAPI connection that runs :class:`Sql` fragments."""
+
+    def __init__(self, dbapi: Any, dialect: str) -> None:
+        self.dbapi = dbapi
+        self.dialect = dialect
+
+    def execute(self, query: Sql) -> Any:
+        """The DBAPI cursor, executed (rows are tuples in the select's column order)."""
+        cursor = self.dbapi.cursor()
+        cursor.execute(query.render(self.dialect), query.params)
+        return cursor
+
+    def rows(self, query: Sql) -> list[dict[str, Any]]:
+        cursor = self.execute(query)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def scalar(self, query: Sql) -> Any:
+        row = self.execute(query).fetchone()
+        return row[0] if row else None
+
+    def stream(self, query: Sql, batch: int = 2000) -> Iterator[dict[str, Any]]:
+        """Rows as dicts without holding them all: a server-side cursor on Postgres."""
+        if self.dialect == "postgresql":
+            cursor = self.dbapi.cursor(name="genai_collector_stream")
+            cursor.itersize = batch
+            cursor.execute(query.render(self.dialect), query.params)
+        else:
+            cursor = self.execute(query)
+        names = [d[0] for d in cursor.description]
+        try:
+            while rows := cursor.fetchmany(batch):
+                for row in rows:
+                    yield dict(zip(names, row))
+        finally:
+            cursor.close()
+
 
 @dataclass
 class Store:
-    """An open store: the engine and which SQL dialect it speaks (``sqlite`` or ``postgresql``)."""
+    """An open store: which SQL dialect it speaks and a small pool of read-only connections (the
+    ``stats`` queries run three at once, one per connection)."""
 
-    engine: Engine
-    dialect: str
+    target: Target
+    _idle: list[Any] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def connect(self):
-        return self.engine.connect()
+    @property
+    def dialect(self) -> str:
+        return self.target.dialect
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's exception classes: what a failing query raises."""
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return (psycopg.Error,)
+        return (sqlite3.Error,)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._lock:
+            dbapi = self._idle.pop() if self._idle else None
+        if dbapi is None:
+            dbapi = _connect(self.target)
+        try:
+            yield Connection(dbapi, self.dialect)
+        except BaseException:
+            dbapi.close()
+            raise
+        dbapi.rollback()  # end the read transaction: the next use sees the store as it is then
+        with self._lock:
+            self._idle.append(dbapi)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for dbapi in idle:
+            dbapi.close()
+
+
+def _connect(target: Target) -> Any:
+    if target.dialect == "postgresql":
+        import psycopg
+
+        conn = psycopg.connect(target.location, connect_timeout=5)
+        conn.read_only = True  # a reader must never write, whatever SQL runs
+        return conn
+    conn = sqlite3.connect(target.location, timeout=5, check_same_thread=False, isolation_level=None)
+    for pragma in ("query_only = 1",            # a reader must never write, whatever SQL runs
+                   "cache_size = -65536",       # 64 MiB: stats scan many pages once
+                   "mmap_size = 1073741824",
+                   "busy_timeout = 5000"):      # the collector may be writing right now
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
 
 
 def _default_from_config(config_path: str) -> str:
@@ -60,55 +168,48 @@ def _default_from_config(config_path: str) -> str:
     raise UsageError(f"{config_path} has no sqlite or postgres exporter; pass --db PATH_OR_URL")
 
 
-def resolve_db(db: str | None, config_path: str) -> URL:
-    """``--db`` (or the config's storage exporter) as a SQLAlchemy URL, checked for existence."""
+def _sqlite_file(path: str, shown: str) -> Target:
+    if not path or path == ":memory:" or not Path(path).expanduser().is_file():
+        raise UsageError(f"database file not found: {path or '(none)'}")
+    return Target("sqlite", str(Path(path).expanduser().resolve()), shown)
+
+
+def resolve_db(db: str | None, config_path: str) -> Target:
+    """``--db`` (or the config's storage exporter), checked: a SQLite file that exists, or a
+    Postgres URL in SQLAlchemy's spelling (``postgresql+psycopg://USER@HOST/DB``) as libpq's."""
     target = db if db else _default_from_config(config_path)
     if "://" not in target:
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise UsageError(f"database file not found: {target}")
-        return URL.create("sqlite+pysqlite", database=str(path.resolve()))
+        return _sqlite_file(target, target)
+    scheme, rest = target.split("://", 1)
+    backend = scheme.split("+", 1)[0].lower()
     try:
-        url = make_url(target)
-    except (ArgumentError, ValueError):
+        parts = urlsplit(f"{backend}://{rest}")
+        parts.port  # noqa: B018 - parsing the port is what validates it
+    except ValueError:
         raise UsageError(f"malformed database URL: {target!r} "
                          f"(expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)") from None
-    backend = url.get_backend_name()
     if backend == "sqlite":
-        if not url.database or url.database == ":memory:" or not os.path.isfile(url.database):
-            raise UsageError(f"database file not found: {url.database or '(none)'}")
-        return url.set(drivername="sqlite+pysqlite")
+        # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
+        return _sqlite_file(rest.split("?", 1)[0][1:], target)
     if backend in ("postgresql", "postgres"):
-        # psycopg (3) is the driver we ship; a bare postgresql:// would ask for psycopg2.
-        return url.set(drivername="postgresql+psycopg")
-    raise UsageError(f"unsupported database URL scheme {url.drivername!r} (use sqlite or postgresql)")
-
-
-def _sqlite_setup(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA query_only = 1")      # a reader must never write, whatever SQL runs
-    cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB: stats scan many pages once
-    cursor.execute("PRAGMA mmap_size = 1073741824")
-    cursor.execute("PRAGMA busy_timeout = 5000")  # the collector may be writing right now
-    cursor.close()
+        shown = target
+        if parts.password:
+            shown = target.replace(f":{parts.password}@", ":***@", 1)
+        return Target("postgresql", f"postgresql://{rest}", shown)
+    raise UsageError(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
 
 def open_store(db: str | None, config_path: str) -> Store:
     """Connect and check that this is a genai-collector store; every failure is a UsageError."""
-    url = resolve_db(db, config_path)
-    shown = url.render_as_string(hide_password=True)
-    backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {}
-    if backend == "postgresql":
-        kwargs["connect_args"] = {"connect_timeout": 5}
-    engine = sa.create_engine(url, **kwargs)
-    if backend == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_setup)
+    store = Store(resolve_db(db, config_path))
     try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("spans"):
-                raise UsageError(f"{shown} has no spans table: not a genai-collector store")
-    except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise UsageError(f"cannot open {shown}: {reason}") from None
-    return Store(engine, backend)
+        with store.connect() as conn:
+            present = conn.scalar(Sql(_HAS_SPANS[store.dialect]))
+    except store.errors as exc:
+        store.close()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot open {store.target.shown}: {reason}") from None
+    if not present:
+        store.close()
+        raise UsageError(f"{store.target.shown} has no spans table: not a genai-collector store")
+    return store

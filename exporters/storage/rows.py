@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from collector.model import Span
-from exporters.storage.schema import CONTENT_ATTRIBUTE_PREFIXES, LLM_OPERATIONS
+from collector.model import LLM_OPERATIONS, Span
+from exporters.storage.schema import CONTENT_ATTRIBUTE_PREFIXES
 
 __all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text"]
 

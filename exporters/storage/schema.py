@@ -38,7 +38,7 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "metadata", "spans", "traces", "sessions", "JSONText", "CONTENT_COLUMNS",
-    "CONTENT_ATTRIBUTE_PREFIXES", "LLM_OPERATIONS", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
+    "CONTENT_ATTRIBUTE_PREFIXES", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
 ]
 
 VERSION_TABLE = "genai_collector_schema_version"
@@ -49,9 +49,6 @@ JSONText = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """BIGINT everywhere; plain INTEGER on SQLite so ``id`` is the rowid alias (autoincrement)."""
-
-LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-"""Operations that count as a turn (an LLM call) in the rollups."""
 
 CONTENT_ATTRIBUTE_PREFIXES: tuple[str, ...] = (
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",

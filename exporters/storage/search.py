@@ -7,20 +7,25 @@ generated column ``content_tsv`` (``jsonb_to_tsvector`` over the *string values*
 such as ``role`` are not indexed) with a GIN index.  Both use language-neutral tokenising (no
 stemming): prompts come in every language.
 
-A query matches spans containing every word of it.  Without the index :func:`search_condition`
+A query matches spans containing every word of it.  Without the index :func:`search_clause`
 falls back to a case-insensitive substring scan, which works but reads every row.
+
+The search is SQL text (:class:`~exporters.storage.sqltext.Sql`), not SQLAlchemy: the query CLI
+runs it through the DBAPI driver without importing SQLAlchemy (see that module).
 """
 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
+from exporters.storage.sqltext import Sql, all_of, any_of
 
-from exporters.storage.schema import spans
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
-__all__ = ["FTS_COLUMNS", "FTS_INDEX_NEW_ROWS", "set_full_text_search", "fts_enabled", "search_condition",
-           "search_spans"]
+__all__ = ["FTS_COLUMNS", "FTS_INDEX_NEW_ROWS", "FTS_PRESENT", "set_full_text_search", "fts_enabled",
+           "search_clause", "search_spans"]
 
 FTS_COLUMNS = ("input_messages", "output_messages", "system_instructions")
 
@@ -77,12 +82,17 @@ def _sqlite_fts(conn: sa.Connection, enabled: bool) -> None:
     conn.exec_driver_sql("INSERT INTO spans_fts (spans_fts) VALUES ('rebuild')")
 
 
+FTS_PRESENT = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'spans_fts'",
+    "postgresql": "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+                  "AND table_name = 'spans' AND column_name = 'content_tsv'",
+}
+"""Dialect -> a query counting the full-text index (1 when present, else 0)."""
+
+
 def fts_enabled(conn: sa.Connection) -> bool:
     """Whether the full-text index exists in this database."""
-    inspector = sa.inspect(conn)
-    if conn.dialect.name == "sqlite":
-        return inspector.has_table("spans_fts")
-    return any(c["name"] == "content_tsv" for c in inspector.get_columns("spans"))
+    return bool(conn.exec_driver_sql(FTS_PRESENT[conn.dialect.name]).scalar())
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -94,32 +104,31 @@ def _fts5_query(text: str) -> str:
     return " ".join(f'"{word}"' for word in _WORD.findall(text))
 
 
-def search_condition(conn: sa.Connection, text: str) -> sa.ColumnElement[bool]:
-    """A WHERE condition on :data:`spans` matching ``text`` in the content columns.
+def like_contains(column_text: str, value: str) -> Sql:
+    """``column_text`` contains ``value`` literally (``%`` and ``_`` in it match only themselves)."""
+    escaped = value.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return Sql(f"{column_text} LIKE ? ESCAPE '/'", f"%{escaped}%")
 
-    Use it in any select on ``spans``:
-    ``select(spans.c.trace_id).where(search_condition(conn, "refund policy"))``.
-    """
+
+def search_clause(dialect: str, indexed: bool, text: str) -> Sql:
+    """A WHERE condition on ``spans`` matching ``text`` in the content columns, through the
+    full-text index when the store has one (``indexed``: :data:`FTS_PRESENT`)."""
     if not text.split():
-        return sa.false()
-    if fts_enabled(conn):
-        if conn.dialect.name == "sqlite":
+        return Sql("1 = 0")
+    if indexed:
+        if dialect == "sqlite":
             if not _WORD.search(text):
-                return sa.false()
-            matches = sa.text("SELECT rowid FROM spans_fts WHERE spans_fts MATCH :fts_query")
-            return spans.c.id.in_(matches.bindparams(fts_query=_fts5_query(text)))
-        return sa.text("spans.content_tsv @@ plainto_tsquery('simple'::regconfig, :fts_query)").bindparams(
-            fts_query=text)
-    words = [w.lower() for w in text.split()]
-    column_text = [sa.func.lower(sa.cast(spans.c[c], sa.Text)) for c in FTS_COLUMNS]
-    return sa.and_(*(sa.or_(*(col.contains(w, autoescape=True) for col in column_text)) for w in words))
+                return Sql("1 = 0")
+            return Sql("spans.id IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?)", _fts5_query(text))
+        return Sql("spans.content_tsv @@ plainto_tsquery('simple'::regconfig, ?)", text)
+    columns = [f"lower(CAST(spans.{c} AS TEXT))" for c in FTS_COLUMNS]
+    return all_of(any_of(like_contains(col, word.lower()) for col in columns) for word in text.split())
 
 
 def search_spans(conn: sa.Connection, text: str, limit: int = 50) -> list[sa.Row]:
     """Newest spans whose content matches ``text``: (trace_id, span_id, name, model, start)."""
-    query = (sa.select(spans.c.trace_id, spans.c.span_id, spans.c.name, spans.c.model,
-                       spans.c.start_time_unix_nano)
-             .where(search_condition(conn, text))
-             .order_by(spans.c.start_time_unix_nano.desc())
-             .limit(limit))
-    return list(conn.execute(query))
+    dialect = conn.dialect.name
+    query = Sql.compose("SELECT trace_id, span_id, name, model, start_time_unix_nano FROM spans "
+                        "WHERE {} ORDER BY start_time_unix_nano DESC LIMIT {}",
+                        search_clause(dialect, fts_enabled(conn), text), Sql("?", limit))
+    return list(conn.exec_driver_sql(query.render(dialect), query.params))
