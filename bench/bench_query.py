@@ -194,8 +194,9 @@ def _calls_since(url: str, since_ns: int) -> int:
         engine.dispose()
 
 
-def time_cli(db: str, argv: list[str], runs: int) -> dict:
-    """The CLI as a user runs it: a fresh ``python -m collector`` process each run."""
+def time_cli(db: str, argv: list[str], runs: int, fmt: str = "json") -> dict:
+    """The CLI as a user runs it: a fresh ``python -m collector`` process each run, printing
+    ``fmt`` (``table`` is what a person sees; ``json`` what a script reads)."""
     import resource
 
     wall, cpu = [], []
@@ -203,7 +204,7 @@ def time_cli(db: str, argv: list[str], runs: int) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "collector", *argv, "--db", db,
-                               "--format", "json"], cwd=ROOT, capture_output=True, text=True)
+                               "--format", fmt], cwd=ROOT, capture_output=True, text=True)
         wall.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -262,6 +263,7 @@ def main() -> None:
                                    "matching_calls_30d": _calls_since(url, anchor - 30 * 86400 * NS)}
         for label, argv in workloads.items():
             report["results"][name][label] = {"cli": time_cli(db, argv, args.runs),
+                                              "cli_table": time_cli(db, argv, args.runs, "table"),
                                               "in_process": time_inprocess(db, argv, args.runs)}
     print(json.dumps(report, indent=2))
 

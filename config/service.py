@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from collector.component import ID_TYPE_RE, Factory, Registry, split_id
 from config.loader import load_yaml
@@ -90,16 +90,57 @@ def registries() -> dict[str, Registry]:
             "extensions": EXTENSIONS}
 
 
-def load_config(path: str | Path) -> CollectorConfig:
-    """Read, expand and validate a config file; raise ConfigErrors listing every problem."""
+def _read(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("", f"config file not found: {path}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc}")]) from None
-    return parse_config(text, source=str(path))
+
+
+def load_config(path: str | Path) -> CollectorConfig:
+    """Read, expand and validate a config file; raise ConfigErrors listing every problem."""
+    return parse_config(*_read(path))
+
+
+def load_section(path: str | Path, kind: str) -> dict[str, ComponentSpec]:
+    """One section (``exporters``...) of a config file, expanded and validated as
+    :func:`load_config` does, without importing the other sections' modules: the query CLI
+    needs only the storage exporter, and the receivers' modules import gRPC (0.3 s)."""
+    try:
+        raw, lines, _ = load_yaml(*_read(path))
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    errors: list[ConfigError] = []
+    built = _build_section(kind, registries()[kind], raw, lines, _reporter(lines, errors), errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return built
+
+
+def _reporter(lines: dict, errors: list[ConfigError]) -> Callable[[tuple[str, ...], str], None]:
+    """``err(path, message)``: record an error at the nearest line of ``path`` the YAML has."""
+    def err(path: tuple[str, ...], message: str) -> None:
+        line = next((lines[path[:i]] for i in range(len(path), 0, -1) if path[:i] in lines), None)
+        errors.append(ConfigError("::".join(path), message, line))
+
+    return err
+
+
+def _build_section(kind: str, registry: Registry, raw: dict, lines: dict, err,
+                   errors: list[ConfigError]) -> dict[str, ComponentSpec]:
+    section = raw.get(kind) or {}
+    if not isinstance(section, dict):
+        err((kind,), "expected a mapping of component ids to configs")
+        return {}
+    built = {}
+    for comp_id, comp_raw in section.items():
+        spec = _build_component(kind, registry, str(comp_id), comp_raw, lines, err, errors)
+        if spec is not None:
+            built[str(comp_id)] = spec
+    return built
 
 
 def parse_config(text: str, source: str = "config") -> CollectorConfig:
@@ -108,11 +149,7 @@ def parse_config(text: str, source: str = "config") -> CollectorConfig:
     except ConfigError as exc:
         raise ConfigErrors([exc]) from None
     errors: list[ConfigError] = []
-
-    def err(path: tuple[str, ...], message: str) -> None:
-        line = next((lines[path[:i]] for i in range(len(path), 0, -1) if path[:i] in lines), None)
-        errors.append(ConfigError("::".join(path), message, line))
-
+    err = _reporter(lines, errors)
     known_top = ("receivers", "processors", "exporters", "extensions", "service", "connectors")
     for key in raw:
         if key not in known_top:
@@ -123,17 +160,9 @@ def parse_config(text: str, source: str = "config") -> CollectorConfig:
     sections: dict[str, dict[str, ComponentSpec]] = {}
     configured: dict[str, set[str]] = {}  # ids as written, valid or not: no cascading errors
     for kind, registry in registries().items():
-        sections[kind] = {}
-        section = raw.get(kind) or {}
-        if not isinstance(section, dict):
-            err((kind,), "expected a mapping of component ids to configs")
-            section = {}
-        configured[kind] = {str(k) for k in section}
-        for comp_id, comp_raw in section.items():
-            comp_id = str(comp_id)
-            spec = _build_component(kind, registry, comp_id, comp_raw, lines, err, errors)
-            if spec is not None:
-                sections[kind][comp_id] = spec
+        section = raw.get(kind)
+        configured[kind] = {str(k) for k in section} if isinstance(section, dict) else set()
+        sections[kind] = _build_section(kind, registry, raw, lines, err, errors)
 
     service, service_errors = build(ServiceConfig, raw.get("service") or {}, ("service",), lines)
     errors.extend(service_errors)

@@ -523,6 +523,17 @@ def test_default_db_comes_from_the_config(sqlite_db, tmp_path, dataset):
     assert len(json.loads(proc.stdout)) == len(traces_of(dataset))
 
 
+def test_queries_read_only_the_exporters_of_the_config(sqlite_db, tmp_path, dataset):
+    """A receiver being fixed (here an unknown key) does not stop queries: they need only the
+    storage exporter, and `validate` is where the rest of the config gets checked."""
+    broken = CONFIG.replace("        endpoint: 127.0.0.1:0", "        endpoint: 127.0.0.1:0\n        endpiont: x")
+    (tmp_path / "otel-config.yaml").write_text(broken, encoding="utf-8")
+    assert cli("validate", cwd=tmp_path, env={"GC_QUERY_DB": sqlite_db}).returncode == 1
+    proc = cli("traces", "--limit", "100", "--format", "json", cwd=tmp_path, env={"GC_QUERY_DB": sqlite_db})
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)) == len(traces_of(dataset))
+
+
 def test_config_without_storage_or_invalid_is_exit_2(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "otel-config.yaml").write_text(

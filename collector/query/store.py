@@ -146,22 +146,23 @@ def _connect(target: Target) -> Any:
 def _default_from_config(config_path: str) -> str:
     """The database of the first storage exporter in the config's ``exporters:``.
 
-    The config is loaded and validated exactly as ``genai-collector run`` does (``${env:...}``,
-    defaults such as the SQLite exporter's default ``path``), so the query reads the store the
-    collector writes.
+    The exporters are loaded and validated exactly as ``genai-collector run`` does
+    (``${env:...}``, defaults such as the SQLite exporter's default ``path``), so the query reads
+    the store the collector writes; the other sections are not read (a receiver being fixed does
+    not stop queries, and their modules are slow to import).
     """
     from config.schema import ConfigErrors
-    from config.service import load_config
+    from config.service import load_section
 
     if not Path(config_path).is_file():
         raise UsageError(f"no --db given and config file {config_path} not found "
                          f"(pass --db PATH_OR_URL or --config FILE)")
     try:
-        cfg = load_config(config_path)
+        exporters = load_section(config_path, "exporters")
     except ConfigErrors as exc:
         more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
         raise UsageError(f"{config_path}: {exc.errors[0]}{more}") from None
-    for spec in cfg.exporters.values():
+    for spec in exporters.values():
         key = STORAGE_TYPES.get(spec.type)
         if key is not None:
             return str(getattr(spec.config, key))
