@@ -357,7 +357,6 @@ def csv_row(span: dict) -> dict:
 @_command
 def cmd_export(args: argparse.Namespace, store: Store) -> int:
     import csv
-    import json
 
     from collector.query import queries
     from collector.query.filters import Filters
@@ -376,7 +375,7 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
                 writer.writerow([render.csv_value(record[f]) for f in EXPORT_CSV_FIELDS])
         else:
             for span in rows:
-                out.write(json.dumps(span, ensure_ascii=False, separators=(",", ":")))
+                out.write(render.json_line(span))
                 out.write("\n")
     finally:
         if out is not sys.stdout:

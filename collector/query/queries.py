@@ -6,10 +6,11 @@ Results are plain dicts whose keys are the documented, stable JSON field names (
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
+
+import orjson
 
 from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
@@ -37,8 +38,8 @@ def _json(value: Any) -> Any:
     """JSON columns come back as text from SQLite and as Python objects from Postgres JSONB."""
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except ValueError:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
             return value
     return value
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # rich is imported only when a table is printed: JSON/CSV sta
     from rich.text import Text
 
 __all__ = [
-    "Column", "console", "styled", "table", "emit", "write_json", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
+    "Column", "console", "styled", "table", "emit", "write_json", "json_line", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
     "fmt_pct", "fmt_time", "message_text", "transcript_lines", "render_trace_tree", "csv_value",
 ]
 
@@ -200,8 +200,19 @@ def write_csv(records: Sequence[dict], out: TextIO, fields: Sequence[str] | None
 
 
 def write_json(document: Any, out: TextIO) -> None:
-    json.dump(document, out, ensure_ascii=False, indent=2)
+    """Indented JSON (orjson: the stdlib's indenting encoder is pure Python, 0.04 s for a month
+    of ``stats --by model,day``)."""
+    import orjson
+
+    out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
     out.write("\n")
+
+
+def json_line(document: Any) -> str:
+    """One compact JSON document (a JSONL line, without its newline)."""
+    import orjson
+
+    return orjson.dumps(document).decode()
 
 
 def emit(fmt: str, document: Any, records: Sequence[dict], columns: Sequence[Column],
