@@ -10,6 +10,5 @@ PROCESSORS = Registry("processor", {
     "genai_cost": "processors.genai_cost",
     "genai_token_rate": "processors.genai_token_rate",
     "redaction": "processors.redaction",
-    "genai_session": "processors.genai_session",
     "sampling": "processors.sampling",
 })
