@@ -246,7 +246,7 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
     con.print(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
               f"{s['turns']} turns  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
               f"{s['error_count']} errors")
-    con.print(render.table(TURN_COLUMNS, found["turns"]), soft_wrap=True)
+    render.table(TURN_COLUMNS, found["turns"]).write(con.file)
     for number, turn in enumerate(found["turns"], 1):
         con.rule(render.styled(f"turn {number} · {fmt_time(turn['start_time'])} · trace "
                              f"{turn['trace_id']}"), align="left")
@@ -303,17 +303,13 @@ def cmd_stats(args: argparse.Namespace, store: Store) -> int:
     elif args.format == "csv":
         render.write_csv(result[STAT_SECTIONS[args.section]], sys.stdout)
     elif not result["groups"]:
-        render.console().print(render.styled("no GenAI calls match", "dim"))
+        render.note("no GenAI calls match")
     else:
-        con = render.console()
-        con.print(render.table(_stat_columns(args.by), result["groups"],
-                               title=f"GenAI calls by {','.join(args.by)} (latency percentiles exact)"),
-                  soft_wrap=True)
+        render.table(_stat_columns(args.by), result["groups"],
+                     title=f"GenAI calls by {','.join(args.by)} (latency percentiles exact)").write()
         if result["top_users"]:
-            con.print(render.table(USER_COLUMNS, result["top_users"], title="top users by spend"),
-                      soft_wrap=True)
-        con.print(render.table(PER_CALL_COLUMNS, result["cost_per_call"], title="cost per call by model"),
-                  soft_wrap=True)
+            render.table(USER_COLUMNS, result["top_users"], title="top users by spend").write()
+        render.table(PER_CALL_COLUMNS, result["cost_per_call"], title="cost per call by model").write()
     return 0
 
 

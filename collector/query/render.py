@@ -1,4 +1,4 @@
-"""Output: rich tables that fit an 80-column terminal, JSON, CSV, the trace tree and transcripts.
+"""Output: tables that fit an 80-column terminal, JSON, CSV, and (with rich) the trace tree and transcripts.
 
 Tables are for people (short numbers: ``1.2k``, ``850ms``, ``$0.0123``); JSON and CSV are for
 programs and carry the exact values under the documented field names.
@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TextIO
 
-if TYPE_CHECKING:  # rich is imported only when a table is printed: JSON/CSV start faster
+if TYPE_CHECKING:  # rich is imported only for the trace tree and transcripts
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
 __all__ = [
-    "Column", "console", "styled", "table", "emit", "write_json", "json_line", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
+    "Column", "Listing", "console", "styled", "table", "note", "emit", "write_json", "json_line", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
     "fmt_pct", "fmt_time", "message_text", "transcript_lines", "render_trace_tree", "csv_value",
 ]
 
@@ -144,40 +145,66 @@ def _fit(columns: Sequence[Column], cells: list[list[str]], width: int) -> tuple
     return keep, widths
 
 
+_SGR = {"bold": "1", "dim": "2", "italic": "3"}
+
+
+def _paint(text: str, style: str, out: TextIO) -> str:
+    """``text`` in ``style`` when ``out`` is a terminal that takes colours (not ``NO_COLOR``,
+    not ``TERM=dumb``), else plain, as rich decides."""
+    if not style or not out.isatty() or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return text
+    return f"\x1b[{_SGR[style]}m{text}\x1b[0m"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A laid-out table: a title, a header, a rule and the rows, all as lines of text."""
+
+    title: str | None
+    header: str
+    rule: str
+    rows: list[str]
+
+    def write(self, out: TextIO | None = None) -> None:
+        out = out or sys.stdout
+        lines = ([_paint(self.title, "italic", out)] if self.title else []) + \
+            [_paint(self.header, "bold", out), self.rule, *self.rows]
+        out.write("\n".join(lines) + "\n")
+
+
 def table(columns: Sequence[Column], records: Iterable[dict], title: str | None = None,
-          width: int | None = None) -> "Text":
-    """A table that fits ``width`` (the terminal; 80 when not a terminal); print it with
-    ``soft_wrap=True`` (a table too wide for a narrow terminal keeps its lines whole).
+          width: int | None = None) -> Listing:
+    """A table that fits ``width`` (the terminal's; 80, or ``$COLUMNS``, when not a terminal).
 
     Numbers are never cut; optional columns are dropped when even the numbers do not fit, and text
-    columns (names, ids) give way with an ellipsis, widest first.  The lines are laid out here, in
-    the look of rich's ``SIMPLE_HEAD`` box (bold header, a rule, two spaces between columns):
-    :func:`_fit` already knows every width, and rich's ``Table`` measuring and wrapping each cell
-    again took 0.25 s for the 240 rows of ``stats --by model,day --since 30d``.
+    columns (names, ids) give way with an ellipsis, widest first; a terminal narrower than the
+    numbers gets whole lines.  The look is rich's ``SIMPLE_HEAD`` box (bold header, a rule, two
+    spaces between columns), laid out here: :func:`_fit` already knows every width, and rich's
+    ``Table`` measuring and wrapping each cell again took 0.25 s for the 240 rows of
+    ``stats --by model,day --since 30d`` (and importing rich 0.05 s more).
     """
-    from rich.text import Text
-
     cells = [[col.cell(r) for col in columns] for r in records]
-    keep, widths = _fit(columns, cells, width or console().width)
+    keep, widths = _fit(columns, cells, width or shutil.get_terminal_size().columns)
     gap = " " * COLUMN_GAP
 
     def line(row: Sequence[str]) -> str:
         return gap.join(_aligned(row[i], widths[i], columns[i].numeric) for i in keep)
 
     total = sum(widths[i] for i in keep) + COLUMN_GAP * (len(keep) - 1)
-    out = Text(no_wrap=True, overflow="ignore")
-    if title:
-        out.append(title.ljust(total) + "\n", style="italic")
-    out.append(line([col.header for col in columns]) + "\n", style="bold")
-    out.append("\u2500" * total + "\n")
-    out.append("\n".join(line(row) for row in cells))
-    return out
+    return Listing(title.ljust(total) if title else None, line([col.header for col in columns]),
+                   "\u2500" * total, [line(row) for row in cells])
 
 
 def _aligned(text: str, width: int, right: bool) -> str:
     if len(text) > width:
         text = text[:max(width - 1, 0)] + "\u2026"
     return text.rjust(width) if right else text.ljust(width)
+
+
+def note(text: str, out: TextIO | None = None) -> None:
+    """A dim line in place of an empty listing ("no matches")."""
+    out = out or sys.stdout
+    out.write(_paint(text, "dim", out) + "\n")
 
 
 def csv_value(value: Any) -> Any:
@@ -224,9 +251,9 @@ def emit(fmt: str, document: Any, records: Sequence[dict], columns: Sequence[Col
     elif fmt == "csv":
         write_csv(records, out)
     elif not records:
-        console(out).print(styled(empty, "dim"))
+        note(empty, out)
     else:
-        console(out).print(table(columns, records, title), soft_wrap=True)
+        table(columns, records, title).write(out)
 
 
 # -- messages ---------------------------------------------------------------------------------------
