@@ -302,6 +302,28 @@ def test_traces_filters(dbs, dataset, name):
     assert _ids(both(dbs, "traces", *argv, "--limit", "100")) == expected
 
 
+@pytest.mark.parametrize("argv", [
+    ["--search", "100% _off_ ?"], ["--user", "o'brien?%"], ["--model", "x'); DROP TABLE spans; --"],
+    ["--search", "%"], ["--session", "?"],
+])
+def test_values_with_sql_and_placeholder_characters_are_only_values(dbs, argv):
+    """Quotes, ``?`` (the fragments' placeholder) and ``%`` (psycopg's) in a filter value match
+    literally, on both stores: nothing here matches, and nothing breaks or is dropped."""
+    assert both(dbs, "traces", *argv) == []
+    assert both(dbs, "stats", *argv)["groups"] == []
+    assert len(both(dbs, "traces", "--limit", "100")) > 0  # the spans table is still there
+
+
+def test_sql_fragments_count_their_placeholders():
+    from exporters.storage.sqltext import Sql, all_of, any_of
+
+    with pytest.raises(ValueError, match="2 placeholders, 1 parameters"):
+        Sql("a = ? AND b = ?", 1)
+    clause = all_of([Sql("a = ?", 1), any_of([Sql("b = ?", 2), Sql("c LIKE ?", "%x")])])
+    assert clause.text == "((a = ?) AND (((b = ?) OR (c LIKE ?))))" and clause.params == (1, 2, "%x")
+    assert Sql.compose("SELECT 1 WHERE {} AND d = '%'", clause).render("postgresql").count("%s") == 3
+
+
 def test_traces_since_until(dbs, dataset):
     since, until = dataset.base_ns + 30 * HOUR_NS, dataset.base_ns + 60 * HOUR_NS
     expected = [r["trace_id"] for r in sorted(_trace_rows(dataset), key=lambda r: -r["start"])

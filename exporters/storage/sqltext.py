@@ -5,7 +5,8 @@ Why not SQLAlchemy Core, which the write path uses: importing it costs 0.35-0.6 
 machine, more than half of the query CLI's 1 s budget for an answer, and read queries need no
 more than text and parameters.  Values never enter the text: every one is a ``?`` placeholder,
 rendered for the driver's parameter style by :meth:`Sql.render` (``?`` for sqlite3, ``%s`` for
-psycopg).  Fragments therefore never hold a literal ``?`` or ``%`` of their own.
+psycopg, which also gets every literal ``%`` doubled).  So fragments never hold a literal ``?``
+of their own (the constructor counts them against the parameters).
 """
 
 from __future__ import annotations
