@@ -314,6 +314,19 @@ def test_values_with_sql_and_placeholder_characters_are_only_values(dbs, argv):
     assert len(both(dbs, "traces", "--limit", "100")) > 0  # the spans table is still there
 
 
+@pytest.mark.parametrize("command", ["traces", "sessions", "stats", "eval-candidates"])
+def test_far_off_times_and_huge_thresholds_mean_no_bound(dbs, dataset, command):
+    """Dates and durations beyond the stores' 64-bit nanoseconds are clamped to them, not a
+    driver overflow (SQLite raised OverflowError on them)."""
+    page = [] if command == "stats" else ["--limit", "100"]
+    everything = both(dbs, command, "--since", "0001-01-01", "--until", "9999-12-31", *page)
+    assert everything == both(dbs, command, "--since", "99999999d", *page)
+    assert everything == both(dbs, command, *page)
+    slow = both(dbs, command, "--min-latency-ms", "1e30", *page)
+    assert (slow["groups"] if command == "stats" else
+            slow["candidates"] if command == "eval-candidates" else slow) == []
+
+
 def test_sql_fragments_count_their_placeholders():
     from exporters.storage.sqltext import Sql, all_of, any_of
 
@@ -490,6 +503,8 @@ def test_csv_listing(dbs, dataset):
     (["traces", "--min-latency-ms", "nan"], "--min-latency-ms"),
     (["traces", "--since", "2026-01-02", "--until", "2026-01-01"], "earlier"),
     (["traces", "--db", "postgresql://::bad"], "malformed"),
+    (["traces", "--db", "postgresql+psycopg://u:s3cretpw@h:99999/db"], "u:***@h:99999"),  # no password
+    (["traces", "--db", "postgresql+psycopg://u:s3cretpw@127.0.0.1:1/db"], "u:***@127.0.0.1:1"),
     (["traces", "--db", "mysql://x@y/z"], "unsupported"),
     (["traces", "--db", "/nonexistent/store.db"], "not found"),
     (["traces", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x"], "cannot open"),
@@ -501,7 +516,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, monkeypatch):
     proc = run(*argv)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr
-    assert proc.stdout == ""
+    assert proc.stdout == "" and "s3cretpw" not in proc.stderr
 
 
 def test_export_to_an_unwritable_path_is_exit_2(dbs):

@@ -19,7 +19,7 @@ from config.schema import parse_duration
 
 __all__ = [
     "UsageError", "time_arg", "by_arg", "non_negative_float", "positive_int", "non_negative_int",
-    "BY_KEYS", "one_line_errors", "now_ns",
+    "BY_KEYS", "one_line_errors", "now_ns", "clamp_int64", "INT64_MIN", "INT64_MAX",
 ]
 
 BY_KEYS = ("model", "provider", "service", "user", "session", "day", "hour")
@@ -35,6 +35,15 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+"""The stores keep times as 64-bit integers: a value bound outside this range is an error."""
+
+
+def clamp_int64(value: int) -> int:
+    """``--until 9999-12-31`` or ``--since 0001-01-01`` mean "no bound": the nearest int64."""
+    return max(INT64_MIN, min(INT64_MAX, value))
+
+
 def time_arg(text: str) -> int:
     """``24h`` / ``30d`` / ``90m`` (that long ago) or an ISO 8601 date/time -> unix nanoseconds.
 
@@ -42,7 +51,8 @@ def time_arg(text: str) -> int:
     different on every laptop would be a trap.
     """
     if _RELATIVE.match(text):
-        return now_ns() - int(parse_duration(text.strip()) * 1e9)
+        ago = parse_duration(text.strip()) * 1e9
+        return clamp_int64(now_ns() - int(ago)) if ago < 2 ** 64 else INT64_MIN
     candidate = text.strip()
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
@@ -54,7 +64,7 @@ def time_arg(text: str) -> int:
             f"(2026-11-01, 2026-11-01T12:00:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return clamp_int64(int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000)
 
 
 def by_arg(text: str) -> list[str]:

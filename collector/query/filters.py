@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.model import LLM_OPERATIONS
+from collector.query.args import clamp_int64
 from collector.query.store import Connection
 from exporters.storage.search import FTS_PRESENT, search_clause
 from exporters.storage.sqltext import Sql, any_of
@@ -74,7 +75,7 @@ class Filters:
             out.append(Sql(f"{rollup}.cost_usd >= ?", self.min_cost))
         if self.min_latency_ms is not None:
             out.append(Sql(f"{rollup}.end_time_unix_nano - {rollup}.start_time_unix_nano >= ?",
-                           int(self.min_latency_ms * NS_PER_MS)))
+                           clamp_int64(int(self.min_latency_ms * NS_PER_MS))))
         inner = self._inner(conn)
         if inner:
             out.append(Sql.compose(f"EXISTS (SELECT 1 FROM spans WHERE spans.{key} = {rollup}.{key}"

@@ -11,6 +11,7 @@ It talks to the DBAPI drivers (sqlite3, psycopg) directly rather than through SQ
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -175,6 +176,10 @@ def _sqlite_file(path: str, shown: str) -> Target:
     return Target("sqlite", str(Path(path).expanduser().resolve()), shown)
 
 
+_PASSWORD = re.compile(r"^([^:/]+://[^:/@]*:)[^/]*@")
+"""``scheme://user:PASSWORD@``: what messages show as ``***``."""
+
+
 def resolve_db(db: str | None, config_path: str) -> Target:
     """``--db`` (or the config's storage exporter), checked: a SQLite file that exists, or a
     Postgres URL in SQLAlchemy's spelling (``postgresql+psycopg://USER@HOST/DB``) as libpq's."""
@@ -183,19 +188,16 @@ def resolve_db(db: str | None, config_path: str) -> Target:
         return _sqlite_file(target, target)
     scheme, rest = target.split("://", 1)
     backend = scheme.split("+", 1)[0].lower()
+    shown = _PASSWORD.sub(r"\1***@", target, count=1)
     try:
-        parts = urlsplit(f"{backend}://{rest}")
-        parts.port  # noqa: B018 - parsing the port is what validates it
+        urlsplit(f"{backend}://{rest}").port  # noqa: B018 - parsing the port is what validates it
     except ValueError:
-        raise UsageError(f"malformed database URL: {target!r} "
+        raise UsageError(f"malformed database URL: {shown!r} "
                          f"(expected sqlite:///PATH or postgresql+psycopg://USER@HOST/DB)") from None
     if backend == "sqlite":
         # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
-        return _sqlite_file(rest.split("?", 1)[0][1:], target)
+        return _sqlite_file(rest.split("?", 1)[0][1:], shown)
     if backend in ("postgresql", "postgres"):
-        shown = target
-        if parts.password:
-            shown = target.replace(f":{parts.password}@", ":***@", 1)
         return Target("postgresql", f"postgresql://{rest}", shown)
     raise UsageError(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
