@@ -519,6 +519,35 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, monkeypatch):
     assert proc.stdout == "" and "s3cretpw" not in proc.stderr
 
 
+HOSTILE = "u\x1b[2J\x1b]0;pwned\x07\r\nz\u202e"
+"""A user id / model / prompt an OTLP client could send: clear screen, set the window title, bell,
+carriage return, newline, a bidi override."""
+
+
+def test_control_characters_in_span_data_never_reach_the_terminal(tmp_path):
+    dataset = make_dataset(n_traces=2)
+    for span in dataset.spans:
+        span.name = f"step{HOSTILE}"
+        if span.genai is not None:
+            span.genai.user_id = span.genai.session_id = HOSTILE
+            if span.genai.model:
+                span.genai.response_model = f"gpt{HOSTILE}"
+                span.genai.input_messages = [{"role": "user", "parts": [{"type": "text", "content": HOSTILE}]}]
+    path = tmp_path / "hostile.db"
+    load("sqlite", {"path": str(path)}, dataset)
+    trace_id = dataset.spans[0].trace_id.hex()
+    for argv in (["traces"], ["sessions"], ["stats", "--by", "model,user,session"], ["eval-candidates"],
+                 ["trace", trace_id], ["session", HOSTILE]):
+        proc = cli(*argv, "--db", str(path))
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert not set("\x1b\x07\r\u202e") & set(proc.stdout), argv
+        assert "\\x1" in proc.stdout, argv  # shown, escaped (and maybe cut with an ellipsis)
+        if argv[0] not in ("trace", "session"):  # one line per row: no newline got through
+            assert max(len(line) for line in proc.stdout.splitlines()) <= 80, argv
+    # JSON keeps the exact value
+    assert json.loads(cli("sessions", "--db", str(path), "--format", "json").stdout)[0]["user_id"] == HOSTILE
+
+
 def test_export_to_an_unwritable_path_is_exit_2(dbs):
     proc = run("export", "-o", "/nonexistent/dir/out.jsonl", "--db", dbs["sqlite"])
     assert proc.returncode == 2 and "cannot write" in proc.stderr

@@ -181,8 +181,8 @@ def _print_trace(trace_id: str, span_list: list[dict]) -> None:
     cost = sum(s["cost_usd"] or 0 for s in span_list)
     services = sorted({s["service"] for s in span_list if s["service"]})
     con.print(render.styled(f"trace {trace_id}", "bold"))
-    con.print(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  {len(span_list)} spans"
-              f"  {errors} errors  {fmt_tokens(tokens)} tokens  {fmt_cost(cost)}")
+    con.print(render.safe(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  {len(span_list)} spans"
+                          f"  {errors} errors  {fmt_tokens(tokens)} tokens  {fmt_cost(cost)}"))
     render.render_trace_tree(con, span_list)
     for span in span_list:
         lines = render.transcript_lines(span)
@@ -243,9 +243,9 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
     con = render.console()
     s = found["session"]
     con.print(render.styled(f"session {s['session_id']}", "bold"))
-    con.print(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
-              f"{s['turns']} turns  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
-              f"{s['error_count']} errors")
+    con.print(render.safe(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
+                          f"{s['turns']} turns  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
+                          f"{s['error_count']} errors"))
     render.table(TURN_COLUMNS, found["turns"]).write(con.file)
     for number, turn in enumerate(found["turns"], 1):
         con.rule(render.styled(f"turn {number} · {fmt_time(turn['start_time'])} · trace "

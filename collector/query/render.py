@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # rich is imported only for the trace tree and transcripts
     from rich.text import Text
 
 __all__ = [
-    "Column", "Listing", "console", "styled", "table", "note", "emit", "write_json", "json_line", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
+    "Column", "Listing", "console", "styled", "safe", "table", "note", "emit", "write_json", "json_line", "write_csv", "fmt_ms", "fmt_tokens", "fmt_cost",
     "fmt_pct", "fmt_time", "message_text", "transcript_lines", "render_trace_tree", "csv_value",
 ]
 
@@ -33,10 +33,25 @@ def console(file: TextIO | None = None) -> "Console":
 
 
 def styled(text: str, style: str = "") -> "Text":
-    """Plain text with a style: never parsed as markup (it is user data)."""
+    """One line of plain text with a style: never parsed as markup, control characters shown
+    escaped (it is user data: see :func:`safe`)."""
     from rich.text import Text
 
-    return Text(text, style=style)
+    return Text(safe(text), style=style)
+
+
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPED = {cp: f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" for cp in _CONTROLS}
+_ESCAPED_ONE_LINE = str.maketrans(_ESCAPED)
+_ESCAPED_MULTILINE = str.maketrans({cp: e for cp, e in _ESCAPED.items() if cp not in (0x09, 0x0A)})
+
+
+def safe(text: str, multiline: bool = False) -> str:
+    """``text`` with control characters (C0, DEL, C1, bidi overrides) written as ``\\x1b``-style
+    escapes: span data comes from any OTLP client, and an ESC sequence in a user id must not
+    clear the terminal, nor a newline in a model name break a table row.  ``multiline`` keeps
+    newlines and tabs (transcripts)."""
+    return text.translate(_ESCAPED_MULTILINE if multiline else _ESCAPED_ONE_LINE)
 
 
 # -- number formats (tables only) ------------------------------------------------------------------
@@ -111,7 +126,7 @@ class Column:
 
     def cell(self, record: dict) -> str:
         value = self.key(record) if callable(self.key) else record.get(self.key)
-        return self.fmt(value)
+        return safe(self.fmt(value))
 
 
 COLUMN_GAP = 2
@@ -315,7 +330,7 @@ ROLE_STYLES = {"system": "magenta", "user": "cyan", "assistant": "green", "tool"
 def print_transcript(con: "Console", span: dict) -> None:
     for role, text in transcript_lines(span):
         line = styled(f"{role}: ", f"bold {ROLE_STYLES.get(role, 'white')}")
-        line.append(text)
+        line.append(safe(text, multiline=True))
         con.print(line)
 
 
@@ -394,10 +409,10 @@ def render_trace_tree(con: "Console", span_list: list[dict]) -> None:
     t.add_column("cost", justify="right", no_wrap=True)
     for span, prefix in _tree_order(span_list):
         label = styled(prefix)
-        label.append(span["name"] or "(unnamed)", style="red" if span["status"] == "error" else "")
+        label.append(safe(span["name"] or "(unnamed)"), style="red" if span["status"] == "error" else "")
         model = span.get("response_model") or span.get("request_model")
         if model and model not in (span["name"] or ""):
-            label.append(f" {model}", style="dim")
+            label.append(safe(f" {model}"), style="dim")
         tokens = "-"
         if span["input_tokens"] is not None or span["output_tokens"] is not None:
             tokens = f"{fmt_tokens(span['input_tokens'] or 0)}/{fmt_tokens(span['output_tokens'] or 0)}"
