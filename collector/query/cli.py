@@ -400,7 +400,8 @@ def cmd_eval_candidates(args: argparse.Namespace, store: Store) -> int:
                                      args.slow_ms, args.expensive_usd)
     rows = result["candidates"]
     if args.format == "csv":
-        render.write_csv([{**csv_row(r), "reasons": ",".join(r["reasons"])} for r in rows], sys.stdout)
+        render.write_csv([{**csv_row(r), "reasons": ",".join(r["reasons"])} for r in rows], sys.stdout,
+                         fields=(*EXPORT_CSV_FIELDS, "reasons"))
         return 0
     render.emit(args.format, result, rows, EVAL_COLUMNS, empty="no candidates match",
                 title=f"eval candidates (slow >= {fmt_ms(result['thresholds']['slow_ms'])}, "
