@@ -327,6 +327,43 @@ def test_far_off_times_and_huge_thresholds_mean_no_bound(dbs, dataset, command):
             slow["candidates"] if command == "eval-candidates" else slow) == []
 
 
+@pytest.mark.parametrize("store_name", ["sqlite", "postgres"])
+def test_ctrl_c_interrupts_the_concurrent_stats_queries(dbs, store_name):
+    """Ctrl-C while stats waits for its concurrent queries stops them, instead of waiting for
+    them to finish; a failing query stops its siblings the same way."""
+    import signal
+    import threading
+    import time
+
+    from collector.query.stats import _concurrently
+    from collector.query.store import open_store
+    from exporters.storage.sqltext import Sql
+
+    endless = Sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+                  "SELECT count(*) FROM (SELECT i FROM n LIMIT 50000000000) AS t")
+
+    def slow(conn):
+        return conn.scalar(endless)
+
+    def failing(conn):
+        time.sleep(0.3)
+        raise ValueError("a job failed")
+
+    store = open_store(dbs[store_name], "unused")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="a job failed"):
+            _concurrently(store, [(slow, ()), (failing, ())])
+        assert time.monotonic() - started < 10
+        started = time.monotonic()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            _concurrently(store, [(slow, ()), (slow, ())])
+        assert time.monotonic() - started < 10
+    finally:
+        store.close()
+
+
 def test_sql_fragments_count_their_placeholders():
     from exporters.storage.sqltext import Sql, all_of, any_of
 

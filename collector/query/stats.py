@@ -250,13 +250,34 @@ def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, An
 
 
 def _concurrently(store: Store, jobs: Sequence[tuple[Callable, tuple]]) -> list[Any]:
-    """Run ``fn(conn, *args)`` for every job at once, each on its own pooled connection."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Run ``fn(conn, *args)`` for every job at once, each on its own pooled connection.
+
+    When a job fails or the caller stops waiting (Ctrl-C), the statements still running are
+    interrupted: the pool's exit would otherwise wait for every query to finish (7.6 s for
+    ``--by session`` over the whole of a 1M-span SQLite store)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    running: list[Connection] = []
 
     def run(fn: Callable, args: tuple) -> Any:
         with store.connect() as conn:
-            return fn(conn, *args)
+            running.append(conn)
+            try:
+                return fn(conn, *args)
+            finally:
+                running.remove(conn)
 
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = [pool.submit(run, fn, args) for fn, args in jobs]
-        return [future.result() for future in futures]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    raise future.exception()
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            for conn in list(running):
+                conn.interrupt()
+            raise

@@ -67,6 +67,17 @@ class Connection:
         row = self.execute(query).fetchone()
         return row[0] if row else None
 
+    def interrupt(self) -> None:
+        """Stop the statement running on this connection, from another thread (Ctrl-C); a
+        connection that has just finished (or closed) meanwhile is left as it is."""
+        try:
+            if self.dialect == "postgresql":
+                self.dbapi.cancel()
+            else:
+                self.dbapi.interrupt()
+        except Exception:  # noqa: BLE001 - racing the query's own end: nothing left to stop
+            pass
+
     def stream(self, query: Sql, batch: int = 2000) -> Iterator[dict[str, Any]]:
         """Rows as dicts without holding them all: a server-side cursor on Postgres."""
         if self.dialect == "postgresql":
