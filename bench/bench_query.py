@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlalchemy as sa  # noqa: E402
 
-from exporters.storage.schema import metadata, sessions, spans, traces  # noqa: E402
+from exporters.storage.schema import JSONText, metadata, sessions, spans, traces  # noqa: E402
 
 MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "o3"),
           ("anthropic", "claude-sonnet-4"), ("anthropic", "claude-haiku-4"),
@@ -141,7 +141,7 @@ def build(url: str, n_spans: int, anchor_ns: int) -> None:
         for span_rows, trace_rows, session_rows in generate(n_spans, anchor_ns):
             for table, rows in ((spans, span_rows), (traces, trace_rows), (sessions, session_rows)):
                 if rows:
-                    conn.execute(table.insert(), _complete(table, rows))
+                    conn.execute(_insert(table, engine.dialect.name), _complete(table, rows))
     with engine.begin() as conn:
         for ix in indexes:
             ix.create(conn)
@@ -152,6 +152,18 @@ def build(url: str, n_spans: int, anchor_ns: int) -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM spans")
     engine.dispose()
+
+
+def _insert(table: sa.Table, dialect: str) -> sa.Insert:
+    """The rows hold JSON as text, as the exporter writes it: on Postgres the JSONB columns take
+    it through a CAST (SQLAlchemy's JSONB type would encode the text again, as a JSON string, and
+    store None as JSON null)."""
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    if dialect != "postgresql":
+        return table.insert()
+    return table.insert().values({c.name: sa.cast(sa.bindparam(c.name, type_=sa.Text), JSONB)
+                                  for c in table.columns if c.type is JSONText})
 
 
 def _complete(table: sa.Table, rows: list[dict]) -> list[dict]:
