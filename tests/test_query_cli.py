@@ -302,6 +302,15 @@ def test_traces_filters(dbs, dataset, name):
     assert _ids(both(dbs, "traces", *argv, "--limit", "100")) == expected
 
 
+def test_search_reads_what_was_said_not_the_json_around_it(dbs, dataset):
+    """JSON keys of the message format are not text anyone said (they matched every call), and
+    case folds beyond ASCII, on the SQLite store (FTS5 index) and the Postgres one (scan)."""
+    for key in ("parts", "content", "type"):
+        assert both(dbs, "traces", "--search", key, "--limit", "100") == [], key
+    with_unicode = both(dbs, "traces", "--search", "ÜNÏCODE", "--limit", "100")
+    assert len(with_unicode) == len(traces_of(dataset))  # every chat call's question has it
+
+
 @pytest.mark.parametrize("argv", [
     ["--search", "100% _off_ ?"], ["--user", "o'brien?%"], ["--model", "x'); DROP TABLE spans; --"],
     ["--search", "%"], ["--session", "?"],

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 from collector.query.args import UsageError
+from exporters.storage.search import register_sqlite_lower
 from exporters.storage.sqltext import Sql
 
 __all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "STORAGE_TYPES"]
@@ -147,6 +148,7 @@ def _connect(target: Target) -> Any:
         conn.read_only = True  # a reader must never write, whatever SQL runs
         return conn
     conn = sqlite3.connect(target.location, timeout=5, check_same_thread=False, isolation_level=None)
+    register_sqlite_lower(conn)  # --search folds case beyond ASCII
     for pragma in ("query_only = 1",            # a reader must never write, whatever SQL runs
                    "cache_size = -65536",       # 64 MiB: stats scan many pages once
                    "mmap_size = 1073741824",

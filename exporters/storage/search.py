@@ -24,8 +24,8 @@ from exporters.storage.sqltext import Sql, all_of, any_of
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-__all__ = ["FTS_COLUMNS", "FTS_INDEX_NEW_ROWS", "FTS_PRESENT", "set_full_text_search", "fts_enabled",
-           "search_clause", "search_spans"]
+__all__ = ["FTS_COLUMNS", "FTS_INDEX_NEW_ROWS", "FTS_PRESENT", "SQLITE_LOWER", "register_sqlite_lower", "set_full_text_search",
+           "fts_enabled", "search_clause", "search_spans", "like_contains"]
 
 FTS_COLUMNS = ("input_messages", "output_messages", "system_instructions")
 
@@ -110,24 +110,68 @@ def like_contains(column_text: str, value: str) -> Sql:
     return Sql(f"{column_text} LIKE ? ESCAPE '/'", f"%{escaped}%")
 
 
+SQLITE_LOWER = "gc_lower"
+"""The SQL name of :func:`sqlite_lower`: register it with :func:`register_sqlite_lower`."""
+
+
+def sqlite_lower(value: object) -> object:
+    """A Unicode-aware ``lower()`` for SQLite (its own folds ASCII only); NULL and numbers pass."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def register_sqlite_lower(dbapi_connection) -> None:
+    """Make :data:`SQLITE_LOWER` callable on a sqlite3 connection that searches."""
+    dbapi_connection.create_function(SQLITE_LOWER, 1, sqlite_lower, deterministic=True)
+
+
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+"""Characters JSON text writes escaped: a word holding one is not in the text as typed."""
+
+
+def _string_values_contain(dialect: str, column: str, word: str) -> Sql:
+    """Some string *value* in the JSON of ``column`` contains ``word`` (case-insensitive): the
+    keys (``role``, ``parts``, ``content``...) are structure, not what anyone said.  The JSON
+    text as a whole is tried first (one call per row), the values only where it contains the word
+    (walking the JSON tree of every row doubled the time of a scan)."""
+    word = word.lower()
+    if dialect == "postgresql":
+        lower = "lower"
+        values = Sql.compose(f"EXISTS (SELECT 1 FROM jsonb_path_query(spans.{column}, 'strict $.**') AS v(j) "
+                             "WHERE jsonb_typeof(v.j) = 'string' AND {})",
+                             like_contains("lower(jsonb_build_array(v.j) ->> 0)", word))
+    else:
+        lower = SQLITE_LOWER
+        values = Sql.compose(f"EXISTS (SELECT 1 FROM json_tree(spans.{column}) AS v WHERE v.type = 'text' AND {{}})",
+                             like_contains(f"{SQLITE_LOWER}(v.atom)", word))
+    if _JSON_ESCAPED.search(word):
+        return values
+    return Sql.compose("{} AND {}", like_contains(f"{lower}(CAST(spans.{column} AS TEXT))", word), values)
+
+
 def search_clause(dialect: str, indexed: bool, text: str) -> Sql:
-    """A WHERE condition on ``spans`` matching ``text`` in the content columns, through the
-    full-text index when the store has one (``indexed``: :data:`FTS_PRESENT`)."""
+    """A WHERE condition on ``spans`` matching ``text`` in the string values of the content
+    columns, through the full-text index when the store has one (``indexed``:
+    :data:`FTS_PRESENT`).  On SQLite it needs :func:`register_sqlite_lower`."""
     if not text.split():
         return Sql("1 = 0")
+    values = all_of(any_of(_string_values_contain(dialect, c, word) for c in FTS_COLUMNS)
+                    for word in text.split())
     if indexed:
         if dialect == "sqlite":
             if not _WORD.search(text):
                 return Sql("1 = 0")
-            return Sql("spans.id IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?)", _fts5_query(text))
+            # FTS5 indexes the JSON text, keys included: it finds the candidates, the values decide
+            matches = Sql("spans.id IN (SELECT rowid FROM spans_fts WHERE spans_fts MATCH ?)", _fts5_query(text))
+            return Sql.compose("{} AND {}", matches, values)
         return Sql("spans.content_tsv @@ plainto_tsquery('simple'::regconfig, ?)", text)
-    columns = [f"lower(CAST(spans.{c} AS TEXT))" for c in FTS_COLUMNS]
-    return all_of(any_of(like_contains(col, word.lower()) for col in columns) for word in text.split())
+    return values
 
 
 def search_spans(conn: sa.Connection, text: str, limit: int = 50) -> list[sa.Row]:
     """Newest spans whose content matches ``text``: (trace_id, span_id, name, model, start)."""
     dialect = conn.dialect.name
+    if dialect == "sqlite":
+        register_sqlite_lower(conn.connection.driver_connection)
     query = Sql.compose("SELECT trace_id, span_id, name, model, start_time_unix_nano FROM spans "
                         "WHERE {} ORDER BY start_time_unix_nano DESC LIMIT {}",
                         search_clause(dialect, fts_enabled(conn), text), Sql("?", limit))
