@@ -302,6 +302,15 @@ def test_traces_filters(dbs, dataset, name):
     assert _ids(both(dbs, "traces", *argv, "--limit", "100")) == expected
 
 
+def test_session_by_unique_prefix_as_the_table_cuts_it(dbs):
+    full = both(dbs, "session", "s1")
+    assert both(dbs, "session", "s1\u2026") == full  # copied from a table cell, ellipsis and all
+    for store in dbs:  # "s" is the prefix of s0, s1 and s2
+        proc = run("session", "s", "--db", dbs[store])
+        assert proc.returncode == 2 and "ambiguous" in proc.stderr, proc.stderr
+        assert run("session", "nope", "--db", dbs[store]).returncode == 1
+
+
 def test_search_reads_what_was_said_not_the_json_around_it(dbs, dataset):
     """JSON keys of the message format are not text anyone said (they matched every call), and
     case folds beyond ASCII, on the SQLite store (FTS5 index) and the Postgres one (scan)."""

@@ -234,6 +234,12 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
     from collector.query import queries
 
     found = queries.get_session(store, args.session_id)
+    if found is None:  # a prefix, as the sessions table shows long ids (maybe copied with its "…")
+        prefix = args.session_id.removesuffix("\u2026")
+        matches = queries.session_ids_with_prefix(store, prefix) if prefix else []
+        if len(matches) > 1:
+            raise UsageError(f"session id prefix {prefix!r} is ambiguous ({', '.join(matches)}...)")
+        found = queries.get_session(store, matches[0]) if matches else None
     if found is None:
         sys.stderr.write(f"{args.prog}: session {args.session_id} not found\n")
         return 1

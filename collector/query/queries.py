@@ -21,7 +21,7 @@ from exporters.storage.sqltext import Sql, all_of, any_of, join
 
 __all__ = [
     "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
-    "get_session", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
+    "session_ids_with_prefix", "get_session", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
 
@@ -184,6 +184,14 @@ def list_sessions(store: Store, f: Filters, sort: str, limit: int, offset: int) 
 
 def _session_record(m: Any) -> dict[str, Any]:
     return {"session_id": m["session_id"], **_rollup_record(m), "user_id": m["user_id"]}
+
+
+def session_ids_with_prefix(store: Store, prefix: str) -> list[str]:
+    """Up to two session ids starting with ``prefix`` (exactly, in any collation)."""
+    query = Sql("SELECT session_id FROM sessions WHERE substr(session_id, 1, ?) = ? ORDER BY session_id LIMIT 2",
+                len(prefix), prefix)
+    with store.connect() as conn:
+        return [row[0] for row in conn.execute(query).fetchall()]
 
 
 def get_session(store: Store, session_id: str) -> dict | None:
