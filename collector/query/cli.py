@@ -120,6 +120,10 @@ def _check_time_range(args: argparse.Namespace) -> None:
 
 # -- traces ---------------------------------------------------------------------------------------
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _tokens(r: dict) -> str:
     return f"{fmt_tokens(r['input_tokens'])}/{fmt_tokens(r['output_tokens'])}"
 
@@ -181,8 +185,9 @@ def _print_trace(trace_id: str, span_list: list[dict]) -> None:
     cost = sum(s["cost_usd"] or 0 for s in span_list)
     services = sorted({s["service"] for s in span_list if s["service"]})
     con.print(render.styled(f"trace {trace_id}", "bold"))
-    con.print(render.safe(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  {len(span_list)} spans"
-                          f"  {errors} errors  {fmt_tokens(tokens)} tokens  {fmt_cost(cost)}"))
+    con.print(render.safe(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  "
+                          f"{_count(len(span_list), 'span')}  {_count(errors, 'error')}  "
+                          f"{fmt_tokens(tokens)} tokens  {fmt_cost(cost)}"))
     render.render_trace_tree(con, span_list)
     for span in span_list:
         lines = render.transcript_lines(span)
@@ -250,8 +255,8 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
     s = found["session"]
     con.print(render.styled(f"session {s['session_id']}", "bold"))
     con.print(render.safe(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
-                          f"{s['turns']} turns  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
-                          f"{s['error_count']} errors"))
+                          f"{_count(s['turns'], 'turn')}  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
+                          f"{_count(s['error_count'], 'error')}"))
     render.table(TURN_COLUMNS, found["turns"]).write(con.file)
     for number, turn in enumerate(found["turns"], 1):
         con.rule(render.styled(f"turn {number} · {fmt_time(turn['start_time'])} · trace "

@@ -184,6 +184,8 @@ def _default_from_config(config_path: str) -> str:
 
 
 def _sqlite_file(path: str, shown: str) -> Target:
+    if path and Path(path).expanduser().is_dir():
+        raise UsageError(f"{path} is a directory, not a database file")
     if not path or path == ":memory:" or not Path(path).expanduser().is_file():
         raise UsageError(f"database file not found: {path or '(none)'}")
     return Target("sqlite", str(Path(path).expanduser().resolve()), shown)
