@@ -80,7 +80,7 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
 
     @functools.wraps(fn)
     def handler(args: argparse.Namespace) -> int:
-        from collector.query.store import open_store
+        from collector.query.store import error_reason, open_store
 
         prog = getattr(args, "prog", "genai-collector")
         try:
@@ -93,8 +93,7 @@ def _command(fn: Callable[[argparse.Namespace, Store], int]) -> Handler:
             try:
                 return fn(args, store)
             except store.errors as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                sys.stderr.write(f"{prog}: error: query failed: {reason}\n")
+                sys.stderr.write(f"{prog}: error: query failed: {error_reason(exc)}\n")
                 return 1
             finally:
                 gc.enable()

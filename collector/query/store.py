@@ -24,7 +24,7 @@ from collector.query.args import UsageError
 from exporters.storage.search import register_sqlite_lower
 from exporters.storage.sqltext import Sql
 
-__all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "STORAGE_TYPES"]
+__all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "error_reason", "STORAGE_TYPES"]
 
 STORAGE_TYPES = {"sqlite": "path", "postgres": "url"}
 """Storage exporter type -> the config key that names its database."""
@@ -184,11 +184,12 @@ def _default_from_config(config_path: str) -> str:
 
 
 def _sqlite_file(path: str, shown: str) -> Target:
-    if path and Path(path).expanduser().is_dir():
+    file = Path(path).expanduser()
+    if path and file.is_dir():
         raise UsageError(f"{path} is a directory, not a database file")
-    if not path or path == ":memory:" or not Path(path).expanduser().is_file():
+    if not path or path == ":memory:" or not file.is_file():
         raise UsageError(f"database file not found: {path or '(none)'}")
-    return Target("sqlite", str(Path(path).expanduser().resolve()), shown)
+    return Target("sqlite", str(file.resolve()), shown)
 
 
 _PASSWORD = re.compile(r"^([^:/]+://[^:/@]*:)[^/]*@")
@@ -217,6 +218,12 @@ def resolve_db(db: str | None, config_path: str) -> Target:
     raise UsageError(f"unsupported database URL scheme {scheme!r} (use sqlite or postgresql)")
 
 
+def error_reason(exc: BaseException) -> str:
+    """A driver error in one line (psycopg puts hints on the lines below)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def open_store(db: str | None, config_path: str) -> Store:
     """Connect and check that this is a genai-collector store; every failure is a UsageError."""
     store = Store(resolve_db(db, config_path))
@@ -225,8 +232,7 @@ def open_store(db: str | None, config_path: str) -> Store:
             present = conn.scalar(Sql(_HAS_SPANS[store.dialect]))
     except store.errors as exc:
         store.close()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open {store.target.shown}: {reason}") from None
+        raise UsageError(f"cannot open {store.target.shown}: {error_reason(exc)}") from None
     if not present:
         store.close()
         raise UsageError(f"{store.target.shown} has no spans table: not a genai-collector store")
