@@ -19,7 +19,7 @@ from collector.model import LLM_OPERATIONS
 from collector.query.args import clamp_int64
 from collector.query.store import Connection
 from exporters.storage.search import FTS_PRESENT, search_clause
-from exporters.storage.sqltext import Sql, any_of
+from exporters.storage.sqltext import Sql, any_of, in_list
 
 __all__ = ["Filters", "llm_call", "genai_call", "NS_PER_MS"]
 
@@ -116,6 +116,5 @@ def genai_call() -> Sql:
 
 def llm_call() -> Sql:
     """A turn, as the rollups count it: a chat / completion call, or a model call with no operation."""
-    operations = sorted(LLM_OPERATIONS)
-    return any_of([Sql(f"spans.operation IN ({', '.join('?' * len(operations))})", *operations),
+    return any_of([in_list("spans.operation", sorted(LLM_OPERATIONS)),
                    Sql("spans.operation IS NULL AND spans.model IS NOT NULL")])

@@ -17,7 +17,7 @@ from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Connection, Store
 from exporters.storage.search import like_contains
-from exporters.storage.sqltext import Sql, all_of, any_of, join
+from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
 
 __all__ = [
     "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
@@ -135,16 +135,12 @@ def list_traces(store: Store, f: Filters, sort: str, limit: int, offset: int) ->
             for m in rows]
 
 
-def _in(column: str, values: Sequence[Any]) -> Sql:
-    return Sql(f"{column} IN ({', '.join('?' for _ in values)})", *values)
-
-
 def _models_of(conn: Connection, trace_ids: Sequence[str]) -> dict[str, list[str]]:
     if not trace_ids:
         return {}
     query = Sql.compose("SELECT DISTINCT spans.trace_id, spans.model FROM spans "
                         "WHERE {} AND spans.model IS NOT NULL ORDER BY spans.trace_id, spans.model",
-                        _in("spans.trace_id", trace_ids))
+                        in_list("spans.trace_id", trace_ids))
     out: dict[str, list[str]] = defaultdict(list)
     for trace_id, model in conn.execute(query).fetchall():
         out[trace_id].append(model)
@@ -159,8 +155,8 @@ def trace_ids_with_prefix(store: Store, prefix: str) -> list[str]:
         return [row[0] for row in conn.execute(query).fetchall()]
 
 
-def _spans_where(where: list[Sql], order: str = SPAN_ORDER) -> Sql:
-    return Sql.compose(f"SELECT {SPAN_COLUMNS} FROM spans WHERE {{}} ORDER BY {order}", all_of(where))
+def _spans_where(where: list[Sql]) -> Sql:
+    return Sql.compose(f"SELECT {SPAN_COLUMNS} FROM spans WHERE {{}} ORDER BY {SPAN_ORDER}", all_of(where))
 
 
 def get_trace(store: Store, trace_id: str) -> list[dict]:
@@ -258,8 +254,8 @@ def _attribute(dialect: str, key: str, numeric: bool) -> Sql:
 
 
 def _negative_feedback(dialect: str) -> Sql:
-    words = Sql(f"({', '.join('?' for _ in NEGATIVE_FEEDBACK)})", *NEGATIVE_FEEDBACK)
-    clauses = [Sql.compose("lower({}) IN {}", _attribute(dialect, k, False), words) for k in FEEDBACK_KEYS]
+    clauses = [in_list(Sql.compose("lower({})", _attribute(dialect, k, False)), NEGATIVE_FEEDBACK)
+               for k in FEEDBACK_KEYS]
     clauses += [Sql.compose("{} < 0.5", _attribute(dialect, k, True)) for k in FEEDBACK_SCORE_KEYS]
     return any_of(clauses)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-__all__ = ["Sql", "join", "all_of", "any_of"]
+__all__ = ["Sql", "join", "all_of", "any_of", "in_list"]
 
 
 class Sql:
@@ -67,3 +67,9 @@ def _connected(parts: Iterable[Sql | str], operator: str, empty: Sql) -> Sql:
     if not pieces:
         return empty
     return Sql.compose("({})", join((Sql.compose("({})", p) for p in pieces), operator))
+
+
+def in_list(expression: Sql | str, values: Iterable[Any]) -> Sql:
+    """``expression IN (?, ?, ...)``, one placeholder per value."""
+    values = tuple(values)
+    return Sql.compose("{} IN {}", expression, Sql(f"({', '.join('?' for _ in values)})", *values))
