@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
@@ -22,7 +23,8 @@ if TYPE_CHECKING:  # the query CLI imports registries too: it must not pay for p
 
 __all__ = [
     "Processor", "Exporter", "Receiver", "Consumer", "Factory", "ComponentContext", "Registry",
-    "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
+    "RetryableError", "PermanentError", "Overloaded", "Unavailable", "Health", "ReportsHealth",
+    "ID_TYPE_RE", "split_id",
 ]
 
 ID_TYPE_RE = re.compile(r"^[a-zA-Z][0-9a-zA-Z_]{0,62}$")
@@ -52,6 +54,35 @@ class Overloaded(Exception):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(Overloaded):
+    """Data cannot be taken now because a component it must reach is not ready (its database is
+    down, missing or refuses writes): receivers answer ``UNAVAILABLE`` / 503 with Retry-After at
+    once instead of holding the request until its deadline.  A kind of :class:`Overloaded`, so
+    whatever waits out backpressure (the intake journal's feeder) waits this out too."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a component can do its work now; ``reason`` says why not (one line, for
+    ``/healthz`` and the refusal message)."""
+
+    ready: bool
+    reason: str = ""
+    retry_after: float = 1.0
+
+
+class ReportsHealth(ABC):
+    """Declared capability of a component that knows when it cannot work (a storage exporter
+    whose database is unreachable).  Pipelines refuse new data with :class:`Unavailable` while
+    one of their exporters is not ready, and ``/healthz`` answers 503 with the reasons.  The
+    component recovers by itself (it probes) and must keep ``health`` cheap: it is read at
+    every admission."""
+
+    @abstractmethod
+    def health(self) -> Health:
+        """The current state (no I/O)."""
 
 
 @runtime_checkable

@@ -2,8 +2,9 @@
 
 Shared by every transport so gRPC and HTTP behave the same.  Validation follows the spec's partial
 success: a span with a trace id that is not 16 non-zero bytes, a span id that is not 8 non-zero
-bytes, a parent id that is neither empty nor 8 bytes, or an end before its start is rejected and
-counted; the rest of the request is kept.
+bytes, a parent id that is neither empty nor 8 bytes, an end before its start or a time past
+2**63-1 ns (uint64 on the wire, int64 in every store) is rejected and counted; the rest of the
+request is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from collector.lenient_proto import parse_lenient
 from collector.model import Span, spans_from_request
 from collector.otlp_json import DecodeFailure, spans_from_json
 
@@ -25,6 +27,8 @@ __all__ = ["DecodeFailure", "Decoded", "decode", "decode_protobuf", "validate_sp
            "response_bytes", "status_bytes"]
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+MAX_TIME_UNIX_NANO = 2**63 - 1
+"""Latest storable span time (int64 nanoseconds: 2262-04-11); later ones are rejected."""
 _MAX_ERRORS_LISTED = 5
 
 
@@ -33,24 +37,51 @@ class Decoded:
     spans: list[Span]
     rejected: int
     error_message: str
+    repaired: int = 0  # string values whose invalid UTF-8 was replaced with U+FFFD
+
+
+def _parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
+    """The request and how many string values had invalid UTF-8 (repaired with U+FFFD, see
+    :mod:`collector.lenient_proto`)."""
+    try:
+        return parse_lenient(ExportTraceServiceRequest, body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeFailure(f"invalid protobuf ExportTraceServiceRequest: {exc}") from None
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
+    return _parse_protobuf(body)[0]
+
+
+def _json_spans(body: bytes) -> tuple[list[Span], int]:
+    """OTLP/JSON spans; a body that is not valid UTF-8 is read with U+FFFD for the bad bytes
+    (1 repaired), so one bad string costs only itself, as with protobuf."""
     try:
-        request.ParseFromString(body)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise DecodeFailure(f"invalid protobuf ExportTraceServiceRequest: {exc}") from None
-    return request
+        return spans_from_json(body), 0
+    except DecodeFailure:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return spans_from_json(body.decode("utf-8", "replace").encode("utf-8")), 1
+        raise
 
 
 def decode(body: bytes, as_json: bool) -> Decoded:
     """A request body (OTLP/JSON or protobuf) to its valid spans; raises DecodeFailure."""
     try:
-        spans = spans_from_json(body) if as_json else spans_from_request(decode_protobuf(body))
+        if as_json:
+            spans, repaired = _json_spans(body)
+        else:
+            request, repaired = _parse_protobuf(body)
+            spans = spans_from_request(request)
     except RecursionError:
         raise DecodeFailure("request nested too deeply") from None
-    return check_spans(spans)
+    decoded = check_spans(spans)
+    if repaired:
+        decoded.repaired = repaired
+        note = f"{repaired} string value(s) with invalid UTF-8 stored with U+FFFD"
+        decoded.error_message = f"{decoded.error_message}; {note}" if decoded.error_message else note
+    return decoded
 
 
 def _problem(span: Span) -> str | None:
@@ -63,6 +94,8 @@ def _problem(span: Span) -> str | None:
         return f"invalid parent span id {pid.hex()!r} (must be empty or 8 bytes)"
     if span.end_time_unix_nano < span.start_time_unix_nano:
         return f"span {sid.hex()}: end time before start time"
+    if span.end_time_unix_nano > MAX_TIME_UNIX_NANO:
+        return f"span {sid.hex()}: time {span.end_time_unix_nano} ns is past 2262-04-11 (not storable)"
     return None
 
 
@@ -91,7 +124,7 @@ def check_spans(spans: list[Span]) -> Decoded:
 
 def response_bytes(decoded: Decoded | None, as_json: bool) -> bytes:
     response = ExportTraceServiceResponse()
-    if decoded is not None and decoded.rejected:
+    if decoded is not None and decoded.error_message:  # with 0 rejected: a warning (the spec allows it)
         response.partial_success.rejected_spans = decoded.rejected
         response.partial_success.error_message = decoded.error_message
     if as_json:

@@ -29,7 +29,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from collector.component import Exporter, Overloaded, PermanentError, Processor, RetryableError
+from collector.component import (Exporter, Health, Overloaded, PermanentError, Processor, ReportsHealth,
+                                 RetryableError, Unavailable)
 from collector.model import SpanBatch
 from collector.telemetry import Telemetry
 
@@ -68,6 +69,10 @@ class Ticket:
         self.error = error
         self._event.set()
 
+    def finished(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` for completion; True once completed (with or without error)."""
+        return self._event.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> None:
         if not self._event.wait(timeout):
             raise TimeoutError("the pipeline did not finish the batch in time (it stays queued)")
@@ -82,6 +87,7 @@ class ExporterHandle:
         self.id = exporter_id
         self.exporter = exporter
         self.durable = bool(getattr(exporter, "durable", False))
+        self.reports_health = isinstance(exporter, ReportsHealth)
         self.lock = threading.Lock()
         self.sent = telemetry.counter("otelcol_exporter_sent_spans", "Spans delivered by the exporter.",
                                       exporter=exporter_id)
@@ -93,6 +99,9 @@ class ExporterHandle:
     def export(self, batch: SpanBatch) -> None:
         with self.lock:
             self.exporter.export(batch)
+
+    def health(self) -> Health:
+        return self.exporter.health() if self.reports_health else _READY
 
     # Optional exporter protocol for the two-stage worker: ``prepare(batch)`` does the CPU work
     # that needs no I/O (called from the process stage, without the handle's lock, possibly
@@ -115,6 +124,10 @@ class ExporterHandle:
     def export_prepared(self, prepared) -> None:
         with self.lock:
             self.exporter.export_prepared(prepared)
+
+
+_READY = Health(True)
+HEALTH_POLL = 0.2  # seconds between health checks of a request waiting for its batch
 
 
 class _Item:
@@ -161,6 +174,7 @@ class Pipeline:
         self._out_spans = 0
         self._out_closed = False
         self._preparing = [h.prepares for h in exporters]
+        self._health_reporters = [h for h in exporters if h.reports_health]
         t = telemetry
         self.refused = t.counter("otelcol_pipeline_refused_spans",
                                  "Spans refused at admission (memory limit reached).", pipeline=name)
@@ -186,6 +200,10 @@ class Pipeline:
         with self._cond:
             if self._stopping:
                 raise Overloaded("the collector is shutting down", retry_after=5.0)
+            down = self.unavailable()
+            if down is not None:
+                self.refused.add(nspans)
+                raise down
             if self._in_flight_bytes and self._in_flight_bytes + nbytes > self.limit_bytes:
                 self.refused.add(nspans)
                 raise Overloaded(f"pipeline {self.name}: memory limit reached "
@@ -208,6 +226,29 @@ class Pipeline:
     def submit(self, batch: SpanBatch) -> Ticket:
         self.admit(batch.nbytes, len(batch))
         return self.enqueue(batch)
+
+    def unavailable(self) -> Unavailable | None:
+        """The refusal to give while an exporter reports it is not ready, else None."""
+        for handle in self._health_reporters:
+            health = handle.health()
+            if not health.ready:
+                return Unavailable(f"pipeline {self.name}: exporter {handle.id} not ready: {health.reason}",
+                                   retry_after=health.retry_after)
+        return None
+
+    def wait(self, ticket: Ticket, deadline: float | None) -> None:
+        """Wait for ``ticket`` until ``deadline`` (monotonic); raise :class:`Unavailable` as soon
+        as an exporter reports it is not ready (the batch stays queued and is written once it
+        recovers: a client retry is stored once, by key), rather than at the deadline."""
+        while True:
+            remaining = HEALTH_POLL if deadline is None else min(HEALTH_POLL, deadline - time.monotonic())
+            if ticket.finished(max(0.0, remaining)):
+                return ticket.wait(0)
+            down = self.unavailable()
+            if down is not None:
+                raise down
+            if deadline is not None and time.monotonic() >= deadline:
+                return ticket.wait(0)
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -408,7 +449,9 @@ class Pipeline:
             return
         pending = list(range(len(self.exporters)))
         delay = RETRY_INITIAL
+        attempt = 0
         while pending:
+            attempt += 1
             retry: list[int] = []
             hint = None
             for i in pending:
@@ -424,7 +467,10 @@ class Pipeline:
                     handle.retries.add(1)
                     retry.append(i)
                     hint = exc.retry_after if exc.retry_after is not None else hint
-                    log.warning("exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
+                    # Once per batch: an outage is logged by the exporter that reports health, and
+                    # the retries of a stuck batch (every 5 s) would repeat it all along.
+                    log.log(logging.WARNING if attempt == 1 and not handle.reports_health else logging.DEBUG,
+                            "exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
                 except PermanentError as exc:
                     handle.failed.add(len(batch))
                     log.error("exporter %s: dropping %d spans: %s", handle.id, len(batch), exc)
@@ -518,8 +564,8 @@ class Fanout:
                 reservation: Reservation | None = None) -> None:
         tickets = self.submit(batch, reservation)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for ticket in tickets:
-            ticket.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for pipeline, ticket in zip(self.pipelines, tickets):
+            pipeline.wait(ticket, deadline)
 
     def submit(self, batch: SpanBatch, reservation: Reservation | None = None) -> list[Ticket]:
         if reservation is None or reservation.taken:

@@ -92,7 +92,9 @@ class Service:
         for pid, pc in cfg.service.pipelines.items():
             for eid in pc.exporters:
                 if eid not in self.exporters:
-                    self.exporters[eid] = ExporterHandle(eid, _create(cfg.exporters[eid], t), t)
+                    handle = self.exporters[eid] = ExporterHandle(eid, _create(cfg.exporters[eid], t), t)
+                    if handle.reports_health:
+                        t.watch_health(f"exporter {eid}", handle.exporter)
             processors = [(proc_id, _create(cfg.processors[proc_id], t, pid)) for proc_id in pc.processors]
             policy = next((p.batch_policy for _, p in processors if hasattr(p, "batch_policy")), BatchPolicy())
             limit = next((p.limit_bytes for _, p in processors if hasattr(p, "limit_bytes")), DEFAULT_LIMIT_BYTES)

@@ -26,7 +26,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from collector.component import ComponentContext, Consumer, Factory, Overloaded, PermanentError
+from collector.component import ComponentContext, Consumer, Factory, Overloaded, PermanentError, Unavailable
 from collector.model import SpanBatch
 from collector.otlp import DecodeFailure, decode, response_bytes, status_bytes
 from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, StorageConfig
@@ -127,19 +127,22 @@ class _Ingest:
                                  transport=transport),
                 self.ctx.counter("bad_requests", "Requests refused before decoding or undecodable.",
                                  transport=transport),
+                self.ctx.counter("repaired_values", "String values with invalid UTF-8 stored with U+FFFD "
+                                 "(their spans are kept).", transport=transport),
             )
         return c
 
     def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None):
         """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError."""
-        accepted, refused, rejected, _ = self.counters(transport)
+        accepted, refused, rejected, _, repaired = self.counters(transport)
         # Admit the encoded size before decoding, so a refused request is never decoded and the
         # decoded spans of every handler thread count against the memory limit.
         reserve = getattr(self.consumer, "reserve", None) if self.journal is None else None
         with reserve(len(body)) if reserve is not None else contextlib.nullcontext() as reservation:
             decoded = decode(body, as_json)
             rejected.add(decoded.rejected)
-            if decoded.rejected:
+            repaired.add(decoded.repaired)
+            if decoded.error_message:
                 self.log.debug("partial success: %s", decoded.error_message)
             if decoded.spans:
                 wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
@@ -223,6 +226,9 @@ class _GrpcServer:
         except DecodeFailure as exc:
             self.ingest.counters("grpc")[3].add(1)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unavailable as exc:
+            context.set_trailing_metadata(_retry_trailers(code_pb2.UNAVAILABLE, str(exc), exc.retry_after))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Overloaded as exc:
             context.set_trailing_metadata(_retry_trailers(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
@@ -436,6 +442,9 @@ class _HttpServer:
             return self.error(h, 415, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
         except DecodeFailure as exc:
             return self.error(h, 400, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
+        except Unavailable as exc:
+            return self.error(h, 503, code_pb2.UNAVAILABLE, str(exc), as_json,
+                              {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         except Overloaded as exc:
             return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json,
                               {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})

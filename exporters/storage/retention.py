@@ -1,13 +1,16 @@
 """Retention: ``content_ttl``, ``ttl`` and ``max_size_mb``, enforced by one background thread.
 
-Each rule works in chunks of short transactions so the writer is never blocked for long:
+Each rule works in chunks of short transactions so the writer is never blocked for long.  Every
+age is counted on the collector's clock from when the data was received (``received_unix_nano``),
+never from the span times a client sent: a span stamped 1971 is not deleted at once, one stamped
+2090 does not live forever.
 
-- ``content_ttl``: content columns of spans that *started* before now - content_ttl are set to
+- ``content_ttl``: content columns of spans received before now - content_ttl are set to
   NULL (``content_purged`` = 1); the rest of the span (timings, tokens, cost) stays.
-- ``ttl``: whole traces whose last span *ended* before now - ttl are deleted (spans and the
-  ``traces`` row), and sessions whose last activity is that old.  Deleting by trace keeps the
+- ``ttl``: whole traces whose last span was received before now - ttl are deleted (spans and the
+  ``traces`` row), and sessions whose last span is that old.  Deleting by trace keeps the
   rollups exact: a trace is never half deleted.
-- ``max_size_mb``: when the data outgrows the cap, the oldest traces (by start) are deleted until
+- ``max_size_mb``: when the data outgrows the cap, the traces received first are deleted until
   the estimate is 10 % under it.  SQLite then returns the pages to the OS (incremental vacuum);
   Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
 """
@@ -96,13 +99,13 @@ class Retention:
         return report
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Null content of spans started before the cutoff, chunk by chunk."""
+        """Null content of spans received before the cutoff, chunk by chunk."""
         # sa.null(): a Python None would become the JSON value null in a JSONB column.
         nulls = {c: sa.null() for c in CONTENT_COLUMNS} | {"content_purged": 1}
         while True:
             ids = (sa.select(spans.c.id)
-                   .where(spans.c.start_time_unix_nano >= self._content_watermark,
-                          spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
+                   .where(spans.c.received_unix_nano >= self._content_watermark,
+                          spans.c.received_unix_nano < cutoff_ns, spans.c.content_purged == 0)
                    .limit(CHUNK).scalar_subquery())
             with self.store.locked(), self.store.engine.begin() as conn:
                 count = conn.execute(spans.update().where(spans.c.id.in_(ids)).values(nulls)).rowcount
@@ -112,13 +115,13 @@ class Retention:
         self._content_watermark = cutoff_ns
 
     def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Delete traces (and their spans) that ended before the cutoff, then old sessions."""
-        expired = sa.select(traces.c.trace_id).where(traces.c.end_time_unix_nano < cutoff_ns)
+        """Delete traces (and their spans) last received before the cutoff, then old sessions."""
+        expired = sa.select(traces.c.trace_id).where(traces.c.received_unix_nano < cutoff_ns)
         while self._delete_traces(expired.limit(CHUNK), report) == CHUNK:
             pass
         with self.store.locked(), self.store.engine.begin() as conn:
             report.deleted_sessions += conn.execute(
-                sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
+                sessions.delete().where(sessions.c.received_unix_nano < cutoff_ns)).rowcount
 
     def _delete_traces(self, select_ids: sa.Select, report: RetentionReport) -> int:
         with self.store.locked(), self.store.engine.begin() as conn:
@@ -130,27 +133,40 @@ class Retention:
         return len(ids)
 
     def _cap_size(self, report: RetentionReport) -> None:
+        """Delete until under the cap.  The share deleted is an estimate (indexes and pages do
+        not shrink exactly with the rows), so SQLite, whose page count is exact once vacuumed,
+        measures again, a few rounds at most; Postgres's estimate lags behind its statistics, a
+        second round would delete too much, so it waits for the next check."""
+        for _ in range(3 if self.store.dialect.sqlite else 1):
+            if not self._cap_size_once(report):
+                return
+
+    def _cap_size_once(self, report: RetentionReport) -> bool:
+        """One round of :meth:`_cap_size`; False when the data was under the cap."""
         size = self.store_size()
         cap = self.policy.max_size_bytes
         if size <= cap:
-            return
+            return False
         with self.store.engine.connect() as conn:
             trace_count = conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one()
         # Drop the oldest share of traces that brings the estimate 10 % under the cap.
         to_delete = math.ceil(trace_count * (size - 0.9 * cap) / size)
         log.warning("retention: database holds ~%d MB, above max_size_mb=%d; deleting the %d oldest traces",
                     size // 2**20, cap // 2**20, to_delete)
-        oldest = sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano)
+        # Spans received together are ordered by their own times: deleting them in the order
+        # they were written frees whole pages (SQLite gives those back to the OS).
+        oldest = sa.select(traces.c.trace_id).order_by(traces.c.received_unix_nano, traces.c.start_time_unix_nano)
         while to_delete > 0:
             deleted = self._delete_traces(oldest.limit(min(CHUNK, to_delete)), report)
             if not deleted:
                 break
             to_delete -= deleted
         with self.store.locked(), self.store.engine.begin() as conn:
-            first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
+            first = sa.select(sa.func.min(traces.c.received_unix_nano)).scalar_subquery()
             report.deleted_sessions += conn.execute(
-                sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
+                sessions.delete().where(sa.or_(first.is_(None), sessions.c.received_unix_nano < first))).rowcount
         self._give_back_space()
+        return True
 
     def _give_back_space(self) -> None:
         if self.store.dialect.sqlite:
