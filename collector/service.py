@@ -73,7 +73,9 @@ class Service:
             self.shutdown(timeout=5.0)
             raise
         self._set_status("ready")
-        log.info("collector ready: %d pipeline(s), receivers %s, exporters %s",
+        problems = self.telemetry.health_problems()
+        log.info("collector %s: %d pipeline(s), receivers %s, exporters %s",
+                 f"started but not ready ({'; '.join(problems)})" if problems else "ready",
                  len(self.pipelines), sorted(self.receivers), sorted(self.exporters))
 
     def _start_component(self, kind: str, cid: str, start) -> None:

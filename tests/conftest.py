@@ -93,9 +93,11 @@ def collector_cmd(*args: str) -> list[str]:
 
 
 def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector",
-                    wait_ready: bool = True, env: dict | None = None, timeout: float = 30.0) -> RunningCollector:
+                    wait_ready: bool = True, env: dict | None = None, timeout: float = 30.0,
+                    preexec_fn=None) -> RunningCollector:
     """Write the config (``{grpc_port}``, ``{http_port}``, ``{metrics_port}``, ``{tmp}`` are filled
-    in), start ``python -m collector run`` and wait for ``/healthz`` to say ready."""
+    in), start ``python -m collector run`` and wait for ``/healthz`` to say ready.  ``preexec_fn``
+    runs in the child before the collector (e.g. to drop a capability)."""
     ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(config_text.format(tmp=tmp_path, **ports))
@@ -103,7 +105,7 @@ def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector"
     log_file = open(log_path, "wb")
     proc = subprocess.Popen(collector_cmd("run", "--config", str(config_path)), cwd=REPO,
                             stdout=log_file, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
     log_file.close()
     running = RunningCollector(proc, config_path, ports["grpc_port"], ports["http_port"],
                                ports["metrics_port"], log_path)

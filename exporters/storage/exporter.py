@@ -25,7 +25,8 @@ class StorageExporter(ReportsHealth):
     be used (unreachable, missing, read-only, disk full: every :class:`RetryableError`) makes the
     exporter not ready with that reason; the pipelines then refuse new data at once with
     UNAVAILABLE / 503, and a probe thread writes a no-op to the database until it answers, which
-    makes it ready again.  The outage is logged when it starts, again with backoff while it
+    makes it ready again (after a failed batch write, the pipeline's retry of that batch, every
+    5 s at most, must succeed instead).  The outage is logged when it starts, again with backoff while it
     lasts, and when it ends.
     """
 
@@ -49,13 +50,14 @@ class StorageExporter(ReportsHealth):
         self._health_lock = threading.Lock()
         self._down = threading.Event()  # set while not ready: wakes the probe thread
         self._down_since = 0.0
+        self._write_failing = False  # a batch write failed and has not succeeded since
         self._stop = threading.Event()
         self._prober: threading.Thread | None = None
         ctx.gauge("storage_ready", "1 when the database takes writes, 0 while it is unavailable",
                   lambda: 1 if self._health.ready else 0)
         self.retention = Retention(store, config.retention_policy(), on_report=self._count_retention)
         try:
-            store.start()
+            store.probe()  # migrates, then proves the database takes writes (read-only file?)
         except RetryableError as exc:  # start anyway: not ready until the database answers
             self._mark_down(exc)
         self.retention.start()
@@ -81,8 +83,10 @@ class StorageExporter(ReportsHealth):
             result = self.store.write_prepared(prepared)
         except RetryableError as exc:
             self._unavailable.add(prepared.spans)
+            self._write_failing = True
             self._mark_down(exc)
             raise
+        self._write_failing = False
         self._mark_up()
         self._written.add(result.written)
         self._rejected.add(result.rejected)
@@ -149,7 +153,10 @@ class StorageExporter(ReportsHealth):
                 self.log.exception("readiness probe failed")
                 delay = PROBE_MAX
             else:
-                self._mark_up()
+                # A no-op write can pass where a batch still fails (a full disk takes one
+                # page, not a batch): then the pipeline's retry of that batch decides.
+                if not self._write_failing:
+                    self._mark_up()
 
     def _count_retention(self, report: RetentionReport) -> None:
         self._purged.add(report.purged_spans)

@@ -467,9 +467,15 @@ class Store:
         """Raise :class:`RetryableError` unless the database takes a write now: migrate if not
         started yet, then commit a no-op ``UPDATE`` (a read would pass on a read-only file or a
         full disk)."""
-        self.start()
-        with self.translate_errors(), self.locked(), self.engine.begin() as conn:
-            conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = version_num")
+        try:
+            self.start()
+            with self.translate_errors(), self.locked(), self.engine.begin() as conn:
+                conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = version_num")
+        except RetryableError:
+            # Pooled connections may be stuck as they were opened (SQLite opens a file it
+            # cannot write read-only, for good): the next try connects afresh.
+            self.engine.dispose()
+            raise
 
     # -- the write path --------------------------------------------------------------------------
 

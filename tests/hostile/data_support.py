@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from conftest import http_get
+from tests.conftest import http_get
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 INT64_MAX = 2**63 - 1
@@ -151,5 +151,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "c
 
 
 def health(port: int) -> tuple[int, dict]:
-    code, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    """(status, body) of ``/healthz``; (0, {}) while nothing listens yet."""
+    try:
+        code, body = http_get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except OSError:
+        return 0, {}
     return code, json.loads(body)

@@ -14,7 +14,7 @@ import json
 import grpc
 import pytest
 
-from data_support import config, grpc_export, http_export, llm_attrs, parse_response, rows, span_request
+from tests.hostile.data_support import config, grpc_export, http_export, llm_attrs, parse_response, rows, span_request
 from exporters.storage.store import sqlite_url
 
 REPLACED = "\ufffd"
