@@ -48,6 +48,17 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @dataclass
 class RunningCollector:
     """A ``genai-collector run`` subprocess with the ports its config was given."""

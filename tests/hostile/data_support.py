@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tests.conftest import http_get
+from tests.conftest import wait_for as conftest_wait_for
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 INT64_MAX = 2**63 - 1
@@ -140,14 +141,8 @@ def rows(url: str, sql: str, **params: Any) -> list[tuple]:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (generous deadline: CI is loaded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    """:func:`tests.conftest.wait_for` with a deadline for a loaded CI machine."""
+    return conftest_wait_for(condition, timeout, what)
 
 
 def health(port: int) -> tuple[int, dict]:
