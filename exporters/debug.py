@@ -13,11 +13,14 @@ from typing import Literal
 
 from collector.component import ComponentContext, Factory
 from collector.model import STATUS_NAMES, SpanBatch
+from config.schema import setting
 
 
 @dataclass
 class DebugConfig:
-    verbosity: Literal["basic", "normal", "detailed"] = "basic"
+    verbosity: Literal["basic", "normal", "detailed"] = setting("basic", doc="basic: one line per batch; "
+                                                                 "normal: one line per span; detailed: every "
+                                                                 "attribute, event and canonical GenAI field")
 
 
 class DebugExporter:
@@ -50,4 +53,8 @@ class DebugExporter:
         pass
 
 
-FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger))
+FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger),
+                  doc="logs what passes, for first steps and troubleshooting",
+                  example="""\
+verbosity: normal
+""")
