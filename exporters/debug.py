@@ -1,5 +1,6 @@
 """``debug``: log what passes, for first steps and troubleshooting (as the OTel debug exporter).
 
+Not durable: its success never stands in for storage when a request is acknowledged.
 ``basic`` logs one line per batch; ``normal`` one line per span; ``detailed`` every field,
 including the canonical GenAI fields and all attributes.
 """
