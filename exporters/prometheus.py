@@ -53,11 +53,8 @@ GAUGE, COUNTER, HISTOGRAM, SUMMARY = "gauge", "counter", "histogram", "summary"
 
 
 def _clean(name: str, pattern: re.Pattern) -> str:
-    out = pattern.sub("_", name)
-    out = re.sub(r"__+", "_", out)
-    if out and out[0].isdigit():
-        out = "_" + out
-    return out
+    """Invalid characters -> ``_``, runs of ``_`` collapsed, no ``_`` at either end."""
+    return re.sub(r"__+", "_", pattern.sub("_", name)).strip("_")
 
 
 def label_name(key: str) -> str:
@@ -68,16 +65,18 @@ def label_name(key: str) -> str:
 
 def metric_name(name: str, unit: str, kind: str, namespace: str = "") -> tuple[str, str]:
     """OTel name + unit -> (Prometheus family name without ``_total``, OpenMetrics unit)."""
-    base = _clean(f"{namespace}_{name}" if namespace else name, _INVALID).strip("_") or "_"
+    base = _clean(f"{namespace}_{name}" if namespace else name, _INVALID) or "_"
+    if base[0].isdigit():
+        base = "_" + base
     tokens = base.split("_")
     unit = _ANNOTATION.sub("", unit or "").strip()
     main, _, per = unit.partition("/")
     main_word = "ratio" if main == "1" and kind == GAUGE else _UNITS.get(main, "" if main == "1" else main)
-    main_word = _clean(main_word, _INVALID_LABEL).strip("_")
+    main_word = _clean(main_word, _INVALID_LABEL)
     if main_word and main_word not in tokens:
         base += "_" + main_word
     per_word = _PER_UNITS.get(per, per)
-    per_word = _clean(per_word, _INVALID_LABEL).strip("_")
+    per_word = _clean(per_word, _INVALID_LABEL)
     if per_word and not base.endswith("per_" + per_word):
         base += "_per_" + per_word
     om_unit = main_word if main_word and base.endswith("_" + main_word) and not per_word else ""
