@@ -45,8 +45,9 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, ConnectorFactory, Consumer
 from collector.model import SpanBatch
+from collector.model_metrics import MetricBatch
 from config.schema import Duration, setting
 
 __all__ = ["GenAIMetricsConfig", "GenAIMetricsConnector", "FACTORY", "TOKEN_BOUNDS", "DURATION_BOUNDS",
@@ -159,7 +160,7 @@ class GenAIMetricsConnector:
         self._series: dict[tuple, _Series] = {}
         self._overflow: _Series | None = None
         self._lock = threading.Lock()
-        self._emit: Callable[[list], None] | None = None
+        self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush_ns = clock()
@@ -249,9 +250,9 @@ class GenAIMetricsConnector:
 
     # -- metrics side -------------------------------------------------------------------------
 
-    def start(self, emit: Callable[[list], None]) -> None:
-        """Begin flushing: ``emit`` gets a list of OTLP ``ResourceMetrics`` every interval."""
-        self._emit = emit
+    def start(self, consumer: Consumer) -> None:
+        """Begin flushing into ``consumer`` (the metrics pipelines that list this connector)."""
+        self._consumer = consumer
         self._thread = threading.Thread(target=self._run, name="connector-genai_metrics", daemon=True)
         self._thread.start()
 
@@ -263,12 +264,12 @@ class GenAIMetricsConnector:
 
     def flush(self) -> None:
         """Send the current series to the metrics pipelines (nothing when there are none)."""
-        emit = self._emit
+        consumer = self._consumer
         resource_metrics = self.collect()
-        if emit is None or not resource_metrics:
+        if consumer is None or not resource_metrics:
             return
         try:
-            emit(resource_metrics)
+            consumer.consume(MetricBatch(resource_metrics), timeout=self.config.metrics_flush_interval)
         except Exception as exc:  # noqa: BLE001 - with cumulative temporality the next flush repeats it
             self.flush_failed.add(1)
             self.log.warning("genai_metrics: the metrics pipeline did not take a flush: %s", exc)
@@ -373,5 +374,6 @@ def _create(config: GenAIMetricsConfig, ctx: ComponentContext) -> GenAIMetricsCo
     return GenAIMetricsConnector(config, ctx)
 
 
-FACTORY = Factory("genai_metrics", GenAIMetricsConfig, _create,
-                  doc="traces -> metrics: GenAI token usage, duration, TTFT, token rate, cost, calls")
+FACTORY = ConnectorFactory("genai_metrics", GenAIMetricsConfig, _create,
+                           doc="traces -> metrics: GenAI token usage, duration, TTFT, token rate, cost, calls",
+                           connects=(("traces", "metrics"),))

@@ -155,7 +155,7 @@ class PrometheusExporter:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Listen on ``endpoint``; called by the service before any data flows."""
+        """Listen on ``endpoint`` (the factory calls it: the server is up before any data flows)."""
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import start_http_server
 
@@ -330,7 +330,10 @@ def _float_text(value: float) -> str:
 
 
 def _create(config: PrometheusConfig, ctx: ComponentContext) -> PrometheusExporter:
-    return PrometheusExporter(config, ctx)
+    """Created = listening, so a taken port fails the start (``validate`` creates nothing)."""
+    exporter = PrometheusExporter(config, ctx)
+    exporter.start()
+    return exporter
 
 
 FACTORY = Factory("prometheus", PrometheusConfig, _create,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from collector.component import ComponentContext
+from collector.component import ComponentContext, Overloaded
 from collector.model import GenAI, Resource, SpanBatch
 from collector.telemetry import Telemetry
 from config.schema import build
@@ -184,15 +184,17 @@ def test_flush_thread_emits_and_a_refused_flush_is_counted():
     got = threading.Event()
     emitted = []
 
-    def emit(resource_metrics):
-        emitted.append(resource_metrics)
-        got.set()
-        raise RuntimeError("pipeline full")
+    class Refusing:
+        def consume(self, batch, timeout=None):
+            emitted.append(batch)
+            got.set()
+            raise Overloaded("pipeline full")
 
     connector.export(SpanBatch([call()]))
-    connector.start(emit)
+    connector.start(Refusing())
     assert got.wait(10)
     connector.shutdown()
+    assert len(emitted[0]) == 7  # one series: input + output tokens, duration, TTFC, rate, cost, calls
     assert emitted and telemetry.value("otelcol_connector_flush_failed", connector="genai_metrics") >= 1
 
 

@@ -30,7 +30,6 @@ def exporter_factory():
         assert not errors, errors
         ctx = ComponentContext("prometheus", "exporter", Telemetry(), logging.getLogger("test.prometheus"))
         exporter = factory.create(config, ctx)
-        exporter.start()
         made.append(exporter)
         return exporter
 
@@ -176,7 +175,5 @@ def test_a_taken_port_is_a_clear_error():
         port = taken.getsockname()[1]
         factory = EXPORTERS.get("prometheus")
         config, _ = build(factory.config_class, {"endpoint": f"127.0.0.1:{port}"})
-        exporter = factory.create(config, ComponentContext("prometheus", "exporter", Telemetry(),
-                                                           logging.getLogger("t")))
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
-            exporter.start()
+            factory.create(config, ComponentContext("prometheus", "exporter", Telemetry(), logging.getLogger("t")))
