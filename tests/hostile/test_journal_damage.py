@@ -25,50 +25,33 @@ from tests.receiver_helpers import make_request
 REQUESTS = 60
 SPANS = 5
 
-PHASE1 = """
+CONFIG = """
 receivers:
   otlp:
     protocols:
       http:
-        endpoint: 127.0.0.1:{http_port}
+        endpoint: 127.0.0.1:{{http_port}}
         max_request_body_size: 64KiB
-    storage: {{directory: {tmp}/journal, max_size: 1MiB}}
+    storage: {{{{directory: {{tmp}}/journal, max_size: 1MiB}}}}
 exporters:
-  otlp:
+  {exporter}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [{exporter_id}]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{{metrics_port}}
+"""
+# phase 1: an unreachable upstream, no sending queue, retried forever: every record stays pending
+PHASE1 = CONFIG.format(exporter_id="otlp", exporter="""otlp:
     endpoint: "127.0.0.1:{grpc_port}"
     tls: {{insecure: true}}
     sending_queue: {{enabled: false}}
-    retry_on_failure: {{max_elapsed_time: 0}}
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [otlp]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
-
-PHASE2 = """
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{http_port}
-        max_request_body_size: 64KiB
-    storage: {{directory: {tmp}/journal, max_size: 1MiB}}
-exporters:
-  sqlite:
-    path: {tmp}/spans.db
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [sqlite]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+    retry_on_failure: {{max_elapsed_time: 0}}""")
+PHASE2 = CONFIG.format(exporter_id="sqlite", exporter="""sqlite:
+    path: {tmp}/spans.db""")
 
 
 def request(i: int, name: str) -> bytes:
