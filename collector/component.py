@@ -150,6 +150,9 @@ class Factory:
     config_class: type
     create: Callable[[Any, ComponentContext], Any]
     doc: str = ""
+    """One line: what the component is for (the README's component index and its reference page)."""
+    example: str = ""
+    """YAML of a typical config body, shown on the reference page (a test builds it)."""
 
 
 @dataclass(frozen=True)

@@ -25,36 +25,46 @@ _NAME_RE = r"^[^\s/]*$"
 
 @dataclass
 class PipelineConfig:
-    receivers: list[str] = field(default_factory=list)
-    processors: list[str] = field(default_factory=list)
-    exporters: list[str] = field(default_factory=list)
+    receivers: list[str] = setting(default_factory=list, doc="receiver ids feeding the pipeline (at least one)")
+    processors: list[str] = setting(default_factory=list, doc="processor ids, run in this order")
+    exporters: list[str] = setting(default_factory=list, doc="exporter ids (at least one); each gets every batch")
 
 
 @dataclass
 class MetricsTelemetryConfig:
     address: str = setting("127.0.0.1:8888", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$",
-                           doc="where /metrics and /healthz are served")
-    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+                           doc="where /metrics (Prometheus text) and /healthz are served; give each "
+                               "collector on a host its own")
+    level: Literal["none", "basic", "normal", "detailed"] = setting("normal", doc="accepted for compatibility "
+                                                                    "with the Collector; every counter is kept")
 
 
 @dataclass
 class LogsTelemetryConfig:
-    level: Literal["debug", "info", "warn", "error"] = "info"
-    encoding: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warn", "error"] = setting("info", doc="least severe level logged (to stderr)")
+    encoding: Literal["console", "json"] = setting("console", doc="console: readable lines; json: one object "
+                                                   "per line (ts, level, logger, msg)")
 
 
 @dataclass
 class TelemetryConfig:
-    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
-    logs: LogsTelemetryConfig = field(default_factory=LogsTelemetryConfig)
+    metrics: MetricsTelemetryConfig = setting(default_factory=MetricsTelemetryConfig,
+                                              doc="the collector's own metrics and health endpoint")
+    logs: LogsTelemetryConfig = setting(default_factory=LogsTelemetryConfig, doc="the collector's own logs")
 
 
 @dataclass
 class ServiceConfig:
-    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
-    extensions: list[str] = field(default_factory=list)
-    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
-    shutdown_timeout: Duration = setting(30.0, doc="how long a graceful shutdown may take to drain")
+    """The ``service`` section: which components run, wired into pipelines, and the collector's own
+    telemetry.  A component configured but named in no pipeline stays idle."""
+
+    pipelines: dict[str, PipelineConfig] = setting(default_factory=dict, doc="pipeline id (a signal, e.g. "
+                                                   "traces, or signal/name) -> its components")
+    extensions: list[str] = setting(default_factory=list, doc="extension ids to start")
+    telemetry: TelemetryConfig = setting(default_factory=TelemetryConfig, doc="the collector's own "
+                                         "metrics and logs")
+    shutdown_timeout: Duration = setting(30.0, doc="longest a graceful shutdown may take to drain pipelines "
+                                         "and flush exporters (exit 1 if it runs out)")
 
 
 @dataclass
