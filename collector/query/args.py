@@ -18,7 +18,7 @@ from typing import NoReturn
 from config.schema import parse_duration
 
 __all__ = [
-    "UsageError", "time_arg", "by_arg", "non_negative_float", "positive_int", "non_negative_int",
+    "UsageError", "time_arg", "by_arg", "attr_arg", "ATTR_KEY_MAX", "non_negative_float", "positive_int", "non_negative_int",
     "BY_KEYS", "one_line_errors", "now_ns", "clamp_int64", "INT64_MIN", "INT64_MAX",
 ]
 
@@ -68,17 +68,44 @@ def time_arg(text: str) -> int:
 
 
 def by_arg(text: str) -> list[str]:
-    """``model,day`` -> ["model", "day"]; unknown or repeated keys are errors, not ignored."""
-    keys = [k.strip().lower() for k in text.split(",") if k.strip()]
+    """``model,day`` -> ["model", "day"]; ``attr:KEY`` groups by a span or resource attribute
+    (the key keeps its case).  Unknown or repeated keys are errors, not ignored."""
+    keys = [_by_key(k.strip()) for k in text.split(",") if k.strip()]
     if not keys:
-        raise argparse.ArgumentTypeError(f"expected one or more of {','.join(BY_KEYS)}")
-    for key in keys:
-        if key not in BY_KEYS:
-            raise argparse.ArgumentTypeError(
-                f"unknown grouping key {key!r} (valid: {', '.join(BY_KEYS)})")
+        raise argparse.ArgumentTypeError(f"expected one or more of {','.join(BY_KEYS)},attr:KEY")
     if len(set(keys)) != len(keys):
         raise argparse.ArgumentTypeError(f"repeated grouping key in {text!r}")
     return keys
+
+
+ATTR_KEY_MAX = 256
+"""Longest attribute key accepted by ``--attr`` / ``attr:KEY`` (OTel keys are short names)."""
+
+
+def _by_key(text: str) -> str:
+    if text[:5].lower() == "attr:":
+        return "attr:" + _attr_key(text[5:], text)
+    key = text.lower()
+    if key not in BY_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"unknown grouping key {key!r} (valid: {', '.join(BY_KEYS)}, attr:KEY)")
+    return key
+
+
+def _attr_key(key: str, text: str) -> str:
+    if not key or len(key) > ATTR_KEY_MAX or not key.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an attribute key must be 1 to {ATTR_KEY_MAX} printable characters")
+    return key
+
+
+def attr_arg(text: str) -> tuple[str, str]:
+    """``app.feature=search`` -> ("app.feature", "search"): a span or resource attribute, compared
+    as text (JSON booleans as ``true`` / ``false``)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return _attr_key(key.strip(), text), value
 
 
 def non_negative_float(text: str) -> float:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from collector.query import render
 from collector.query.args import (
-    UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
+    UsageError, attr_arg, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
     time_arg,
 )
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
@@ -64,6 +64,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                    help="duration at least MS milliseconds")
     g.add_argument("--search", metavar="TEXT",
                    help="case-insensitive text in prompts, responses or system instructions")
+    g.add_argument("--attr", type=attr_arg, action="append", metavar="KEY=VALUE",
+                   help="a span or resource attribute equals VALUE (as text), e.g. app.feature=search; "
+                        "repeat for several")
 
 
 def _page_args(p: argparse.ArgumentParser, sorts: list[str], default_limit: int = 20) -> None:
@@ -451,7 +454,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("stats", cmd_stats, "volume, errors, tokens, cost, latency/TTFT/throughput percentiles")
     p.add_argument("--by", type=by_arg, default=["model"], metavar="KEYS",
                    help="comma-separated grouping: model,provider,service,user,session,day,hour "
-                        "(default: model)")
+                        "or attr:KEY (a span or resource attribute, e.g. attr:app.feature; "
+                        "default: model)")
     p.add_argument("--top", type=positive_int, default=10, help="top users by spend (default: 10)")
     p.add_argument("--section", choices=list(STAT_SECTIONS), default="groups",
                    help="which table --format csv writes (default: groups)")

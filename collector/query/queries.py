@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import orjson
 
 from collector.model import STATUS_NAMES
-from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
+from collector.query.filters import NS_PER_MS, Filters, attribute, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Connection, Store
 from exporters.storage.search import like_contains
@@ -238,25 +238,10 @@ def _refusal() -> Sql:
     return any_of(like_contains(text, p.lower()) for p in REFUSAL_PHRASES)
 
 
-def _attribute(dialect: str, key: str, numeric: bool) -> Sql:
-    """One span attribute as text, or as a number only when it IS a JSON number (a CAST of
-    ``"good"`` would be 0.0 on SQLite and an error on Postgres)."""
-    if dialect == "postgresql":
-        if numeric:
-            return Sql("CASE WHEN jsonb_typeof(spans.attributes -> CAST(? AS TEXT)) = 'number' "
-                       "THEN CAST(spans.attributes ->> CAST(? AS TEXT) AS DOUBLE PRECISION) END", key, key)
-        return Sql("spans.attributes ->> CAST(? AS TEXT)", key)
-    path = '$."' + key.replace('"', '""') + '"'
-    if numeric:
-        return Sql("CASE WHEN json_type(spans.attributes, ?) IN ('integer', 'real') "
-                   "THEN json_extract(spans.attributes, ?) END", path, path)
-    return Sql("CAST(json_extract(spans.attributes, ?) AS TEXT)", path)
-
-
 def _negative_feedback(dialect: str) -> Sql:
-    clauses = [in_list(Sql.compose("lower({})", _attribute(dialect, k, False)), NEGATIVE_FEEDBACK)
+    clauses = [in_list(Sql.compose("lower({})", attribute(dialect, "spans.attributes", k)), NEGATIVE_FEEDBACK)
                for k in FEEDBACK_KEYS]
-    clauses += [Sql.compose("{} < 0.5", _attribute(dialect, k, True)) for k in FEEDBACK_SCORE_KEYS]
+    clauses += [Sql.compose("{} < 0.5", attribute(dialect, "spans.attributes", k, numeric=True)) for k in FEEDBACK_SCORE_KEYS]
     return any_of(clauses)
 
 
