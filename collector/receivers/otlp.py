@@ -102,7 +102,7 @@ class OtlpReceiverConfig:
 
 def _decode_record(tag: bytes, body: bytes) -> SpanBatch:
     """The valid spans of a journaled request (validation is deterministic, so same as at intake)."""
-    return SpanBatch(decode(body, tag == JSON_TAG).spans, len(body))
+    return decode(body, tag == JSON_TAG).batch
 
 
 class _Ingest:
@@ -141,9 +141,9 @@ class _Ingest:
             rejected.add(decoded.rejected)
             if decoded.rejected:
                 self.log.debug("partial success: %s", decoded.error_message)
-            if decoded.spans:
+            batch = decoded.batch
+            if len(batch):
                 wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
-                batch = SpanBatch(decoded.spans, len(body))
                 try:
                     if self.journal is not None:
                         self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
@@ -152,9 +152,9 @@ class _Ingest:
                     else:
                         self.consumer.consume(batch, timeout=wait)
                 except (Overloaded, PermanentError, TimeoutError):
-                    refused.add(len(decoded.spans))
+                    refused.add(len(batch))
                     raise
-                accepted.add(len(decoded.spans))
+                accepted.add(len(batch))
         return decoded
 
 
