@@ -22,7 +22,7 @@ from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
 
 __all__ = [
     "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
-    "session_ids_with_prefix", "get_session", "BadId", "find_trace", "find_session", "list_calls",
+    "session_ids_with_prefix", "get_session", "BadId", "find_trace", "resolve_trace_id", "find_session", "list_calls",
     "CALL_SORTS", "trace_detail", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
@@ -230,15 +230,21 @@ class BadId(ValueError):
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{6,32}$")
 
 
-def find_trace(store: Store, text: str) -> tuple[str, list[dict]]:
-    """A full trace id, or a unique prefix of at least 6 hex digits (listings show 8) -> the id
-    and its spans (none when unknown); :class:`BadId` when malformed or ambiguous."""
+def resolve_trace_id(store: Store, text: str) -> str | None:
+    """A full trace id, or a unique prefix of at least 6 hex digits (listings show 8) -> the
+    stored id, ``None`` when none matches; :class:`BadId` when malformed or ambiguous."""
     if not _TRACE_ID.match(text):
         raise BadId(f"{text!r} is not a trace id (32 hex characters, or a unique prefix of at least 6)")
     matches = trace_ids_with_prefix(store, text.lower())
     if len(matches) > 1:
         raise BadId(f"trace id prefix {text} is ambiguous ({', '.join(matches)}...)")
-    return (matches[0], get_trace(store, matches[0])) if matches else (text.lower(), [])
+    return matches[0] if matches else None
+
+
+def find_trace(store: Store, text: str) -> tuple[str, list[dict]]:
+    """The id :func:`resolve_trace_id` finds and its spans (none when unknown)."""
+    trace_id = resolve_trace_id(store, text)
+    return (trace_id, get_trace(store, trace_id)) if trace_id else (text.lower(), [])
 
 
 # -------------------------------------------------------------------------------------------------

@@ -197,21 +197,30 @@ def calls(request: Request) -> Response:
     return _listing(request, CALLS_PARAMS, queries.list_calls)
 
 
-@router.get("/traces/{trace_id}", summary="One trace: spans with messages, attributes, events; its logs")
-def trace(request: Request, trace_id: str) -> Response:
+def _one(request: Request, what: str, ident: str, find: Callable[[Store, str], dict | None]) -> Response:
+    """One trace / session: 400 for a malformed or ambiguous id, 404 when unknown."""
     parse(request, ())
 
-    def find(store: Store) -> dict | None:
+    def run(store: Store) -> dict | None:
         try:
-            full_id, _ = queries.find_trace(store, trace_id)
+            return find(store, ident)
         except queries.BadId as exc:
-            raise ApiError(400, f"trace_id: {exc}") from None
-        return queries.trace_detail(store, full_id)
+            raise ApiError(400, f"{what}_id: {exc}") from None
 
-    found = _run(request, find)
+    found = _run(request, run)
     if found is None:
-        raise ApiError(404, f"trace {trace_id} not found")
+        raise ApiError(404, f"{what} {ident} not found")
     return json_response(found)
+
+
+def _trace_detail(store: Store, text: str) -> dict | None:
+    trace_id = queries.resolve_trace_id(store, text)
+    return queries.trace_detail(store, trace_id) if trace_id else None
+
+
+@router.get("/traces/{trace_id}", summary="One trace: spans with messages, attributes, events; its logs")
+def trace(request: Request, trace_id: str) -> Response:
+    return _one(request, "trace", trace_id, _trace_detail)
 
 
 @router.get("/sessions", openapi_extra=openapi_parameters(SESSIONS_PARAMS),
@@ -222,18 +231,7 @@ def sessions(request: Request) -> Response:
 
 @router.get("/sessions/{session_id}", summary="One session and its turns in order: `genai-collector session`")
 def session(request: Request, session_id: str) -> Response:
-    parse(request, ())
-
-    def find(store: Store) -> dict | None:
-        try:
-            return queries.find_session(store, session_id)
-        except queries.BadId as exc:
-            raise ApiError(400, f"session_id: {exc}") from None
-
-    found = _run(request, find)
-    if found is None:
-        raise ApiError(404, f"session {session_id} not found")
-    return json_response(found)
+    return _one(request, "session", session_id, queries.find_session)
 
 
 @router.get("/stats", openapi_extra=openapi_parameters(STATS_PARAMS),
