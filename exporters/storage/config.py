@@ -36,7 +36,8 @@ class StorageConfig:
                                      "(collector clock, not span times); 0 keeps them forever")
     content_ttl: Duration = setting(0.0, doc="null prompt/response content of spans received longer ago "
                                              "than this; 0 keeps it as long as the span")
-    max_size_mb: int = setting(0, min=0, doc="delete the oldest traces when the data outgrows this; 0 = no cap")
+    max_size_mb: int = setting(0, min=0, doc="delete the traces received first when the data outgrows this; "
+                                                "0 = no cap")
     retention_check_interval: Duration = setting(300.0, min=0.01, doc="how often retention runs")
 
     def validate(self) -> list[str]:
