@@ -156,3 +156,23 @@ def test_disk_full_refuses_at_once_and_recovers_when_space_returns(collector_fac
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_an_outage_is_logged_again_with_backoff_not_at_every_probe(monkeypatch, caplog):
+    """Probes run every 50 ms here; the reason is repeated after 0.4 s, 0.8 s, 1.6 s ... only."""
+    from exporters.storage import exporter as exporter_module
+    from storage_helpers import make_exporter
+
+    monkeypatch.setattr(exporter_module, "PROBE_MAX", 0.05)
+    monkeypatch.setattr(exporter_module, "LOG_AGAIN_INITIAL", 0.4)
+    caplog.set_level("INFO", logger="test.storage")
+    exporter = make_exporter({"type": "postgres", "url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"},
+                             connect_timeout="1s")
+    try:
+        assert not exporter.health().ready and "database unavailable" in exporter.health().reason
+        time.sleep(2.0)  # ~40 probes fail meanwhile
+    finally:
+        exporter.shutdown()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("not ready:") for m in lines) == 1
+    assert 2 <= sum(m.startswith("still not ready after") for m in lines) <= 3, lines
