@@ -202,7 +202,7 @@ class Batch:
     ``nbytes`` is the encoded size the batch arrived with; admission (memory_limiter) counts it.
     """
 
-    __slots__ = ("_items", "nbytes")
+    __slots__ = ("_items", "nbytes", "__weakref__")  # weakref: exporters key retry state by batch
     signal: ClassVar[str]
     unit: ClassVar[str]
     """Counter unit, as the OTel Collector names it: ``spans``, ``log_records``, ``metric_points``."""
