@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
-from collector.model import SIGNALS, TRACES, Batch  # light: protobuf loads only where items are encoded
+from collector.model import LOGS, SIGNALS, TRACES, Batch  # light: protobuf loads only where items are encoded
 
 if TYPE_CHECKING:
     from collector.pipeline import IntakeSettings
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Component", "Processor", "IntakeProcessor", "Exporter", "Receiver", "Consumer", "Consumers",
-    "Factory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY",
+    "Factory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY", "TRACES_AND_LOGS",
     "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
 ]
 
@@ -59,6 +59,7 @@ class Overloaded(Exception):
 
 ALL_SIGNALS: frozenset[str] = frozenset(SIGNALS)
 TRACES_ONLY: frozenset[str] = frozenset({TRACES})
+TRACES_AND_LOGS: frozenset[str] = frozenset({TRACES, LOGS})
 
 
 class Component:
