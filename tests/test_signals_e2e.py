@@ -164,6 +164,32 @@ def test_python_sdk_exports_traces_logs_and_metrics_without_error(tmp_path, upst
     assert {"app.requests", "gen_ai.client.operation.duration"} <= names
 
 
+def test_the_shipped_config_takes_all_three_signals_from_sdk_defaults(tmp_path, monkeypatch):
+    """``otel-config.yaml`` as shipped: the SDK exporters get no error; app metrics are served for
+    Prometheus; logs are counted (nop) until they are stored."""
+    from tests.conftest import REPO, http_get
+
+    g, h, prom = free_port(), free_port(), free_port()
+    for var, value in {"GENAI_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{g}", "GENAI_COLLECTOR_HTTP_ENDPOINT":
+                       f"127.0.0.1:{h}", "GENAI_COLLECTOR_DB": str(tmp_path / "genai.db"),
+                       "GENAI_COLLECTOR_SESSION_STATE": str(tmp_path / "sessions.db"),
+                       "GENAI_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{prom}",
+                       "GENAI_COLLECTOR_METRICS_ADDRESS": "127.0.0.1:0"}.items():
+        monkeypatch.setenv(var, value)
+    collector = InProcessCollector((REPO / "otel-config.yaml").read_text())
+    try:
+        for protocol in ("grpc", "http"):
+            (spans, logs, metrics), results = sdk_exporters(protocol, g, h)
+            emit_all_three(spans, logs, metrics, "an application log line")
+            assert len(results) >= 3 and all(r.name == "SUCCESS" for r in results), (protocol, results)
+        scraped = http_get(f"http://127.0.0.1:{prom}/metrics")[1]
+        logs_counted = collector.service.telemetry.value("otelcol_exporter_sent_log_records", exporter="nop")
+    finally:
+        collector.stop()
+    assert "app_requests_total" in scraped
+    assert logs_counted == 2
+
+
 # -- upstream fidelity ------------------------------------------------------------------------------
 
 
