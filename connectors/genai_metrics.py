@@ -176,17 +176,20 @@ class GenAIMetricsConnector:
         now = self.clock()
         extra = self.extra
         bl, tb, db, rb = bisect_left, TOKEN_BOUNDS, DURATION_BOUNDS, RATE_BOUNDS
+        resource, service = None, None
         with self._lock:
-            series = self._series
+            get = self._series.get
             for span in batch.spans:
                 g = span.genai
                 if g is None:
                     continue
-                key = (span.resource.attributes.get("service.name"), g.provider, g.operation,
-                       g.request_model, g.response_model, g.error_type)
+                if span.resource is not resource:  # spans of a request share their Resource
+                    resource = span.resource
+                    service = resource.attributes.get("service.name")
+                key = (service, g.provider, g.operation, g.request_model, g.response_model, g.error_type)
                 if extra:
                     key += self._extra_values(span)
-                s = series.get(key)
+                s = get(key)
                 if s is None:
                     s = self._new_series(key, now)
                 s.last_ns = now
