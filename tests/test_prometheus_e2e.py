@@ -80,6 +80,8 @@ def attributes(model: str, input_tokens: int, output_tokens: int, error: str | N
              "user.id": "u-42", "session.id": "s-7"}
     if error:
         attrs["error.type"] = error
+    else:
+        attrs["gen_ai.response.time_to_first_chunk"] = 0.25  # seconds (a streamed call)
     return attrs
 
 
@@ -237,6 +239,10 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
         durations = prometheus.by("sum by (gen_ai_request_model) (gen_ai_client_operation_duration_seconds_count)",
                                   "gen_ai_request_model")
         assert durations == calls
+        ttfc = prometheus.by("sum by (gen_ai_request_model) "
+                             "(gen_ai_client_operation_time_to_first_chunk_seconds_sum)", "gen_ai_request_model")
+        ok_calls = {m: sum(1 for c in CALLS if c[0] == m and not c[3]) for m in calls}
+        assert ttfc == pytest.approx({m: 0.25 * n for m, n in ok_calls.items()}, abs=1e-9)
         # no user or session id became a label
         series = prometheus.query("gen_ai_client_calls_total")
         assert not {"user_id", "session_id"} & {k for r in series for k in r["metric"]}
