@@ -45,8 +45,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from collector.component import ComponentContext, ConnectorFactory, Consumer
-from collector.model import SpanBatch
+from collector.component import ComponentContext, Connector, ConnectorFactory, Consumer, Consumers
+from collector.model import METRICS, SpanBatch
 from collector.model_metrics import MetricBatch
 from config.schema import Duration, setting
 
@@ -139,7 +139,7 @@ class _Series:
         return out
 
 
-class GenAIMetricsConnector:
+class GenAIMetricsConnector(Connector):
     """Aggregates GenAI spans into series; a flush thread sends them to the metrics pipelines.
 
     ``export`` (the traces side) only updates in-memory series under a lock: a few bisections and
@@ -253,9 +253,9 @@ class GenAIMetricsConnector:
 
     # -- metrics side -------------------------------------------------------------------------
 
-    def start(self, consumer: Consumer) -> None:
-        """Begin flushing into ``consumer`` (the metrics pipelines that list this connector)."""
-        self._consumer = consumer
+    def start(self, consumers: Consumers) -> None:
+        """Begin flushing into the metrics pipelines that list this connector."""
+        self._consumer = consumers.get(METRICS)
         self._thread = threading.Thread(target=self._run, name="connector-genai_metrics", daemon=True)
         self._thread.start()
 

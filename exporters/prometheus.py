@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Exporter, Factory
+from collector.model import METRICS
 from config.schema import Duration, setting
 
 __all__ = ["PrometheusConfig", "PrometheusExporter", "FACTORY", "metric_name", "label_name"]
@@ -133,7 +134,7 @@ class _Family:
         self.series: dict[tuple, list] = {}  # label items -> [updated (monotonic s), value...]
 
 
-class PrometheusExporter:
+class PrometheusExporter(Exporter):
     """Keeps the latest value of every series and serves them; one instance per config id."""
 
     durable = False
@@ -336,5 +337,5 @@ def _create(config: PrometheusConfig, ctx: ComponentContext) -> PrometheusExport
     return exporter
 
 
-FACTORY = Factory("prometheus", PrometheusConfig, _create,
+FACTORY = Factory("prometheus", PrometheusConfig, _create, signals=frozenset({METRICS}),
                   doc="serves the pipelines' metrics for Prometheus to scrape (text or OpenMetrics)")

@@ -71,8 +71,8 @@ def test_a_connector_joins_a_traces_and_a_metrics_pipeline():
      "pipeline (it takes traces as an exporter)"),
     ("traces: {receivers: [otlp], exporters: [genai_metrics/x]}",
      'references exporter "genai_metrics/x" which is not configured'),
-    ("metrics: {receivers: [otlp], exporters: [prometheus]}",
-     'receiver "otlp" does not support metrics'),
+    ("logs: {receivers: [otlp], exporters: [prometheus]}",
+     'exporter "prometheus" does not support logs'),
 ])
 def test_pairing_and_signal_errors(pipelines, expected):
     text = HEAD + "service:\n  pipelines:\n    " + pipelines + "\n"

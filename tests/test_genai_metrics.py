@@ -8,6 +8,7 @@ import pytest
 
 from collector.component import ComponentContext, Overloaded
 from collector.model import GenAI, Resource, SpanBatch
+from collector.pipeline import Router
 from collector.telemetry import Telemetry
 from config.schema import build
 from connectors import CONNECTORS
@@ -191,7 +192,7 @@ def test_flush_thread_emits_and_a_refused_flush_is_counted():
             raise Overloaded("pipeline full")
 
     connector.export(SpanBatch([call()]))
-    connector.start(Refusing())
+    connector.start(Router("genai_metrics", {"metrics": Refusing()}, Telemetry()))
     assert got.wait(10)
     connector.shutdown()
     assert len(emitted[0]) == 7  # one series: input + output tokens, duration, TTFC, rate, cost, calls
