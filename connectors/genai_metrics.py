@@ -65,7 +65,9 @@ BASE_DIMENSIONS: tuple[str, ...] = ("service.name", "gen_ai.provider.name", "gen
 """The dimensions every data point has, in the order of the series key."""
 
 OVERFLOW_ATTRIBUTE = "otel.metric.overflow"
-SCOPE_NAME = "genai_collector/connector/genai_metrics"
+SCOPE_NAME = "genai_metrics"
+"""The instrumentation scope of the output: the prometheus exporter makes it ``otel_scope_name``,
+which tells these series from an app's own ``gen_ai.client.*`` metrics (docs/metrics.md)."""
 
 # (name, unit, description) of each metric; the order is the order of emission
 TOKEN_USAGE = ("gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.")

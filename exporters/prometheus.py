@@ -12,7 +12,9 @@ in ``_total``; histograms are ``_bucket``/``_sum``/``_count``.  Attribute keys b
 the same way (``gen_ai.request.model`` -> ``gen_ai_request_model``).  The resource gives ``job``
 (``service.namespace/service.name``) and ``instance`` (``service.instance.id``); its other
 attributes go to one ``target_info`` series per resource, or onto every series with
-``resource_to_telemetry_conversion.enabled``.
+``resource_to_telemetry_conversion.enabled``.  The instrumentation scope gives ``otel_scope_name``
+and ``otel_scope_version`` (as the Collector's exporter does): that is how the ``genai_metrics``
+connector's series (scope ``genai_metrics``) are told from an app's own metrics of the same name.
 
 The encoding is ``prometheus_client``'s (a custom collector whose families its exposition and
 OpenMetrics generators write, and its HTTP server with content negotiation and gzip): the text
@@ -137,8 +139,6 @@ class _Family:
 class PrometheusExporter(Exporter):
     """Keeps the latest value of every series and serves them; one instance per config id."""
 
-    durable = False
-
     def __init__(self, config: PrometheusConfig, ctx: ComponentContext) -> None:
         self.config = config
         self.log = ctx.logger
@@ -196,8 +196,12 @@ class PrometheusExporter(Exporter):
                 if not self.to_labels:
                     self._target_info(resource, base, now)
                 for sm in rm.scope_metrics:
+                    labels = base
+                    if sm.scope.name or sm.scope.version:
+                        labels = {**base, **{k: v for k, v in (("otel_scope_name", sm.scope.name),
+                                                             ("otel_scope_version", sm.scope.version)) if v}}
                     for m in sm.metrics:
-                        self._metric(m, base, now)
+                        self._metric(m, labels, now)
 
     def _resource_labels(self, resource: dict[str, Any]) -> dict[str, str]:
         labels: dict[str, str] = dict(_labels(resource)) if self.to_labels else {}

@@ -50,6 +50,7 @@ def resource_metrics(resource: dict | None = None, *, temporality: int = 2, call
     rm = metrics_pb2.ResourceMetrics()
     attributes_to_proto(resource or {}, rm.resource.attributes)
     sm = rm.scope_metrics.add()
+    sm.scope.name, sm.scope.version = "opentelemetry.instrumentation.openai_v2", "2.4b0"
     point_attrs = attrs or {"gen_ai.request.model": "gpt-4o", "error.type": "timeout"}
     counter = sm.metrics.add(name="gen_ai.client.calls", unit="{call}", description="calls")
     counter.sum.is_monotonic = True
@@ -97,7 +98,8 @@ def test_text_format_parses_with_translated_names_and_labels(exporter_factory):
     (sample,) = calls.samples
     assert sample.name == "gen_ai_client_calls_total" and sample.value == 3
     assert sample.labels == {"gen_ai_request_model": "gpt-4o", "error_type": "timeout", "job": "chat",
-                             "instance": "pod-1"}
+                             "instance": "pod-1", "otel_scope_name": "opentelemetry.instrumentation.openai_v2",
+                             "otel_scope_version": "2.4b0"}
     duration = families["gen_ai_client_operation_duration_seconds"]
     buckets = {s.labels["le"]: s.value for s in duration.samples if s.name.endswith("_bucket")}
     assert buckets == {"0.1": 1, "1.0": 2, "+Inf": 3}
