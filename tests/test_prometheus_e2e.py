@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port, http_get, sdk_tracer_provider
+from tests.conftest import OTLP_RECEIVERS, REPO, TELEMETRY, free_port, http_get, sdk_tracer_provider
 from tests.genai_helpers import make_processor, make_span, run
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -34,15 +34,7 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(PROMETHEUS) and os.environ.get("CI") != "true",
     reason="needs Debian's prometheus package (/usr/bin/prometheus); .ci/run installs it")
 
-CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-      http:
-        endpoint: 127.0.0.1:{http_port}
-processors:
+CONFIG = OTLP_RECEIVERS + """processors:
   genai_normalize:
   genai_cost:
   genai_token_rate:
@@ -64,10 +56,7 @@ service:
     metrics:              # the app's own metrics, through the same exporter (as the shipped config)
       receivers: [otlp]
       exporters: [prometheus]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+""" + TELEMETRY
 
 CALLS = [  # model, input tokens, output tokens, error type
     ("gpt-4o", 1200, 300, None), ("gpt-4o", 800, 150, None), ("gpt-4o", 40, 0, "openai.RateLimitError"),

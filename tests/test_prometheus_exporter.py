@@ -18,6 +18,7 @@ from collector.telemetry import Telemetry
 from config.schema import build
 from exporters import EXPORTERS
 from exporters.prometheus import metric_name
+from tests.conftest import OTLP_RECEIVERS, TELEMETRY
 
 
 @pytest.fixture
@@ -181,15 +182,7 @@ def test_a_taken_port_is_a_clear_error():
             factory.create(config, ComponentContext("prometheus", "exporter", Telemetry(), logging.getLogger("t")))
 
 
-APP_METRICS_CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-      http:
-        endpoint: 127.0.0.1:{http_port}
-processors:
+APP_METRICS_CONFIG = OTLP_RECEIVERS + """processors:
   genai_normalize:
 connectors:
   genai_metrics:
@@ -212,10 +205,7 @@ service:
     metrics:
       receivers: [otlp]
       exporters: [prometheus/app]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+""" + TELEMETRY
 
 
 def test_the_apps_own_otlp_metrics_pass_through_kept_apart_from_the_connectors(collector_factory):
