@@ -79,7 +79,8 @@ RATE = ("gen_ai.client.output_tokens_per_second", "{token}/s",
 COST = ("gen_ai.client.cost", "USD", "Estimated cost of the calls in US dollars (genai_cost processor).")
 CALLS = ("gen_ai.client.calls", "{call}", "GenAI calls; those with error.type set failed.")
 
-_TEMPORALITY = {"delta": 1, "cumulative": 2}  # AggregationTemporality enum of the OTLP proto
+_TEMPORALITY = {"delta": 1, "cumulative": 2}
+_INF = float("inf")  # AggregationTemporality enum of the OTLP proto
 
 
 @dataclass
@@ -220,7 +221,7 @@ class GenAIMetricsConnector(Connector):
                     s.rate[bl(rb, v)] += 1
                     s.rate_sum += v
                 v = g.cost_usd
-                if v is not None:
+                if v is not None and 0.0 <= v < _INF:  # a counter: never down, never NaN
                     s.cost += v
                     s.cost_seen = True
 

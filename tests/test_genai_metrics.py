@@ -172,6 +172,14 @@ def test_metrics_expiration_drops_idle_series():
     assert telemetry.value("otelcol_connector_expired_series", connector="genai_metrics") == 1
 
 
+def test_a_negative_or_not_finite_cost_never_moves_the_cost_counter():
+    connector, _ = make()
+    connector.export(SpanBatch([call(cost=0.5), call(cost=-1.0), call(cost=float("nan")), call(cost=float("inf"))]))
+    out = connector.collect()
+    assert by_model(out, "gen_ai.client.cost")["gpt-4o"].as_double == 0.5
+    assert by_model(out, "gen_ai.client.calls")["gpt-4o"].as_int == 4
+
+
 def test_spans_that_are_not_genai_calls_are_ignored_and_empty_state_sends_nothing():
     connector, _ = make()
     connector.export(SpanBatch([span()]))
