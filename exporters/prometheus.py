@@ -29,11 +29,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from collector.component import ComponentContext, Exporter, Factory
 from collector.model import METRICS
 from config.schema import Duration, setting
+
+if TYPE_CHECKING:
+    from collector.model_metrics import MetricBatch
 
 __all__ = ["PrometheusConfig", "PrometheusExporter", "FACTORY", "metric_name", "label_name"]
 
@@ -53,6 +56,7 @@ _ANNOTATION = re.compile(r"\{[^}]*\}")
 _IDENTITY = ("service.name", "service.namespace", "service.instance.id")
 
 GAUGE, COUNTER, HISTOGRAM, SUMMARY = "gauge", "counter", "histogram", "summary"
+_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 
 
 def _clean(name: str, pattern: re.Pattern) -> str:
@@ -183,8 +187,8 @@ class PrometheusExporter(Exporter):
 
     # -- intake -------------------------------------------------------------------------------
 
-    def export(self, batch) -> None:
-        self.export_resource_metrics(batch.items)
+    def export(self, batch: MetricBatch) -> None:
+        self.export_resource_metrics(batch.resource_metrics)
 
     def export_resource_metrics(self, resource_metrics: Iterable) -> None:
         """Fold OTLP ``ResourceMetrics`` messages into the served series."""
@@ -252,11 +256,14 @@ class PrometheusExporter(Exporter):
         name, unit = metric_name(m.name, m.unit, kind, self.config.namespace)
         family = self._family(name, kind, m.description or m.name, unit)
         for p in points:
+            if p.flags & _NO_RECORDED_VALUE:  # a staleness marker: nothing to serve
+                continue
             key = tuple(sorted({**_labels(_attributes(p.attributes)), **base}.items()))
             if kind == HISTOGRAM:
                 value = [list(p.explicit_bounds), list(p.bucket_counts), p.sum, p.count]
             elif kind == SUMMARY:
-                value = [[], [], p.sum, p.count]
+                value = [[q.quantile for q in p.quantile_values], [q.value for q in p.quantile_values],
+                         p.sum, p.count]
             else:
                 value = [p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)]
             old = family.series.get(key) if delta else None
@@ -292,6 +299,9 @@ class PrometheusExporter(Exporter):
                 if kind == HISTOGRAM:
                     for le, count in _buckets(value[1], value[2]):
                         out.samples.append(Sample(f"{name}_bucket", {**labels, "le": le}, count))
+                elif kind == SUMMARY:
+                    for quantile, q_value in zip(value[1], value[2]):
+                        out.samples.append(Sample(name, {**labels, "quantile": _float_text(quantile)}, q_value))
                 if kind in (HISTOGRAM, SUMMARY):
                     out.samples.append(Sample(f"{name}_count", labels, value[4]))
                     out.samples.append(Sample(f"{name}_sum", labels, value[3]))

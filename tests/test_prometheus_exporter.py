@@ -67,6 +67,12 @@ def resource_metrics(resource: dict | None = None, *, temporality: int = 2, call
     updown = sm.metrics.add(name="queue.size", unit="{item}")
     updown.sum.is_monotonic = False
     updown.sum.data_points.add(as_int=-4)
+    summary = sm.metrics.add(name="rpc.latency", unit="ms")
+    q = summary.summary.data_points.add(count=4, sum=10.0)
+    q.quantile_values.add(quantile=0.5, value=2.0)
+    q.quantile_values.add(quantile=0.99, value=4.5)
+    stale = sm.metrics.add(name="gone", unit="1")
+    stale.gauge.data_points.add(as_double=1.0, flags=1)  # no recorded value
     return rm
 
 
@@ -108,6 +114,10 @@ def test_text_format_parses_with_translated_names_and_labels(exporter_factory):
         "gen_ai_client_operation_duration_seconds_count": 3, "gen_ai_client_operation_duration_seconds_sum": 1.5}
     assert families["process_cpu_utilization_ratio"].samples[0].value == 0.25
     assert families["queue_size"].type == "gauge" and families["queue_size"].samples[0].value == -4
+    latency = {(s.name, s.labels.get("quantile")): s.value for s in families["rpc_latency_milliseconds"].samples}
+    assert latency == {("rpc_latency_milliseconds", "0.5"): 2.0, ("rpc_latency_milliseconds", "0.99"): 4.5,
+                       ("rpc_latency_milliseconds_count", None): 4, ("rpc_latency_milliseconds_sum", None): 10.0}
+    assert "gone_ratio" not in families
     info = families["target_info"].samples[0]
     assert info.labels == {"job": "chat", "instance": "pod-1", "host_name": "h1"} and info.value == 1
 
