@@ -286,3 +286,28 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
     finally:
         prometheus.stop()
     assert collector.stop(signal.SIGTERM) == 0
+
+
+def test_a_restart_starts_the_series_over_from_zero(collector_factory):
+    """What docs/metrics.md says a restart does: state is in memory, the counters begin again
+    (Prometheus sees a counter reset, which rate()/increase() handle)."""
+    exporter_port = free_port()
+    config = CONFIG.replace("PROM_EXPORTER_PORT", str(exporter_port))
+
+    def calls_served(expected: float) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            families = scrape_exporter(exporter_port)
+            got = sum(s.value for s in families["gen_ai_client_calls"].samples) if "gen_ai_client_calls" in families else 0
+            if got == expected:
+                return
+            assert time.monotonic() < deadline, f"{got} calls served, expected {expected}"
+            time.sleep(0.2)
+
+    first = collector_factory(config)
+    send(first.http_url, CALLS[:3])
+    calls_served(3)
+    assert first.stop(signal.SIGTERM) == 0
+    second = collector_factory(config)
+    send(second.http_url, CALLS[:1])
+    calls_served(1)
