@@ -49,6 +49,7 @@ from collector.component import ComponentContext, Connector, ConnectorFactory, C
 from collector.model import METRICS, SpanBatch
 from collector.model_metrics import MetricBatch
 from config.schema import Duration, setting
+from processors.genai_conventions import ATTRIBUTE_MAP
 
 __all__ = ["GenAIMetricsConfig", "GenAIMetricsConnector", "FACTORY", "TOKEN_BOUNDS", "DURATION_BOUNDS",
            "RATE_BOUNDS", "BASE_DIMENSIONS", "OVERFLOW_ATTRIBUTE"]
@@ -78,6 +79,9 @@ RATE = ("gen_ai.client.output_tokens_per_second", "{token}/s",
         "Output tokens per second of generation (after the first chunk when it is known).")
 COST = ("gen_ai.client.cost", "USD", "Estimated cost of the calls in US dollars (genai_cost processor).")
 CALLS = ("gen_ai.client.calls", "{call}", "GenAI calls; those with error.type set failed.")
+
+ID_KEYS: frozenset[str] = frozenset(k for k, (f, *_) in ATTRIBUTE_MAP.items() if f in ("session_id", "user_id"))
+"""User and session id attributes of every dialect: unbounded, so a warning when listed as dimensions."""
 
 _TEMPORALITY = {"delta": 1, "cumulative": 2}
 _INF = float("inf")  # AggregationTemporality enum of the OTLP proto
@@ -172,6 +176,9 @@ class GenAIMetricsConnector(Connector):
         self.expired = ctx.counter("expired_series", "Series dropped by metrics_expiration.")
         self.flush_failed = ctx.counter("flush_failed", "Flushes the metrics pipelines did not take.")
         ctx.gauge("series", "Dimension sets held.", lambda: len(self._series))
+        for key in sorted(ID_KEYS & set(self.extra)):
+            self.log.warning("genai_metrics: dimension %s is a user or session id: every value is a new series "
+                             "(max_series %d caps them; later ones go to the overflow series)", key, self.max_series)
 
     # -- traces side --------------------------------------------------------------------------
 

@@ -121,6 +121,13 @@ def test_no_user_or_session_dimension_by_default_and_extra_dimensions_on_request
     assert found == {("support", "refunds"), ("triage", None)}
 
 
+def test_a_user_or_session_id_dimension_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        make({"dimensions": ["langfuse.session.id", "gen_ai.agent.name"]})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "langfuse.session.id is a user or session id" in warnings[0]
+
+
 def test_max_series_sends_new_sets_to_one_counted_overflow_series():
     connector, telemetry = make({"max_series": 2})
     connector.export(SpanBatch([call(f"model-{i}") for i in range(5)] + [call("model-0")]))
