@@ -80,7 +80,33 @@ def bench_store(db: str, runs: int) -> dict:
             "trace page: model medians (async)": [f"/api/v1/stats?by=model&since=7d&model={model}"],
             "analytics 30d": ["/api/v1/stats?since=30d&by=day", "/api/v1/stats?since=30d&by=model%2Cday&top=10"],
         }
-        return {name: measure(base, paths, runs) for name, paths in pages.items()}
+        out = {name: measure(base, paths, runs) for name, paths in pages.items()}
+    out["same questions, query CLI's stats() in process (no kept days)"] = cli_stats(db, max(3, runs // 2))
+    return out
+
+
+def cli_stats(db: str, runs: int) -> dict:
+    """The analytics questions answered as ``genai-collector stats`` answers them (every value of
+    the window read again), in this process, in the same run: the ratio to the UI's figures holds
+    on a loaded machine, where the absolute times do not."""
+    from collector.query.args import time_arg
+    from collector.query.filters import Filters
+    from collector.query.stats import stats
+    from collector.query.store import open_store
+
+    store = open_store(db, "")
+    out = {}
+    try:
+        for by in (["day"], ["model", "day"]):
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                stats(store, Filters(since=time_arg("30d")), by, 10)
+                times.append((time.perf_counter() - t0) * 1000)
+            out[f"stats --since 30d --by {','.join(by)}"] = {"median_ms": round(statistics.median(times), 1)}
+    finally:
+        store.close()
+    return out
 
 
 def main() -> None:

@@ -255,8 +255,10 @@ def _answer(part: _Part, by: Sequence[str], top: int) -> dict[str, Any]:
     groups = list(part.records) if part.records is not None else [g.record(k, by) for k, g in part.groups.items()]
     per_call = [_per_call_record(model, calls, cost, *_ranks_of_runs(runs, COST_PERCENTILES))
                 for model, (calls, cost, runs) in part.models.items()]
-    top_users = [_user_record(user, *sums)
-                 for user, sums in sorted(part.users.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top]]
+    users = part.users
+    ranked = sorted(users)  # by id, then (stable) by spend: no key tuple per user to allocate
+    ranked.sort(key=lambda user: -users[user][1])
+    top_users = [_user_record(user, *users[user]) for user in ranked[:top]]
     groups.sort(key=_group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": top_users, "cost_per_call": per_call}
