@@ -17,6 +17,7 @@ from config.schema import ConfigErrors
 __all__ = ["main", "build_parser"]
 
 DEFAULT_CONFIG = "otel-config.yaml"
+_MAX_ERRORS_SHOWN = 100  # a file of 80,000 unknown keys gets a screenful, not 80,000 lines
 log = logging.getLogger("genai_collector")
 
 
@@ -73,8 +74,10 @@ def _load_or_report(path: str):
     try:
         return load_config(path)
     except ConfigErrors as exc:
-        for error in exc.errors:
+        for error in exc.errors[:_MAX_ERRORS_SHOWN]:
             print(f"error: {error}", file=sys.stderr)
+        if len(exc.errors) > _MAX_ERRORS_SHOWN:
+            print(f"error: ... and {len(exc.errors) - _MAX_ERRORS_SHOWN} more", file=sys.stderr)
         return None
 
 
