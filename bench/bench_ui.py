@@ -13,12 +13,10 @@ requests the browser sends at once (their sum is reported: on a 2-core machine t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_query import NS, build, count_spans  # noqa: E402
+from bench.bench_query import build, count_spans, store_args, stores_of  # noqa: E402
 
 TARGET_MS = 300
 
@@ -110,19 +108,8 @@ def cli_stats(db: str, runs: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--db", help="SQLite file (default: bench_query's file in the temp dir, reused)")
-    parser.add_argument("--postgres", metavar="URL", help="also bench this Postgres database "
-                        "(dropped and rebuilt unless it already holds --spans spans)")
-    args = parser.parse_args()
-    anchor = (time.time_ns() // (86400 * NS)) * 86400 * NS
-    day = time.strftime("%Y%m%d", time.gmtime(anchor / NS))
-    path = args.db or os.path.join(tempfile.gettempdir(), f"gc_bench_query_{args.spans}_{day}.db")
-    stores = {"sqlite": (f"sqlite:///{path}", path)}
-    if args.postgres:
-        stores["postgres"] = (args.postgres, args.postgres)
+    args = store_args(__doc__.splitlines()[0], runs=7)
+    anchor, stores = stores_of(args)
     report: dict = {"spans": args.spans, "runs": args.runs, "target_ms": TARGET_MS, "machine_cpus": os.cpu_count(),
                     "load_average_1m_at_start": round(os.getloadavg()[0], 2), "results": {}}
     for name, (url, db) in stores.items():
