@@ -337,3 +337,27 @@ def test_a_late_span_in_a_kept_day_is_counted(sqlite_db, dataset, tmp_path):
     assert sum(g["requests"] for g in after["groups"]) == sum(g["requests"] for g in before["groups"]) + 1
     assert sum(g["cost_usd"] for g in after["groups"]) == pytest.approx(
         sum(g["cost_usd"] for g in before["groups"]) + 1.5)
+
+
+@pytest.mark.parametrize("ui_keys, message", [
+    ("endpoint: 0.0.0.0:%d", "refusing to listen on 0.0.0.0 without a bearer token"),
+    ("endpoint: 127.0.0.1:%d\n    storage: nope", "'nope' is not a sqlite or postgres exporter"),
+    ("endpoint: 127.0.0.1:%d\n    auth:\n      bearer_token: short", "at least 16 characters"),
+])
+def test_extension_refuses_an_unsafe_or_wrong_setup_at_start(collector_factory, ui_keys, message):
+    config = UI_CONFIG.replace("    endpoint: 127.0.0.1:%d", "    " + ui_keys) % free_port()
+    collector = collector_factory(config, wait_ready=False)
+    assert collector.proc.wait(timeout=90) != 0
+    assert message in collector.log()
+
+
+def test_extension_with_a_token_file(collector_factory, tmp_path):
+    token_file = tmp_path / "ui-token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    config = UI_CONFIG.replace("    endpoint: 127.0.0.1:%d", f"    endpoint: 127.0.0.1:{port}\n    auth:\n"
+                               f"      bearer_token_file: {token_file}")
+    collector_factory(config)
+    assert get_json(f"http://127.0.0.1:{port}/api/v1/calls")[0] == 401
+    assert get_json(f"http://127.0.0.1:{port}/api/v1/calls", token=TOKEN) == (200, {
+        "items": [], "sort": "time", "limit": 20, "offset": 0, "next_offset": None})
