@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -361,3 +360,13 @@ def test_extension_with_a_token_file(collector_factory, tmp_path):
     assert get_json(f"http://127.0.0.1:{port}/api/v1/calls")[0] == 401
     assert get_json(f"http://127.0.0.1:{port}/api/v1/calls", token=TOKEN) == (200, {
         "items": [], "sort": "time", "limit": 20, "offset": 0, "next_offset": None})
+
+
+def test_query_cli_start_up_does_not_load_the_web_stack():
+    """The query commands' answer time includes their start-up: FastAPI and uvicorn (~0.5 s of
+    imports) load only for `ui` or a config with the ui extension."""
+    code = ("import sys, collector.cli; from collector.cli import build_parser; build_parser(); "
+            "import collector.extensions.ui; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'uvicorn', 'starlette', 'pydantic'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

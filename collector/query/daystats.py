@@ -31,8 +31,8 @@ from collector.query.args import now_ns
 from collector.query.filters import Filters, genai_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.stats import (
-    COST_PERCENTILES, METRICS, NS_PER_DAY, _group_order, _group_record, _group_value, _grouped,
-    _per_call_record, _user_record, group_expression, sorted_by_key, stats,
+    COST_PERCENTILES, METRICS, NS_PER_DAY, group_order, group_record, group_value, grouped,
+    per_call_record, user_record, group_expression, sorted_by_key, stats,
 )
 from collector.query.store import Connection, Store
 from exporters.storage.sqltext import Sql, all_of
@@ -71,7 +71,7 @@ class _Group:
 
     def record(self, key: tuple, by: Sequence[str]) -> dict[str, Any]:
         pct = {metric: _ranks_of_runs(runs, which) for (metric, (_, which, _)), runs in zip(METRICS.items(), self.runs)}
-        return _group_record({k: _group_value(k, v) for k, v in zip(by, key)}, self.requests, self.errors,
+        return group_record({k: group_value(k, v) for k, v in zip(by, key)}, self.requests, self.errors,
                              self.input_tokens, self.output_tokens, self.cost, pct)
 
 
@@ -88,7 +88,7 @@ class _Part:
 
 def _scan(conn: Connection, where: list[Sql], by: Sequence[str]) -> _Part:
     keys = [group_expression(k, conn.dialect) for k in by] + [Sql("spans.model")]
-    rows = conn.execute(_grouped([*keys, *VALUES], where, 0)).fetchall()
+    rows = conn.execute(grouped([*keys, *VALUES], where, 0)).fetchall()
     groups: dict[tuple, _Group] = {}
     models: dict[str, list] = {}
     for key, (calls, (status, tin, tout, costs, *metrics)) in sorted_by_key(rows, len(keys)).items():
@@ -253,12 +253,12 @@ def _kth(a: Sequence[float], b: Sequence[float], k: int) -> float:
 
 def _answer(part: _Part, by: Sequence[str], top: int) -> dict[str, Any]:
     groups = list(part.records) if part.records is not None else [g.record(k, by) for k, g in part.groups.items()]
-    per_call = [_per_call_record(model, calls, cost, *_ranks_of_runs(runs, COST_PERCENTILES))
+    per_call = [per_call_record(model, calls, cost, *_ranks_of_runs(runs, COST_PERCENTILES))
                 for model, (calls, cost, runs) in part.models.items()]
     users = part.users
     ranked = sorted(users)  # by id, then (stable) by spend: no key tuple per user to allocate
     ranked.sort(key=lambda user: -users[user][1])
-    top_users = [_user_record(user, *users[user]) for user in ranked[:top]]
-    groups.sort(key=_group_order(by))
+    top_users = [user_record(user, *users[user]) for user in ranked[:top]]
+    groups.sort(key=group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": top_users, "cost_per_call": per_call}
