@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the query CLI imports registries too: it must not pay for p
     from collector.telemetry import Telemetry
 
 __all__ = [
-    "Processor", "Exporter", "Receiver", "Consumer", "Factory", "ComponentContext", "Registry",
+    "Processor", "Exporter", "Receiver", "Connector", "Consumer", "Factory", "ConnectorFactory", "ComponentContext", "Registry",
     "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
 ]
 
@@ -103,12 +103,33 @@ class Receiver(Protocol):
         """Stop accepting new data and finish requests in flight."""
 
 
+@runtime_checkable
+class Connector(Protocol):
+    """An exporter of one pipeline and a receiver of another (``connectors:`` in the config).
+
+    The service makes one instance per id, exports the upstream pipelines' batches to it and
+    ``start``s it with the downstream pipelines as its consumer; it stops after the upstream
+    pipelines have drained, so what they held still reaches the downstream ones.
+    """
+
+    durable: bool
+
+    def export(self, batch) -> None:
+        ...
+
+    def start(self, consumer: Consumer) -> None:
+        ...
+
+    def shutdown(self) -> None:
+        ...
+
+
 @dataclass
 class ComponentContext:
     """What a factory gets besides its config."""
 
     id: str
-    kind: str  # receiver | processor | exporter | extension
+    kind: str  # receiver | processor | exporter | connector | extension
     telemetry: "Telemetry"
     logger: logging.Logger
     pipeline: str | None = None  # for processors and exporters: the pipeline (exporters may be shared)
@@ -132,6 +153,14 @@ class Factory:
     """One line: what the component is for (the README's component index and its reference page)."""
     example: str = ""
     """YAML of a typical config body, shown on the reference page (a test builds it)."""
+
+
+@dataclass(frozen=True)
+class ConnectorFactory(Factory):
+    """A connector's factory: ``connects`` lists the (exporter-side signal, receiver-side signal)
+    pairs it joins, e.g. ``(("traces", "metrics"),)``; ``validate`` checks pipelines against it."""
+
+    connects: tuple[tuple[str, str], ...] = ()
 
 
 def split_id(component_id: str) -> tuple[str, str]:

@@ -1,10 +1,10 @@
 """``redaction``: no personal data that presidio recognises leaves the collector.
 
-Where it looks: the GenAI content of a span in every dialect (the canonical ``span.genai`` message
-lists when the normalize processor filled them, and the raw attributes storage also keeps:
-``gen_ai.input.messages`` & co, OpenLLMetry ``gen_ai.prompt.N.content``, OpenInference
-``llm.input_messages.N.message.content``, ``input.value`` / ``output.value``, tool call arguments and
-results), every span event attribute, configured attribute keys / key patterns, and configured
+Where it looks: the GenAI content of a span in every dialect, as :mod:`processors.genai_content`
+defines it (the canonical ``span.genai`` message lists when the normalize processor filled them,
+and the raw attributes storage also keeps: ``gen_ai.input.messages`` & co, OpenLLMetry
+``gen_ai.prompt.N.content``, OpenInference ``llm.input_messages.N.message.content``, Langfuse,
+Vercel AI SDK, tool definitions, call arguments and results), every span event attribute, configured attribute keys / key patterns, and configured
 resource attributes.  JSON strings are parsed and only their string leaves are rewritten, so
 structured content stays valid JSON.
 
@@ -29,42 +29,16 @@ from typing import Any, Literal
 from collector.component import ComponentContext, Factory
 from collector.model import Span, SpanBatch
 from config.schema import ConfigError, setting
+from processors.genai_content import CONTENT_GENAI_FIELDS, is_content_event_attribute, is_content_key
 
-__all__ = ["RedactionConfig", "CustomRecognizerConfig", "RedactionProcessor", "FACTORY",
-           "CONTENT_KEYS", "is_content_key"]
+__all__ = ["RedactionConfig", "CustomRecognizerConfig", "RedactionProcessor", "FACTORY"]
 
 Operator = Literal["replace", "mask", "hash", "drop"]
 
-# Content attributes of every dialect we know (exact keys), and their indexed forms (regex).
-CONTENT_KEYS = frozenset({
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "gen_ai.event.content", "input.value", "output.value", "llm.prompts",
-    "llm.prompt_template.variables", "traceloop.entity.input", "traceloop.entity.output",
-    "langfuse.observation.input", "langfuse.observation.output", "langfuse.trace.input",
-    "langfuse.trace.output", "ai.prompt", "ai.prompt.messages", "ai.response.text",
-    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
-})
-_INDEXED_CONTENT = re.compile(
-    r"gen_ai\.(?:prompt|completion)\.\d+\.(?:content|tool_calls\.\d+\.arguments|function_call\.arguments)"
-    r"|llm\.(?:input|output)_messages\.\d+\.message\.(?:content|contents\.\d+\.message_content\.text"
-    r"|tool_calls\.\d+\.tool_call\.function\.arguments)"
-    r"|llm\.prompts\.\d+(?:\.prompt\.text)?"
-    r"|(?:retrieval|reranker\.(?:input|output))\.documents\.\d+\.document\.content"
-    r"|embedding\.embeddings\.\d+\.embedding\.text")
-_GENAI_CONTENT_FIELDS = ("input_messages", "output_messages", "system_instructions")
-# Attributes of gen_ai.* events that are metadata, kept when content is dropped.
-_EVENT_METADATA = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.operation.name", "role",
-                             "index", "finish_reason", "gen_ai.response.finish_reasons"})
 _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
 _MAX_CACHED_CHARS = 65536
 _MAX_KEYS = 65536  # attribute keys whose classification is remembered
-
-
-def is_content_key(key: str) -> bool:
-    """Whether ``key`` carries prompt/completion/tool content in one of the known dialects."""
-    return key in CONTENT_KEYS or _INDEXED_CONTENT.fullmatch(key) is not None
 
 
 def _compile(patterns: list[str], path: str, errors: list[ConfigError]) -> list[re.Pattern]:
@@ -309,7 +283,7 @@ class RedactionProcessor:
         if genai is not None:
             if hashed and genai.user_id in hashed:
                 genai.user_id = hashed[genai.user_id]
-            for name in _GENAI_CONTENT_FIELDS:
+            for name in CONTENT_GENAI_FIELDS:
                 value = getattr(genai, name)
                 if value:
                     new = self._walk_structure(value, stats, "genai." + name)
@@ -415,14 +389,13 @@ class RedactionProcessor:
             del attrs[key]
             stats.add(key, 1)
         if span.genai is not None:
-            for name in _GENAI_CONTENT_FIELDS:
+            for name in CONTENT_GENAI_FIELDS:
                 if getattr(span.genai, name) is not None:
                     setattr(span.genai, name, None)
                     stats.add("genai." + name, 1)
         for event in span.events:
-            content_event = event.name.startswith("gen_ai.")
             for key in list(event.attributes):
-                if (content_event and key not in _EVENT_METADATA) or self._kind(key) & _CONTENT:
+                if is_content_event_attribute(event.name, key) or self._kind(key) & _CONTENT:
                     del event.attributes[key]
                     stats.add(f"event.{event.name}.{key}", 1)
         attrs["redaction.content.dropped"] = True

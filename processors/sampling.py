@@ -37,10 +37,11 @@ from typing import Any
 from collector.component import ComponentContext, Factory
 from collector.model import STATUS_ERROR, Span, SpanBatch
 from config.schema import ConfigError, Duration, setting
+from processors.genai_content import CONTENT_GENAI_FIELDS, strip_attributes, strip_event_attributes
 
 __all__ = [
     "SamplingConfig", "SamplingProcessor", "FACTORY", "fnv1a32_seeded", "hash_seed_threshold",
-    "hash_seed_sampled", "strip_content", "is_content_key",
+    "hash_seed_sampled", "strip_content",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -108,57 +109,19 @@ class _TraceHasher:
 # ---------------------------------------------------------------------------------------------
 # Content stripping
 
-_CONTENT_KEYS = frozenset({
-    # OTel GenAI (current and older)
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "gen_ai.event.content",
-    # OpenInference / generic
-    "input.value", "output.value", "llm.prompts",
-    # Traceloop / Langfuse
-    "traceloop.entity.input", "traceloop.entity.output",
-    "langfuse.observation.input", "langfuse.observation.output",
-    "langfuse.trace.input", "langfuse.trace.output",
-    # Vercel AI SDK
-    "ai.prompt", "ai.prompt.messages", "ai.response.text", "ai.response.object",
-    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
-    # attribute names inside the deprecated gen_ai.* events
-    "content", "message", "tool_calls", "body", "arguments",
-})
-_CONTENT_PREFIXES = (
-    "gen_ai.prompt.", "gen_ai.completion.",                  # OpenLLMetry gen_ai.prompt.0.content
-    "llm.input_messages.", "llm.output_messages.", "llm.prompts.",  # OpenInference
-    "llm.prompt_template.variables", "retrieval.documents.", "reranker.input_documents.",
-    "reranker.output_documents.", "embedding.embeddings.",
-)
-
-
-def is_content_key(key: str) -> bool:
-    """True for attributes that carry message text or tool arguments in any known dialect."""
-    return key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES)
-
-
 def strip_content(span: Span) -> int:
-    """Remove content from one span (attributes, event attributes, canonical messages).
+    """Remove content from one span (attributes, event attributes, canonical messages), as
+    :mod:`processors.genai_content` defines it.
 
     Metrics (tokens, cost, latency, model) are untouched.  Returns how many values were removed.
     """
-    removed = 0
-    attrs = span.attributes
-    doomed = [k for k in attrs if is_content_key(k)]
-    for k in doomed:
-        del attrs[k]
-    removed += len(doomed)
+    removed = strip_attributes(span.attributes)
     for event in span.events:
-        eattrs = event.attributes
-        if eattrs:
-            edoomed = [k for k in eattrs if is_content_key(k)]
-            for k in edoomed:
-                del eattrs[k]
-            removed += len(edoomed)
+        if event.attributes:
+            removed += strip_event_attributes(event.name, event.attributes)
     genai = span.genai
     if genai is not None:
-        for name in ("input_messages", "output_messages", "system_instructions"):
+        for name in CONTENT_GENAI_FIELDS:
             if getattr(genai, name) is not None:
                 setattr(genai, name, None)
                 removed += 1
