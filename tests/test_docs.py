@@ -34,6 +34,15 @@ def test_readme_is_a_short_contract_that_reaches_every_key_in_two_clicks():
             assert f"| `{row.path}` |" in page, f"{link} lacks key {row.path}; run {docgen.COMMAND}"
 
 
+def test_ci_runs_the_readme_commands():
+    """.ci/run installs and tests the way the README's quick start says; neither may drift alone."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for step in ('pip install -e ".[test]"', "python -m pytest -q"):
+        assert step in readme, f"README's test command lacks {step!r}"
+        assert re.search(re.escape(step).replace("install", r"install(?: -q)?"), ci), f".ci/run lacks {step!r}"
+
+
 def _markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
