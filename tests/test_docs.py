@@ -34,6 +34,16 @@ def test_readme_is_a_short_contract_that_reaches_every_key_in_two_clicks():
             assert f"| `{row.path}` |" in page, f"{link} lacks key {row.path}; run {docgen.COMMAND}"
 
 
+def test_readme_command_table_lists_every_command():
+    from collector.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = [name for name in sub.choices if f"`genai-collector {name}" not in readme
+               and not re.search(rf"`genai-collector \w+` / `{name}\b", readme)]
+    assert not missing, f"README's command table lacks: {missing}"
+
+
 def test_ci_runs_the_readme_commands():
     """.ci/run installs and tests the way the README's quick start says; neither may drift alone."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
