@@ -4,7 +4,7 @@ Names echo the OTel Collector's own (``otelcol_receiver_accepted_spans`` ...) so
 for it read ours.  Counters are incremented per batch, never per span, so a lock is cheap.
 ``GET /metrics`` serves the text format; ``GET /healthz`` answers 200 once every component started
 and 503 before that, while shutting down, and while a component that reports health
-(:class:`collector.component.ReportsHealth`, registered with :meth:`Telemetry.watch_health`) is
+(an exporter that ``reports_health``, registered with :meth:`Telemetry.watch_health`) is
 not ready, with the reasons: ``{"status": "unavailable", "reasons": {"exporter sqlite": "..."}}``.
 """
 
@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from collector.component import ReportsHealth
+    from collector.component import Exporter
 
 __all__ = ["Telemetry", "Counter", "Gauge", "TelemetryServer", "parse_address"]
 
@@ -75,9 +75,9 @@ class Telemetry:
         self._help: dict[str, tuple[str, str]] = {}  # name -> (type, help)
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], Counter | Gauge] = {}
         self.ready = False
-        self._health: dict[str, "ReportsHealth"] = {}
+        self._health: dict[str, "Exporter"] = {}
 
-    def watch_health(self, name: str, component: "ReportsHealth") -> None:
+    def watch_health(self, name: str, component: "Exporter") -> None:
         """Make ``/healthz`` (and the health_check extension) report ``component``'s readiness."""
         self._health[name] = component
 

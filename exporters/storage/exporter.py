@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from collector.component import ComponentContext, Health, ReportsHealth, RetryableError
+from collector.component import READY, ComponentContext, Exporter, Health, RetryableError
 from collector.model import SpanBatch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
@@ -15,13 +15,12 @@ __all__ = ["StorageExporter"]
 
 PROBE_INITIAL, PROBE_MAX = 0.25, 2.0      # seconds between probes of a database that is down
 LOG_AGAIN_INITIAL, LOG_AGAIN_MAX = 30.0, 600.0  # an outage is logged again after 30 s, 60 s, ... 10 min
-_READY = Health(True)
 
 
-class StorageExporter(ReportsHealth):
+class StorageExporter(Exporter):
     """Writes each batch in one transaction; durable once ``export`` returns.
 
-    Readiness (:class:`ReportsHealth`): a write or start that fails because the database cannot
+    Readiness (``reports_health``): a write or start that fails because the database cannot
     be used (unreachable, missing, read-only, disk full: every :class:`RetryableError`) makes the
     exporter not ready with that reason; the pipelines then refuse new data at once with
     UNAVAILABLE / 503, and a probe thread writes a no-op to the database until it answers, which
@@ -31,6 +30,8 @@ class StorageExporter(ReportsHealth):
     """
 
     durable = True
+    prepares = True
+    reports_health = True
 
     def __init__(self, store: Store, config: StorageConfig, ctx: ComponentContext) -> None:
         self.store = store
@@ -46,7 +47,7 @@ class StorageExporter(ReportsHealth):
         self._purged = ctx.counter("storage_retention_purged_spans", "spans whose content content_ttl removed")
         self._deleted = ctx.counter("storage_retention_deleted_spans", "spans deleted by ttl or max_size_mb")
         self._deleted_traces = ctx.counter("storage_retention_deleted_traces", "traces deleted by retention")
-        self._health = _READY
+        self._health = READY
         self._health_lock = threading.Lock()
         self._down = threading.Event()  # set while not ready: wakes the probe thread
         self._down_since = 0.0
@@ -126,7 +127,7 @@ class StorageExporter(ReportsHealth):
         with self._health_lock:
             if self._health.ready:
                 return
-            self._health = _READY
+            self._health = READY
             self._down.clear()
             self.log.info("ready: the database answers again after %.1fs; resumed writing",
                           time.monotonic() - self._down_since)
