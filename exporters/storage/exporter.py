@@ -25,8 +25,8 @@ class StorageExporter(Exporter):
     exporter not ready with that reason; the pipelines then refuse new data at once with
     UNAVAILABLE / 503, and a probe thread writes a no-op to the database until it answers, which
     makes it ready again (after a failed batch write, the pipeline's retry of that batch, every
-    5 s at most, must succeed instead).  The outage is logged when it starts, again with backoff while it
-    lasts, and when it ends.
+    5 s at most, must succeed instead).  The outage is logged when it starts, again with backoff
+    while it lasts, and when it ends.
     """
 
     durable = True
