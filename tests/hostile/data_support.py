@@ -44,7 +44,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [genai_normalize, batch]
+      processors: [batch, genai_normalize]
       exporters: [{exporter_id}]
   telemetry:
     metrics:
