@@ -15,12 +15,13 @@ import orjson
 from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
-from collector.query.store import Connection, Store
+from collector.query.store import Connection, Store, has_table
+from processors.genai_conventions import EVALUATION_FIELDS
 from exporters.storage.search import like_contains
 from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
 
 __all__ = [
-    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
+    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "get_trace_logs", "list_sessions",
     "session_ids_with_prefix", "get_session", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
@@ -163,6 +164,38 @@ def get_trace(store: Store, trace_id: str) -> list[dict]:
     """Every span of one trace, in start order (the renderer builds the tree)."""
     with store.connect() as conn:
         return [span_record(r) for r in conn.rows(_spans_where([Sql("spans.trace_id = ?", trace_id)]))]
+
+
+_LOG_SELECT = ("SELECT span_id, timestamp_unix_nano, severity_number, severity_text, event_name, kind, body, "
+               "attributes FROM logs WHERE trace_id = ? ORDER BY timestamp_unix_nano, id")
+
+
+def _evaluation_record(m: Mapping[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    """A ``gen_ai.evaluation.result`` record as the documented JSON object."""
+    fields = {name: attributes.get(key) for name, key in EVALUATION_FIELDS.items()}
+    score = fields["score_value"]
+    fields["score_value"] = score if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+    return {"span_id": m["span_id"], **fields, "time": iso(m["timestamp_unix_nano"])}
+
+
+def get_trace_logs(store: Store, trace_id: str) -> dict[str, list[dict]]:
+    """The log records of one trace in time order: ``evaluations`` (``gen_ai.evaluation.result``)
+    and ``logs`` (every other record, GenAI content records included with ``kind: content``)."""
+    out: dict[str, list[dict]] = {"logs": [], "evaluations": []}
+    with store.connect() as conn:
+        if not has_table(conn, "logs"):  # a store last written by a collector without logs
+            return out
+        rows = conn.rows(Sql(_LOG_SELECT, trace_id))
+    for m in rows:
+        attributes = _json(m["attributes"]) or {}
+        if m["kind"] == "evaluation":
+            out["evaluations"].append(_evaluation_record(m, attributes))
+        else:
+            out["logs"].append({"span_id": m["span_id"], "time": iso(m["timestamp_unix_nano"]),
+                                "severity_number": m["severity_number"], "severity": m["severity_text"],
+                                "event_name": m["event_name"], "kind": m["kind"], "body": _json(m["body"]),
+                                "attributes": attributes})
+    return out
 
 
 # -------------------------------------------------------------------------------------------------

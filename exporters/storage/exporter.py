@@ -8,7 +8,7 @@ from collector.component import ComponentContext, RetryableError
 from collector.model import SpanBatch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
-from exporters.storage.store import PreparedRows, Store
+from exporters.storage.store import PreparedLogs, PreparedRows, Store
 
 __all__ = ["StorageExporter"]
 
@@ -29,9 +29,15 @@ class StorageExporter:
         self._truncated = ctx.counter("storage_truncated_values", "values cut at max_content_bytes")
         self._unavailable = ctx.counter("storage_unavailable_errors", "exports refused because the "
                                         "database was unreachable or locked (retried)")
+        self._written_logs = ctx.counter("storage_written_log_records", "log records committed to the database "
+                                         "(a replayed record is stored once)")
+        self._rejected_logs = ctx.counter("storage_rejected_log_records", "log records refused (a row the "
+                                          "database rejected)")
         self._purged = ctx.counter("storage_retention_purged_spans", "spans whose content content_ttl removed")
         self._deleted = ctx.counter("storage_retention_deleted_spans", "spans deleted by ttl or max_size_mb")
         self._deleted_traces = ctx.counter("storage_retention_deleted_traces", "traces deleted by retention")
+        self._deleted_logs = ctx.counter("storage_retention_deleted_log_records", "log records deleted by ttl "
+                                         "or max_size_mb")
         self._down = False
         self._down_lock = threading.Lock()
         self.retention = Retention(store, config.retention_policy(), on_report=self._count_retention)
@@ -69,6 +75,29 @@ class StorageExporter:
         for message in result.row_errors[:5]:
             self.log.warning("row rejected by the database: %s", message)
 
+    # Log records: the same two stages.
+
+    def export_logs(self, batch) -> None:
+        self.export_logs_prepared(self.prepare_logs(batch))
+
+    def prepare_logs(self, batch) -> PreparedLogs:
+        return self.store.prepare_logs(batch.records)
+
+    def export_logs_prepared(self, prepared: PreparedLogs) -> None:
+        try:
+            result = self.store.write_logs_prepared(prepared)
+        except RetryableError as exc:
+            self._unavailable.add(prepared.records)
+            self._mark_down(exc)
+            raise
+        self._mark_up()
+        self._written_logs.add(result.written)
+        self._rejected_logs.add(result.rejected)
+        self._sanitized.add(result.sanitized)
+        self._truncated.add(result.truncated)
+        for message in result.row_errors[:5]:
+            self.log.warning("log record rejected by the database: %s", message)
+
     def shutdown(self) -> None:
         self.retention.stop()
         self.store.close()
@@ -90,3 +119,4 @@ class StorageExporter:
         self._purged.add(report.purged_spans)
         self._deleted.add(report.deleted_spans)
         self._deleted_traces.add(report.deleted_traces)
+        self._deleted_logs.add(report.deleted_logs)
