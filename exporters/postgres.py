@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.component import ComponentContext, Factory
+from collector.component import TRACES_ONLY, ComponentContext, Factory
 from config.schema import Duration, setting
 from exporters.storage.config import StorageConfig
 
@@ -36,4 +36,4 @@ def create(config: PostgresConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans in PostgreSQL")
+FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans in PostgreSQL", signals=TRACES_ONLY)

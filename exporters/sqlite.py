@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from collector.component import ComponentContext, Factory
+from collector.component import TRACES_ONLY, ComponentContext, Factory
 from config.schema import Duration, setting
 from exporters.storage.config import StorageConfig
 
@@ -37,4 +37,4 @@ def create(config: SqliteConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file")
+FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file", signals=TRACES_ONLY)

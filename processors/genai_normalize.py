@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import orjson
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import STATUS_ERROR, GenAI, Span, SpanBatch
 from config.schema import setting
 from processors.genai_conventions import (
@@ -613,7 +613,7 @@ _MESSAGE_EVENTS = frozenset(MESSAGE_EVENT_ROLES) | {PROMPT_EVENT, COMPLETION_EVE
 # --------------------------------------------------------------------------------------------
 # the processor
 
-class GenAINormalizeProcessor:
+class GenAINormalizeProcessor(Processor):
     def __init__(self, config: GenAINormalizeConfig, ctx: ComponentContext) -> None:
         self.rewrite = config.rewrite_attributes
         self.parse_messages = config.messages

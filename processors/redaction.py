@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import Span, SpanBatch
 from config.schema import ConfigError, setting
 
@@ -179,7 +179,7 @@ _DROP = object()  # a walked value whose attribute must be removed
 _CONTENT, _HASH, _BLOCKED, _NOT_ALLOWED = 1, 2, 4, 8
 
 
-class RedactionProcessor:
+class RedactionProcessor(Processor):
     def __init__(self, config: RedactionConfig, ctx: ComponentContext | None = None) -> None:
         from processors.pii import CustomPattern, LruCache, PiiEngine
 

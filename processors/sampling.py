@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import STATUS_ERROR, Span, SpanBatch
 from config.schema import ConfigError, Duration, setting
 
@@ -395,8 +395,10 @@ class _TokenBucket:
 KEPT, DROPPED = True, False
 
 
-class SamplingProcessor:
+class SamplingProcessor(Processor):
     """See the module docstring.  Not thread-safe: one pipeline calls ``process`` at a time."""
+
+    holds_data = True  # traces wait for their decision; ``flush`` releases them
 
     def __init__(self, config: SamplingConfig, ctx: ComponentContext, clock=time.monotonic) -> None:
         self.config = config

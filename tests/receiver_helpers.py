@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from collector.component import Factory, RetryableError
+from collector.component import Exporter, Factory, RetryableError
 from collector.model import SpanBatch
 from config.schema import Duration, setting
 from exporters import EXPORTERS
@@ -34,7 +34,7 @@ class TestSqliteConfig:
     down_while: str = setting("", doc="while this file exists, exports fail with a retryable error (an outage)")
 
 
-class TestSqliteExporter:
+class TestSqliteExporter(Exporter):
     durable = True
 
     def __init__(self, cfg: TestSqliteConfig) -> None:

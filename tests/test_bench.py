@@ -26,7 +26,7 @@ def test_mix_has_the_advertised_shape():
 def test_requests_decode_without_rejections():
     bodies, info = encode_requests(2_000, 512, MixConfig(seed=4))
     assert info["requests"] == 4
-    spans = [s for b in bodies for s in validate_spans(decode_protobuf(b)).spans]
+    spans = [s for b in bodies for s in validate_spans(decode_protobuf(b)).batch.spans]
     assert len(spans) == 2_000
     assert len({(s.trace_id, s.span_id) for s in spans}) == 2_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from collector.component import ComponentContext, RetryableError
+from collector.component import ComponentContext, Exporter, RetryableError
 from collector.model import SpanBatch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
@@ -13,10 +13,11 @@ from exporters.storage.store import PreparedLogs, PreparedRows, Store
 __all__ = ["StorageExporter"]
 
 
-class StorageExporter:
+class StorageExporter(Exporter):
     """Writes each batch in one transaction; durable once ``export`` returns."""
 
     durable = True
+    prepares = True
 
     def __init__(self, store: Store, config: StorageConfig, ctx: ComponentContext) -> None:
         self.store = store
