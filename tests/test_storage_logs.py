@@ -60,11 +60,11 @@ def exporter(backend):
 def test_operation_details_record_becomes_the_calls_transcript(exporter, order, structured):
     record = details(T, S, PROMPT, ANSWER, SYSTEM, as_json=not structured)
     if order == "record-first":
-        exporter.export_logs(logs_batch(record))
+        exporter.export(logs_batch(record))
         export_spans(exporter, call())
     else:
         export_spans(exporter, call())
-        exporter.export_logs(logs_batch(record))
+        exporter.export(logs_batch(record))
     assert transcript(exporter) == {"input": PROMPT, "output": ANSWER, "system": SYSTEM}
     assert query(exporter, "SELECT kind, event_name, content_purged FROM logs") == [
         ("content", "gen_ai.client.inference.operation.details", 0)]
@@ -72,9 +72,9 @@ def test_operation_details_record_becomes_the_calls_transcript(exporter, order, 
 
 def test_span_content_is_kept_and_never_doubled_by_the_same_content_as_a_record(exporter):
     """SPAN_AND_EVENT: the span carries the messages and a record repeats them."""
-    exporter.export_logs(logs_batch(details(T, S, PROMPT, ANSWER)))
+    exporter.export(logs_batch(details(T, S, PROMPT, ANSWER)))
     export_spans(exporter, call(with_content=True))
-    exporter.export_logs(logs_batch(details(T, S, PROMPT, ANSWER, time_s=1001.0)))
+    exporter.export(logs_batch(details(T, S, PROMPT, ANSWER, time_s=1001.0)))
     assert transcript(exporter) == {"input": PROMPT, "output": ANSWER, "system": None}
     assert query(exporter, "SELECT content_from_logs FROM spans") == [(0,)]
 
@@ -93,19 +93,19 @@ EXPECTED_PER_MESSAGE = {
 
 def test_per_message_events_before_and_after_the_span_in_separate_requests(exporter):
     system, user, answer = _per_message_records()
-    exporter.export_logs(logs_batch(user))
+    exporter.export(logs_batch(user))
     export_spans(exporter, call())
-    exporter.export_logs(logs_batch(answer))
-    exporter.export_logs(logs_batch(system))
+    exporter.export(logs_batch(answer))
+    exporter.export(logs_batch(system))
     assert transcript(exporter) == EXPECTED_PER_MESSAGE
 
 
 def test_replays_of_records_and_spans_never_duplicate_messages(exporter):
     records = _per_message_records()
     for _ in range(3):
-        exporter.export_logs(logs_batch(*records))
+        exporter.export(logs_batch(*records))
         export_spans(exporter, call())
-    exporter.export_logs(logs_batch(*reversed(records)))  # same records, another order
+    exporter.export(logs_batch(*reversed(records)))  # same records, another order
     assert transcript(exporter) == EXPECTED_PER_MESSAGE
     assert query(exporter, "SELECT COUNT(*) FROM logs") == [(3,)]
 
@@ -116,7 +116,7 @@ def test_a_record_after_a_restart_joins_the_span_stored_before(backend):
     first.shutdown()
     second = make_exporter(backend)
     try:
-        second.export_logs(logs_batch(*_per_message_records()))
+        second.export(logs_batch(*_per_message_records()))
         assert transcript(second) == EXPECTED_PER_MESSAGE
     finally:
         second.shutdown()
@@ -124,7 +124,7 @@ def test_a_record_after_a_restart_joins_the_span_stored_before(backend):
 
 def test_records_of_spans_not_stored_wait_without_touching_other_spans(exporter):
     export_spans(exporter, span(T, 9, genai=GenAI(operation="chat", request_model="m")))
-    exporter.export_logs(logs_batch(details(T, S, PROMPT, ANSWER)))
+    exporter.export(logs_batch(details(T, S, PROMPT, ANSWER)))
     rows = query(exporter, "SELECT span_id, input_messages, content_from_logs FROM spans")
     assert rows == [((9).to_bytes(8, "big").hex(), None, 0)]
     export_spans(exporter, call())
@@ -134,7 +134,7 @@ def test_records_of_spans_not_stored_wait_without_touching_other_spans(exporter)
 def test_every_field_of_a_plain_log_record_is_stored(exporter):
     record = log(T, S, body={"msg": "retrying", "attempt": 2}, severity=13, severity_text="WARN",
                  attributes={"http.status_code": 429, "event.name": "app.retry"}, time_s=1000.5)
-    exporter.export_logs(logs_batch(record, log(0, 0, body="no span here", time_s=0)))
+    exporter.export(logs_batch(record, log(0, 0, body="no span here", time_s=0)))
     rows = query(exporter, "SELECT kind, event_name, severity_number, severity_text, trace_id, span_id, "
                            "time_unix_nano, body, attributes, service_name, scope_name FROM logs ORDER BY id")
     kind, name, sev, sev_text, trace_id, span_id, t, body, attrs, service, scope = rows[0]
@@ -155,7 +155,7 @@ def test_evaluation_results_are_kept_against_their_span(exporter):
     from collector.query.store import open_store
 
     export_spans(exporter, call())
-    exporter.export_logs(logs_batch(evaluation(T, S, "relevance", 0.83, "relevant", "answers the question")))
+    exporter.export(logs_batch(evaluation(T, S, "relevance", 0.83, "relevant", "answers the question")))
     url = exporter.store.engine.url.render_as_string(hide_password=False)
     store = open_store(url, "/nonexistent.yaml")
     try:
@@ -168,7 +168,7 @@ def test_evaluation_results_are_kept_against_their_span(exporter):
 
 
 def test_content_ttl_purges_record_content_and_ttl_deletes_records(exporter):
-    exporter.export_logs(logs_batch(details(T, S, PROMPT, ANSWER), *_per_message_records(),
+    exporter.export(logs_batch(details(T, S, PROMPT, ANSWER), *_per_message_records(),
                                     log(T, S, body="kept until ttl")))
     export_spans(exporter, call())
     store = exporter.store
@@ -177,7 +177,7 @@ def test_content_ttl_purges_record_content_and_ttl_deletes_records(exporter):
     assert rows == [("content", True, True, 1)] * 4 + [("log", False, True, 1)]
     assert transcript(exporter) == {"input": None, "output": None, "system": None}
     # a late record of the purged call must not bring its content back
-    exporter.export_logs(logs_batch(choice(T, S, "late", time_s=1000.95)))
+    exporter.export(logs_batch(choice(T, S, "late", time_s=1000.95)))
     assert transcript(exporter)["output"] is None
     report = Retention(store, RetentionPolicy(ttl=60), clock=lambda: 5000.0).run_once()
     assert report.deleted_logs == 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from collector.component import ComponentContext, Exporter, RetryableError
-from collector.model import SpanBatch
+from collector.model import LOGS, Batch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
 from exporters.storage.store import PreparedLogs, PreparedRows, Store
@@ -48,56 +48,40 @@ class StorageExporter(Exporter):
             self._mark_down(exc)
         self.retention.start()
 
-    def export(self, batch: SpanBatch) -> None:
+    def export(self, batch: Batch) -> None:
         self.export_prepared(self.prepare(batch))
 
     # The pipeline's two-stage protocol: rows are built in its process stage (``prepare``) while
-    # the previous batch is committed, then written here (``export_prepared``).
+    # the previous batch is committed, then written here (``export_prepared``).  One instance may
+    # serve a traces and a logs pipeline: each prepared object knows its signal by its type.
 
-    def prepare(self, batch: SpanBatch) -> PreparedRows:
-        return self.store.prepare(batch.spans)
+    def prepare(self, batch: Batch) -> PreparedRows | PreparedLogs:
+        if batch.signal == LOGS:
+            return self.store.prepare_logs(batch.items)
+        return self.store.prepare(batch.items)
 
     @staticmethod
-    def merge_prepared(parts: list[PreparedRows]) -> PreparedRows:
-        return PreparedRows.merge(parts)
+    def merge_prepared(parts: list) -> PreparedRows | PreparedLogs:
+        return type(parts[0]).merge(parts)
 
-    def export_prepared(self, prepared: PreparedRows) -> None:
+    def export_prepared(self, prepared: PreparedRows | PreparedLogs) -> None:
+        logs = isinstance(prepared, PreparedLogs)
         try:
-            result = self.store.write_prepared(prepared)
+            if logs:
+                result = self.store.write_logs_prepared(prepared)
+            else:
+                result = self.store.write_prepared(prepared)
         except RetryableError as exc:
-            self._unavailable.add(prepared.spans)
+            self._unavailable.add(prepared.records if logs else prepared.spans)
             self._mark_down(exc)
             raise
         self._mark_up()
-        self._written.add(result.written)
-        self._rejected.add(result.rejected)
+        (self._written_logs if logs else self._written).add(result.written)
+        (self._rejected_logs if logs else self._rejected).add(result.rejected)
         self._sanitized.add(result.sanitized)
         self._truncated.add(result.truncated)
         for message in result.row_errors[:5]:
-            self.log.warning("row rejected by the database: %s", message)
-
-    # Log records: the same two stages.
-
-    def export_logs(self, batch) -> None:
-        self.export_logs_prepared(self.prepare_logs(batch))
-
-    def prepare_logs(self, batch) -> PreparedLogs:
-        return self.store.prepare_logs(batch.records)
-
-    def export_logs_prepared(self, prepared: PreparedLogs) -> None:
-        try:
-            result = self.store.write_logs_prepared(prepared)
-        except RetryableError as exc:
-            self._unavailable.add(prepared.records)
-            self._mark_down(exc)
-            raise
-        self._mark_up()
-        self._written_logs.add(result.written)
-        self._rejected_logs.add(result.rejected)
-        self._sanitized.add(result.sanitized)
-        self._truncated.add(result.truncated)
-        for message in result.row_errors[:5]:
-            self.log.warning("log record rejected by the database: %s", message)
+            self.log.warning("%s rejected by the database: %s", "log record" if logs else "row", message)
 
     def shutdown(self) -> None:
         self.retention.stop()
