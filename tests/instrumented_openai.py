@@ -5,7 +5,9 @@ where OUT is a file (the spans are written there) or ``grpc://HOST:PORT``: spans
 then sent there with the SDK's OTLP exporters, as an app configured by the OpenTelemetry docs does,
 and the script fails when any export was not acknowledged.  CONTENT_MODE (official only) is
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``: ``SPAN_ONLY`` (default), ``EVENT_ONLY``,
-``SPAN_AND_EVENT``, ``NO_CONTENT``; the EVENT modes send content only as log records.
+``SPAN_AND_EVENT``, ``NO_CONTENT``; the EVENT modes send content as log records.  For traceloop,
+``EVENTS`` turns its events path on (``use_attributes=False``): the deprecated per-message log
+events ``gen_ai.<role>.message`` / ``gen_ai.choice`` instead of span attributes.
 
 Each instrumentation patches the same ``openai`` module (and Traceloop's shares the
 ``opentelemetry.instrumentation.openai`` namespace with the official one), so every dialect runs in
@@ -33,7 +35,11 @@ def instrument(dialect: str, provider, logger_provider, content: str) -> None:
         from openinference.instrumentation.openai import OpenAIInstrumentor
     elif dialect == "traceloop":
         os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
+
+        Traceloop(use_attributes=content != "EVENTS").instrument(tracer_provider=provider,
+                                                                 logger_provider=logger_provider)
+        return
     else:
         raise SystemExit(f"unknown dialect {dialect!r}")
     OpenAIInstrumentor().instrument(tracer_provider=provider, logger_provider=logger_provider)
@@ -65,7 +71,7 @@ def main(dialect: str, base_url: str, out: str, content: str = "SPAN_ONLY") -> N
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    resource = Resource.create({"service.name": f"app-{dialect}" + (f"-{content}" if dialect == "official" else "")})
+    resource = Resource.create({"service.name": f"app-{dialect}-{content}"})
     provider = TracerProvider(resource=resource)
     logger_provider = LoggerProvider(resource=resource)
     failures: list[str] = []

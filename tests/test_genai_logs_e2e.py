@@ -56,7 +56,10 @@ service:
       address: 127.0.0.1:{{metrics_port}}
 """
 
-MODES = ("EVENT_ONLY", "SPAN_AND_EVENT", "SPAN_ONLY")
+MODES = (("official", "EVENT_ONLY"), ("official", "SPAN_AND_EVENT"), ("official", "SPAN_ONLY"),
+         ("traceloop", "EVENTS"))
+"""(instrumentation, content mode): the official one's three content modes, and OpenLLMetry's events
+path, which sends the deprecated per-message log events (``gen_ai.user.message``, ``gen_ai.choice``)."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -90,39 +93,48 @@ def rows(url: str, sql: str, **params) -> list[tuple]:
         engine.dispose()
 
 
-def _run_instrumented(mode: str, base_url: str, endpoint: str) -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "official", base_url, f"grpc://{endpoint}", mode],
+def _run_instrumented(dialect: str, mode: str, base_url: str, endpoint: str) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), dialect, base_url, f"grpc://{endpoint}", mode],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert proc.returncode == 0, f"{mode}: {proc.stderr[-4000:]}"
 
 
-def test_official_instrumentation_in_every_content_mode_gives_every_call_its_transcript(
-        collector_factory, store):
+def test_real_instrumentations_in_every_content_mode_give_every_call_its_transcript(collector_factory, store):
     collector = collector_factory(store["config"])
-    with fake_openai.FakeOpenAI() as server, ThreadPoolExecutor(len(MODES)) as pool:
-        for future in [pool.submit(_run_instrumented, m, server.base_url, collector.grpc_endpoint) for m in MODES]:
+    with fake_openai.FakeOpenAI() as server, ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(_run_instrumented, d, m, server.base_url, collector.grpc_endpoint)
+                       for d, m in MODES]:
             future.result()  # every span and log export was acknowledged
-    for mode in MODES:
+    for dialect, mode in MODES:
         calls = rows(store["url"], "SELECT trace_id, span_id, request_model FROM spans WHERE service_name = :s "
                                    "AND operation = 'chat' ORDER BY start_time_unix_nano",
-                     s=f"app-official-{mode}")
+                     s=f"app-{dialect}-{mode}")
         assert len(calls) == 3, (mode, calls)  # plain, streaming, failing
-        for trace_id, span_id, model in calls:
+        for (trace_id, span_id, model), kind in zip(calls, ("plain", "stream", "failing")):
             shown = trace_json(store["db"], trace_id)
             (call,) = [s for s in shown["spans"] if s["span_id"] == span_id]
             assert call["input_messages"] == EXPECTED_INPUT, mode  # exactly once: no duplicates
-            if model == fake_openai.FAILING_MODEL:
+            if model == fake_openai.FAILING_MODEL or (dialect, kind) == ("traceloop", "stream"):
+                # OpenLLMetry emits a streamed call's gen_ai.choice outside the span's context
+                # (trace and span ids zero, upstream): stored, but nothing to join it to.
                 assert call["output_messages"] is None, mode
             else:
                 assert call["output_messages"] == EXPECTED_OUTPUT, mode
-            content_records = [r for r in shown["logs"] if r["kind"] == "content"]
-            expected_records = 0 if mode == "SPAN_ONLY" else 1
-            assert len(content_records) == expected_records, (mode, shown["logs"])
+            content = [r["event_name"] for r in shown["logs"] if r["kind"] == "content"]
+            if mode == "SPAN_ONLY":
+                assert content == [], shown["logs"]
+            elif dialect == "official":
+                assert content == ["gen_ai.client.inference.operation.details"], shown["logs"]
+            else:
+                assert content[:2] == ["gen_ai.system.message", "gen_ai.user.message"], shown["logs"]
     # SPAN_AND_EVENT: the span's own content is kept; the records' copy added nothing
     assert rows(store["url"], "SELECT COUNT(*) FROM spans WHERE content_from_logs <> 0 AND service_name = :s",
                 s="app-official-SPAN_AND_EVENT") == [(0,)]
-    assert rows(store["url"], "SELECT COUNT(*) FROM spans WHERE content_from_logs = 3 AND service_name = :s",
-                s="app-official-EVENT_ONLY") == [(2,)]
+    for service, complete in (("app-official-EVENT_ONLY", 2), ("app-traceloop-EVENTS", 1)):
+        assert rows(store["url"], "SELECT COUNT(*) FROM spans WHERE content_from_logs = 3 AND service_name = :s",
+                    s=service) == [(complete,)]
+    assert rows(store["url"], "SELECT COUNT(*) FROM logs WHERE service_name = 'app-traceloop-EVENTS' "
+                              "AND event_name = 'gen_ai.choice' AND span_id IS NULL") == [(1,)]
 
 
 class Client:
