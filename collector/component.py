@@ -16,15 +16,15 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
-from collector.model import SIGNALS, TRACES, Batch  # light: protobuf loads only where items are encoded
+from collector.model import LOGS, SIGNALS, TRACES, Batch  # light: protobuf loads only where items are encoded
 
 if TYPE_CHECKING:
     from collector.pipeline import IntakeSettings
     from collector.telemetry import Telemetry
 
 __all__ = [
-    "Component", "Processor", "IntakeProcessor", "Exporter", "Receiver", "Consumer", "Consumers",
-    "Factory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY",
+    "Component", "Processor", "IntakeProcessor", "Exporter", "Receiver", "Connector", "Consumer", "Consumers",
+    "Factory", "ConnectorFactory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY", "TRACES_AND_LOGS",
     "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
 ]
 
@@ -59,6 +59,7 @@ class Overloaded(Exception):
 
 ALL_SIGNALS: frozenset[str] = frozenset(SIGNALS)
 TRACES_ONLY: frozenset[str] = frozenset({TRACES})
+TRACES_AND_LOGS: frozenset[str] = frozenset({TRACES, LOGS})
 
 
 class Component:
@@ -170,12 +171,22 @@ class Receiver(Component):
         raise NotImplementedError
 
 
+class Connector(Exporter, Receiver):
+    """An exporter of one pipeline and a receiver of another (``connectors:`` in the config).
+
+    The service makes one instance per id, exports the upstream pipelines' batches to it and
+    ``start``s it with the downstream pipelines as its consumers (one :class:`Consumer` per
+    signal, as a receiver gets); it stops after the upstream pipelines have drained, so what they
+    held still reaches the downstream ones.
+    """
+
+
 @dataclass
 class ComponentContext:
     """What a factory gets besides its config."""
 
     id: str
-    kind: str  # receiver | processor | exporter | extension
+    kind: str  # receiver | processor | exporter | connector | extension
     telemetry: "Telemetry"
     logger: logging.Logger
     pipeline: str | None = None  # for processors and exporters: the pipeline (exporters may be shared)
@@ -198,10 +209,21 @@ class Factory:
     config_class: type
     create: Callable[[Any, ComponentContext], Any]
     doc: str = ""
+    """One line: what the component is for (the README's component index and its reference page)."""
+    example: str = ""
+    """YAML of a typical config body, shown on the reference page (a test builds it)."""
     signals: frozenset[str] = TRACES_ONLY
     intake_rank: int | None = None
     """Set for an :class:`IntakeProcessor`: it must be listed before every other processor, and
     before intake processors of a higher rank."""
+
+
+@dataclass(frozen=True)
+class ConnectorFactory(Factory):
+    """A connector's factory: ``connects`` lists the (exporter-side signal, receiver-side signal)
+    pairs it joins, e.g. ``(("traces", "metrics"),)``; ``validate`` checks pipelines against it."""
+
+    connects: tuple[tuple[str, str], ...] = ()
 
 
 def split_id(component_id: str) -> tuple[str, str]:

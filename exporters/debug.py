@@ -1,5 +1,6 @@
 """``debug``: log what passes, for first steps and troubleshooting (as the OTel debug exporter).
 
+Not durable: its success never stands in for storage when a request is acknowledged.
 Every signal: ``basic`` logs one line per batch; ``normal`` one line per span, log record or
 metric; ``detailed`` every field, including the canonical GenAI fields and all attributes.
 """
@@ -22,8 +23,10 @@ from config.schema import setting
 
 @dataclass
 class DebugConfig:
-    verbosity: Literal["basic", "normal", "detailed"] = setting("basic", doc="basic: a line per batch; "
-                                                                "normal: a line per item; detailed: every field")
+    verbosity: Literal["basic", "normal", "detailed"] = setting("basic", doc="basic: one line per batch; "
+                                                                 "normal: one line per span, log record or metric; "
+                                                                 "detailed: every attribute, body, event and "
+                                                                 "canonical GenAI field")
 
 
 class DebugExporter(Exporter):
@@ -75,4 +78,8 @@ class DebugExporter(Exporter):
 
 _TITLES = {TRACES: "TracesExporter", LOGS: "LogsExporter", METRICS: "MetricsExporter"}
 
-FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger), signals=ALL_SIGNALS)
+FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger), signals=ALL_SIGNALS,
+                  doc="logs what passes (traces, logs, metrics), for first steps and troubleshooting",
+                  example="""\
+verbosity: normal
+""")

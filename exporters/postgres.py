@@ -37,4 +37,9 @@ def create(config: PostgresConfig, ctx: ComponentContext) -> StorageExporter:
 
 
 FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans and log records in PostgreSQL",
-                  signals=STORAGE_SIGNALS)
+                  signals=STORAGE_SIGNALS,
+                  example="""\
+url: postgresql+psycopg://collector:${env:PG_PASSWORD}@127.0.0.1:5432/genai
+pool_size: 4
+content_ttl: 30d
+""")

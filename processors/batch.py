@@ -37,4 +37,10 @@ class BatchProcessor(IntakeProcessor):
         return replace(intake, policy=self.batch_policy)
 
 
-FACTORY = Factory("batch", BatchConfig, lambda cfg, ctx: BatchProcessor(cfg), signals=ALL_SIGNALS, intake_rank=1)
+FACTORY = Factory("batch", BatchConfig, lambda cfg, ctx: BatchProcessor(cfg),
+                  signals=ALL_SIGNALS, intake_rank=1,
+                  doc="groups queued requests into batches (group commit by default)",
+                  example="""\
+send_batch_size: 8192
+timeout: 0s             # group commit: no added latency
+""")

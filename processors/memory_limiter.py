@@ -31,4 +31,8 @@ class MemoryLimiterProcessor(IntakeProcessor):
 
 
 FACTORY = Factory("memory_limiter", MemoryLimiterConfig, lambda cfg, ctx: MemoryLimiterProcessor(cfg),
-                  signals=ALL_SIGNALS, intake_rank=0)
+                  signals=ALL_SIGNALS, intake_rank=0,
+                  doc="caps the bytes a pipeline holds; beyond it receivers push back",
+                  example="""\
+limit_mib: 64
+""")

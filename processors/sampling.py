@@ -17,6 +17,14 @@ Three stages, per trace:
    (``content_sampling.percentage`` of kept traces keep their messages; the rest are stripped of
    prompts, completions, messages and tool arguments in every dialect, keeping every metric).
 
+Log records (the same processor id listed in a ``logs`` pipeline) follow their trace: the
+instances of one ``sampling`` id in a collector share their decisions, so a record whose trace was
+kept passes (stripped of its body and content attributes when the trace lost content sampling),
+one whose trace was dropped is dropped.  A record that arrives before its trace is decided takes
+the hash decision when that is "keep" (or no keep rule could change it), and otherwise waits up to
+``decision_wait`` for the trace, then is dropped if nothing kept it.  Records outside any trace
+(no trace id) always pass.
+
 Acknowledgement semantics: the pipeline acknowledges a request once the spans this processor
 *returned* are committed.  Kept spans are returned at once, so the ack still means "durable" for
 them and nothing waits ``decision_wait``.  Held spans are the ones that were going to be dropped
@@ -29,18 +37,23 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import time
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from collector.component import ComponentContext, Factory, Processor
-from collector.model import STATUS_ERROR, Span, SpanBatch
+from collector.component import TRACES_AND_LOGS, ComponentContext, Factory, Processor
+from collector.model import LOGS, STATUS_ERROR, Batch, Span, SpanBatch
+from collector.model_logs import LogBatch, LogRecord
 from config.schema import ConfigError, Duration, setting
+from processors.genai_content import (CONTENT_GENAI_FIELDS, event_body_is_content, strip_attributes,
+                                     strip_event_attributes)
 
 __all__ = [
     "SamplingConfig", "SamplingProcessor", "FACTORY", "fnv1a32_seeded", "hash_seed_threshold",
-    "hash_seed_sampled", "strip_content", "is_content_key",
+    "hash_seed_sampled", "strip_content",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -108,57 +121,28 @@ class _TraceHasher:
 # ---------------------------------------------------------------------------------------------
 # Content stripping
 
-_CONTENT_KEYS = frozenset({
-    # OTel GenAI (current and older)
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "gen_ai.event.content",
-    # OpenInference / generic
-    "input.value", "output.value", "llm.prompts",
-    # Traceloop / Langfuse
-    "traceloop.entity.input", "traceloop.entity.output",
-    "langfuse.observation.input", "langfuse.observation.output",
-    "langfuse.trace.input", "langfuse.trace.output",
-    # Vercel AI SDK
-    "ai.prompt", "ai.prompt.messages", "ai.response.text", "ai.response.object",
-    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
-    # attribute names inside the deprecated gen_ai.* events
-    "content", "message", "tool_calls", "body", "arguments",
-})
-_CONTENT_PREFIXES = (
-    "gen_ai.prompt.", "gen_ai.completion.",                  # OpenLLMetry gen_ai.prompt.0.content
-    "llm.input_messages.", "llm.output_messages.", "llm.prompts.",  # OpenInference
-    "llm.prompt_template.variables", "retrieval.documents.", "reranker.input_documents.",
-    "reranker.output_documents.", "embedding.embeddings.",
-)
-
-
-def is_content_key(key: str) -> bool:
-    """True for attributes that carry message text or tool arguments in any known dialect."""
-    return key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES)
+def strip_record_content(record: LogRecord) -> int:
+    """Remove content from one log record: content attributes, and the body of a content event."""
+    removed = strip_event_attributes(record.name, record.attributes)
+    if record.body is not None and event_body_is_content(record.name):
+        record.body = None
+        removed += 1
+    return removed
 
 
 def strip_content(span: Span) -> int:
-    """Remove content from one span (attributes, event attributes, canonical messages).
+    """Remove content from one span (attributes, event attributes, canonical messages), as
+    :mod:`processors.genai_content` defines it.
 
     Metrics (tokens, cost, latency, model) are untouched.  Returns how many values were removed.
     """
-    removed = 0
-    attrs = span.attributes
-    doomed = [k for k in attrs if is_content_key(k)]
-    for k in doomed:
-        del attrs[k]
-    removed += len(doomed)
+    removed = strip_attributes(span.attributes)
     for event in span.events:
-        eattrs = event.attributes
-        if eattrs:
-            edoomed = [k for k in eattrs if is_content_key(k)]
-            for k in edoomed:
-                del eattrs[k]
-            removed += len(edoomed)
+        if event.attributes:
+            removed += strip_event_attributes(event.name, event.attributes)
     genai = span.genai
     if genai is not None:
-        for name in ("input_messages", "output_messages", "system_instructions"):
+        for name in CONTENT_GENAI_FIELDS:
             if getattr(genai, name) is not None:
                 setattr(genai, name, None)
                 removed += 1
@@ -185,11 +169,11 @@ class AttributeRule:
     With none of them, the attribute merely being present matches.
     """
 
-    key: str = setting(pattern=r".+")
-    values: list[str] = field(default_factory=list)
-    pattern: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
+    key: str = setting(pattern=r".+", doc="span attribute to test; alone, the attribute being present matches")
+    values: list[str] = setting(default_factory=list, doc="match when the value's text equals one of these")
+    pattern: str | None = setting(None, doc="match when the value's text fully matches this regex")
+    min_value: float | None = setting(None, doc="match numbers >= this")
+    max_value: float | None = setting(None, doc="match numbers <= this")
 
     def validate(self) -> list[str]:
         if self.pattern is not None:
@@ -206,8 +190,9 @@ class KeepConfig:
     latency_threshold: Duration | None = setting(None, doc="keep traces longer than this")
     cost_threshold_usd: float | None = setting(None, min=0, doc="keep traces costing more (sum)")
     tokens_threshold: int | None = setting(None, min=0, doc="keep traces using more tokens (sum)")
-    attributes: list[AttributeRule] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    attributes: list[AttributeRule] = setting(default_factory=list, doc="keep traces with a span attribute "
+                                              "matching any rule")
+    services: list[str] = setting(default_factory=list, doc="keep traces with a span from these service.names")
 
 
 @dataclass
@@ -220,14 +205,18 @@ class ContentSamplingConfig:
 
 @dataclass
 class SamplingConfig:
-    probabilistic: ProbabilisticConfig = field(default_factory=ProbabilisticConfig)
-    keep: KeepConfig = field(default_factory=KeepConfig)
+    probabilistic: ProbabilisticConfig = setting(default_factory=ProbabilisticConfig, doc="stage 1: keep a "
+                                                 "share of traces by trace-id hash (as the OTel probabilistic_sampler)")
+    keep: KeepConfig = setting(default_factory=KeepConfig, doc="stage 2: rules that keep a trace stage 1 "
+                               "would drop; any one is enough")
     rate_limit: int = setting(0, min=0, doc="max spans per second leaving the sampler; 0 = none")
-    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued")
+    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued by a later "
+                                      "span; 0s = nothing is held, rules see only the same batch")
     max_traces: int = setting(50000, min=1, doc="held traces at most; overflow drops the oldest")
     max_spans: int = setting(50000, min=1, doc="held spans at most; overflow drops the oldest traces")
     decision_cache: int = setting(100000, min=1, doc="remembered decisions for late spans")
-    content_sampling: ContentSamplingConfig = field(default_factory=ContentSamplingConfig)
+    content_sampling: ContentSamplingConfig = setting(default_factory=ContentSamplingConfig, doc="stage 4: "
+                                                      "which kept traces keep their message content")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +384,43 @@ class _TokenBucket:
 KEPT, DROPPED = True, False
 
 
+class _Decisions:
+    """Keep/drop per trace id, remembered for late data; shared by the traces and logs pipelines
+    of one sampler id (each pipeline builds its own instance and runs in its own thread)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.lock = threading.Lock()
+        self.map: OrderedDict[bytes, bool] = OrderedDict()
+
+    def get(self, trace_id: bytes) -> bool | None:
+        with self.lock:
+            return self.map.get(trace_id)
+
+    def set(self, trace_id: bytes, keep: bool) -> None:
+        with self.lock:
+            self.map[trace_id] = keep
+            if len(self.map) > self.capacity:
+                self.map.popitem(last=False)
+
+
+_SHARED: "weakref.WeakKeyDictionary[Any, dict[str, _Decisions]]" = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_decisions(ctx: ComponentContext, capacity: int) -> _Decisions:
+    """The decisions of sampler ``ctx.id`` in the collector that owns ``ctx.telemetry``."""
+    with _SHARED_LOCK:
+        per_collector = _SHARED.setdefault(ctx.telemetry, {})
+        decisions = per_collector.get(ctx.id)
+        if decisions is None:
+            decisions = per_collector[ctx.id] = _Decisions(capacity)
+        return decisions
+
+
+_NO_TRACE = (b"", bytes(16))
+
+
 class SamplingProcessor(Processor):
     """See the module docstring.  Not thread-safe: one pipeline calls ``process`` at a time."""
 
@@ -414,7 +440,9 @@ class SamplingProcessor(Processor):
         self.bucket = _TokenBucket(config.rate_limit, clock) if config.rate_limit else None
         self.held: OrderedDict[bytes, _Held] = OrderedDict()
         self.held_spans = 0
-        self.decided: OrderedDict[bytes, bool] = OrderedDict()
+        self.decisions = _shared_decisions(ctx, config.decision_cache)
+        self.logs = (ctx.pipeline or "").partition("/")[0] == LOGS
+        self.held_records: OrderedDict[bytes, tuple[float, list[LogRecord]]] = OrderedDict()
         self._ctx = ctx
         self._trace_counters: dict[tuple[str, str], Any] = {}
         self.kept_spans = ctx.counter("sampling_kept_spans", "spans passed on by the sampler")
@@ -423,6 +451,8 @@ class SamplingProcessor(Processor):
         self.evicted = ctx.counter("sampling_evicted_traces",
                                    "held traces decided early because max_traces/max_spans was reached")
         self.stripped = ctx.counter("sampling_content_stripped_spans", "spans whose content was removed")
+        self.kept_records = ctx.counter("sampling_kept_log_records", "log records passed on (their trace was kept)")
+        self.dropped_records = ctx.counter("sampling_dropped_log_records", "log records dropped with their trace")
         ctx.gauge("sampling_held_traces", "traces waiting for a decision", lambda: len(self.held))
         ctx.gauge("sampling_held_spans", "spans waiting for a decision", lambda: self.held_spans)
 
@@ -438,10 +468,7 @@ class SamplingProcessor(Processor):
     # -- decisions -----------------------------------------------------------------------------
 
     def _remember(self, trace_id: bytes, keep: bool) -> None:
-        decided = self.decided
-        decided[trace_id] = keep
-        if len(decided) > self.config.decision_cache:
-            decided.popitem(last=False)
+        self.decisions.set(trace_id, keep)
 
     def _keep(self, trace_id: bytes, spans: list[Span], reason: str, out: list[Span]) -> None:
         """Decide a new trace "keep" (unless the rate limit says no) and emit its spans."""
@@ -515,7 +542,9 @@ class SamplingProcessor(Processor):
                 self.evicted.add(1)
             self._drop(trace_id, entry.spans, "probabilistic")
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
+    def process(self, batch: Batch) -> Batch:
+        if self.logs:
+            return self._process_records(batch)
         by_trace: dict[bytes, list[Span]] = {}
         for span in batch.spans:
             spans = by_trace.get(span.trace_id)
@@ -526,7 +555,7 @@ class SamplingProcessor(Processor):
         out: list[Span] = []
         now = self.clock()
         for trace_id, spans in by_trace.items():
-            decision = self.decided.get(trace_id)
+            decision = self.decisions.get(trace_id)
             if decision is not None:
                 self._late(trace_id, spans, decision, out)
             elif self.hasher.sampled(trace_id):
@@ -539,15 +568,73 @@ class SamplingProcessor(Processor):
         nbytes = batch.nbytes * len(out) // len(batch.spans) if batch.spans else 0
         return SpanBatch(out, nbytes)
 
-    def flush(self, final: bool = False) -> SpanBatch:
+    def flush(self, final: bool = False) -> Batch:
         """The pipeline's timer hook (every 0.5 s, and ``final`` at shutdown).
 
-        It only ever *drops*: a trace is released the moment a rule matches, inside ``process``,
-        so a held trace whose wait ends has lost.  Calling it keeps memory and the counters
-        current when no traffic arrives.  At shutdown every held trace is decided the same way.
+        For traces it only ever *drops*: a trace is released the moment a rule matches, inside
+        ``process``, so a held trace whose wait ends has lost.  Calling it keeps memory and the
+        counters current when no traffic arrives.  At shutdown every held trace is decided the
+        same way.  For log records it releases those whose trace has been decided "keep".
         """
+        if self.logs:
+            out: list[LogRecord] = []
+            self._release_records(float("inf") if final else self.clock(), out)
+            return LogBatch(out)
         self._expire(float("inf") if final else self.clock())
         return SpanBatch()
+
+    # -- log records ------------------------------------------------------------------------------
+
+    def _process_records(self, batch: Batch) -> Batch:
+        out: list[LogRecord] = []
+        now = self.clock()
+        for record in batch.items:
+            trace_id = record.trace_id
+            if trace_id in _NO_TRACE:
+                out.append(record)
+                continue
+            decision = self.decisions.get(trace_id)
+            if decision is None and (self.hasher.sampled(trace_id) or not self.rules.any):
+                decision = self.hasher.sampled(trace_id)
+            if decision is None:
+                held = self.held_records.get(trace_id)
+                if held is None:
+                    held = self.held_records[trace_id] = (now + self.config.decision_wait, [])
+                held[1].append(record)
+                if len(self.held_records) > self.config.max_traces:
+                    self._release_oldest(out)
+            else:
+                self._emit_record(trace_id, record, decision, out)
+        self._release_records(now, out)
+        nbytes = batch.nbytes * len(out) // len(batch) if len(batch) else 0
+        return LogBatch(out, nbytes)
+
+    def _emit_record(self, trace_id: bytes, record: LogRecord, keep: bool, out: list[LogRecord]) -> None:
+        if not keep:
+            self.dropped_records.add(1)
+            return
+        if self.content is not None and not self.content.sampled(trace_id):
+            strip_record_content(record)
+            record.attributes["sampling.content"] = "stripped"
+        self.kept_records.add(1)
+        out.append(record)
+
+    def _release_records(self, now: float, out: list[LogRecord]) -> None:
+        """Held records whose trace got decided follow the decision; expired ones are dropped."""
+        for trace_id in list(self.held_records):
+            deadline, records = self.held_records[trace_id]
+            decision = self.decisions.get(trace_id)
+            if decision is None and deadline > now:
+                continue
+            del self.held_records[trace_id]
+            for record in records:
+                self._emit_record(trace_id, record, bool(decision), out)
+
+    def _release_oldest(self, out: list[LogRecord]) -> None:
+        trace_id, (_, records) = self.held_records.popitem(last=False)
+        decision = bool(self.decisions.get(trace_id))
+        for record in records:
+            self._emit_record(trace_id, record, decision, out)
 
     def shutdown(self) -> None:
         self.flush(final=True)
@@ -557,5 +644,16 @@ def _create(config: SamplingConfig, ctx: ComponentContext) -> SamplingProcessor:
     return SamplingProcessor(config, ctx)
 
 
-FACTORY = Factory("sampling", SamplingConfig, _create,
-                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling")
+FACTORY = Factory("sampling", SamplingConfig, _create, signals=TRACES_AND_LOGS,
+                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling",
+                  example="""\
+probabilistic: {sampling_percentage: 25, hash_seed: 42}
+keep:
+  errors: true
+  latency_threshold: 30s
+  cost_threshold_usd: 0.50
+  attributes:
+    - {key: user.feedback, values: [negative, thumbs_down]}
+rate_limit: 5000
+content_sampling: {percentage: 10}
+""")

@@ -1,7 +1,7 @@
 """Read models for every query command, written once in SQL both SQLite and Postgres run.
 
-Results are plain dicts whose keys are the documented, stable JSON field names (README, section
-"Query CLI"); the renderers only format them.
+Results are plain dicts whose keys are the documented, stable JSON field names (docs/querying.md,
+"JSON fields"); the renderers only format them.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ import hashlib
 import time
 from typing import Any
 
-from exporters.storage.rows import RowBuilder, RowStats, split_attributes, uint64
+from exporters.storage.rows import RowBuilder, RowStats, uint64
 from exporters.storage.transcript import record_kind
+from processors.genai_content import is_content_event_attribute
 
 __all__ = ["LOG_COLUMNS", "log_row"]
 
@@ -27,6 +28,15 @@ LOG_COLUMNS: tuple[str, ...] = (
 ``content_purged``)."""
 
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
+
+
+def _split(event_name: str, attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Attributes that carry content (as :mod:`processors.genai_content` defines it for an event of
+    this name) go to the ``content`` column, which ``content_ttl`` nulls."""
+    content = {k: v for k, v in attributes.items() if is_content_event_attribute(event_name, k)}
+    if not content:
+        return attributes, None
+    return {k: v for k, v in attributes.items() if k not in content}, content
 
 
 def _body_json(builder: RowBuilder, body: Any, stats: RowStats) -> str | None:
@@ -46,7 +56,7 @@ def log_row(builder: RowBuilder, record: Any, resource_json: str | None, stats: 
     has_span = len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN
     t, observed = uint64(record.time_unix_nano) or None, uint64(record.observed_time_unix_nano) or None
     name = text(record.name, stats)  # event_name, else the older event.name attribute
-    attributes, content = split_attributes(record.attributes)
+    attributes, content = _split(name or "", record.attributes)
     resource, scope = record.resource, record.scope
     values = (
         t, observed, min(max(integer(record.severity_number) or 0, 0), 32767), text(record.severity_text, stats),

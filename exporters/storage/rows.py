@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from collector.model import LLM_OPERATIONS, Span
-from exporters.storage.schema import CONTENT_ATTRIBUTE_PREFIXES
+from processors.genai_content import content_keys
 
-__all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text", "split_attributes", "uint64"]
+__all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text", "uint64"]
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_unix_nano",
@@ -232,7 +232,7 @@ class RowBuilder:
         start = uint64(span.start_time_unix_nano)
         end = uint64(span.end_time_unix_nano)
         text, integer, real, as_json = self.text, self.integer, self.real, self.json
-        attributes, content_attributes = split_attributes(span.attributes)
+        attributes, content_attributes = _split_attributes(span.attributes)
         scope = span.scope
         g = span.genai
         if g is None:
@@ -289,22 +289,22 @@ def uint64(value: Any) -> int:
 _CONTENT_KEYS: dict[tuple, tuple] = {}
 
 
-def split_attributes(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _split_attributes(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Separate prompt/response-carrying attributes so ``content_ttl`` can null them.
 
     Spans from one instrumentation carry the same keys, so the answer is cached per key set.
     """
     keys = tuple(attributes)
-    content_keys = _CONTENT_KEYS.get(keys)
-    if content_keys is None:
-        content_keys = tuple(k for k in keys if isinstance(k, str) and k.startswith(CONTENT_ATTRIBUTE_PREFIXES))
+    found = _CONTENT_KEYS.get(keys)
+    if found is None:
+        found = tuple(content_keys(attributes))
         if len(_CONTENT_KEYS) >= _CLEAN_CACHE_SIZE:
             _CONTENT_KEYS.clear()
-        _CONTENT_KEYS[keys] = content_keys
-    if not content_keys:
+        _CONTENT_KEYS[keys] = found
+    if not found:
         return attributes, None
     plain = dict(attributes)
-    content = {k: plain.pop(k) for k in content_keys}
+    content = {k: plain.pop(k) for k in found}
     return plain, content
 
 

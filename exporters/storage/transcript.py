@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from typing import Any, Iterable, NamedTuple
 
-from processors.genai_conventions import EVALUATION_EVENT, MESSAGE_EVENT_ROLES, OPERATION_DETAILS_EVENT
+from processors.genai_conventions import EVALUATION_EVENT, MESSAGE_EVENT_NAMES, OPERATION_DETAILS_EVENT
 from processors.genai_normalize import message_from_event, messages_from_value, parts_from_value
 
 __all__ = ["CONTENT_EVENTS", "ContentRecord", "record_kind", "transcript", "MESSAGE_COLUMNS"]
 
-CONTENT_EVENTS: frozenset[str] = frozenset(MESSAGE_EVENT_ROLES) | {OPERATION_DETAILS_EVENT}
-"""Log events whose content becomes the transcript of their span."""
+CONTENT_EVENTS: frozenset[str] = MESSAGE_EVENT_NAMES | {OPERATION_DETAILS_EVENT}
+"""Log events that carry a call's content (``logs.kind = 'content'``): joined to their span's
+transcript, and their body is content for ``content_ttl``."""
 
 MESSAGE_COLUMNS: tuple[str, ...] = ("input_messages", "output_messages", "system_instructions")
 
