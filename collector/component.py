@@ -190,6 +190,8 @@ class ComponentContext:
     telemetry: "Telemetry"
     logger: logging.Logger
     pipeline: str | None = None  # for processors and exporters: the pipeline (exporters may be shared)
+    config: Any = None  # for extensions: the whole CollectorConfig (the ui extension reads the store
+    #                     its storage exporter writes)
 
     def counter(self, name: str, help: str = "", **labels: str):
         """``ctx.counter("dropped_spans")`` -> ``otelcol_processor_dropped_spans{processor="<id>"}``."""

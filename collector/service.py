@@ -30,9 +30,10 @@ class StartupError(Exception):
     """A component could not be built or started; the message is one line for the user."""
 
 
-def _create(spec: ComponentSpec, telemetry: Telemetry, pipeline: str | None = None) -> Any:
+def _create(spec: ComponentSpec, telemetry: Telemetry, pipeline: str | None = None,
+            config: CollectorConfig | None = None) -> Any:
     logger = logging.getLogger(f"genai_collector.{spec.kind}.{spec.id}")
-    ctx = ComponentContext(spec.id, spec.kind, telemetry, logger, pipeline)
+    ctx = ComponentContext(spec.id, spec.kind, telemetry, logger, pipeline, config)
     try:
         return spec.factory.create(spec.config, ctx)
     except StartupError:
@@ -102,7 +103,7 @@ class Service:
         cfg = self.config
         t = self.telemetry
         for ext_id in cfg.service.extensions:
-            self.extensions[ext_id] = _create(cfg.extensions[ext_id], t)
+            self.extensions[ext_id] = _create(cfg.extensions[ext_id], t, config=cfg)
         for pid, pc in cfg.service.pipelines.items():
             for eid in pc.exporters:
                 if eid not in self.exporters:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 
 from collector.component import ID_TYPE_RE, Factory, Registry, split_id
 from collector.model import SIGNALS
+from config.files import CONFIG_FILE_LIMIT, read_bounded
 from config.loader import load_yaml
 from config.schema import ConfigError, ConfigErrors, Duration, build, setting
 
@@ -105,11 +106,14 @@ def registries() -> dict[str, Registry]:
 def _read(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_bounded(str(path), CONFIG_FILE_LIMIT).decode("utf-8"), str(path)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("", f"config file not found: {path}")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc}")]) from None
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: not UTF-8 ({exc.reason} "
+                                            f"at byte {exc.start})")]) from None
 
 
 def load_config(path: str | Path) -> CollectorConfig:

@@ -209,3 +209,14 @@ def test_config_errors(raw, message):
     factory = CONNECTORS.get("genai_metrics")
     _, errors = build(factory.config_class, raw, ("connectors", "genai_metrics"))
     assert errors and message in "\n".join(str(e) for e in errors)
+
+
+def test_benchmark_smoke_run(capsys):
+    """bench/bench_genai_metrics.py runs on the shared span mix (its figures are not checked here)."""
+    import json
+
+    from bench import bench_genai_metrics
+
+    assert bench_genai_metrics.main(["--spans", "600", "--runs", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"]["default"]
+    assert result["series"] > 5 and result["data_points"] > result["series"] and result["cpu_us_per_span"] > 0

@@ -72,6 +72,9 @@ class IntakeJournal:
         self.dropped = ctx.counter("journal_dropped_items",
                                    "Journaled items an exporter refused for good (logged, not retried).")
         ctx.gauge("journal_bytes", "Bytes of intake journal files on disk.", lambda: self.queue.disk_bytes)
+        ctx.gauge("journal_damaged_requests", "Journaled requests lost to damage on disk (a bad checksum, "
+                  "garbage, a missing segment); each loss is logged with its seqs.",
+                  lambda: self.queue.corrupt_records)
         ctx.gauge("journal_pending_requests", "Journaled requests not yet completed by the pipelines.",
                   lambda: self.queue.pending)
         if self.queue.pending:
