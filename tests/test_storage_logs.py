@@ -172,13 +172,14 @@ def test_content_ttl_purges_record_content_and_ttl_deletes_records(exporter):
                                     log(T, S, body="kept until ttl")))
     export_spans(exporter, call())
     store = exporter.store
-    Retention(store, RetentionPolicy(content_ttl=60), clock=lambda: 5000.0).run_once()
+    an_hour_later = time.time() + 3600  # retention counts from when the collector received them
+    Retention(store, RetentionPolicy(content_ttl=60), clock=lambda: an_hour_later).run_once()
     rows = query(exporter, "SELECT kind, body IS NULL, content IS NULL, content_purged FROM logs ORDER BY id")
     assert rows == [("content", True, True, 1)] * 4 + [("log", False, True, 1)]
     assert transcript(exporter) == {"input": None, "output": None, "system": None}
     # a late record of the purged call must not bring its content back
     exporter.export(logs_batch(choice(T, S, "late", time_s=1000.95)))
     assert transcript(exporter)["output"] is None
-    report = Retention(store, RetentionPolicy(ttl=60), clock=lambda: 5000.0).run_once()
+    report = Retention(store, RetentionPolicy(ttl=60), clock=lambda: an_hour_later).run_once()
     assert report.deleted_logs == 6
     assert query(exporter, "SELECT COUNT(*) FROM logs") == [(0,)]

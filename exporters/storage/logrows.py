@@ -3,14 +3,14 @@
 The row's ``record_key`` is a digest of the stored values (the record as sent, with its resource
 and scope): the write path inserts with ``ON CONFLICT (record_key) DO NOTHING``, so a client retry
 or a journal replay of the same records stores each once.  ``timestamp_unix_nano`` (the record's
-time, else its observed time, else the time it was stored) is left out of the digest: only it can
-differ between two deliveries of one record.
+time, else its observed time, else the time it was stored) and ``received_unix_nano`` are left out
+of the digest: only they can differ between two deliveries of one record.  A replay keeps the first
+delivery's receipt time (the insert does nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 from exporters.storage.rows import RowBuilder, RowStats, uint64
@@ -20,7 +20,7 @@ from processors.genai_content import is_content_event_attribute
 __all__ = ["LOG_COLUMNS", "log_row"]
 
 LOG_COLUMNS: tuple[str, ...] = (
-    "record_key", "timestamp_unix_nano", "time_unix_nano", "observed_time_unix_nano", "severity_number",
+    "record_key", "timestamp_unix_nano", "received_unix_nano", "time_unix_nano", "observed_time_unix_nano", "severity_number",
     "severity_text", "event_name", "kind", "trace_id", "span_id", "flags", "service_name", "scope_name",
     "scope_version", "body", "content", "attributes", "resource_attributes", "dropped_attributes_count",
 )
@@ -48,8 +48,9 @@ def _body_json(builder: RowBuilder, body: Any, stats: RowStats) -> str | None:
     return builder.json(body, stats)
 
 
-def log_row(builder: RowBuilder, record: Any, resource_json: str | None, stats: RowStats) -> tuple:
-    """The ``logs`` row of one decoded log record; never raises for bad values."""
+def log_row(builder: RowBuilder, record: Any, resource_json: str | None, stats: RowStats, now: int) -> tuple:
+    """The ``logs`` row of one decoded log record received at ``now`` (unix ns); never raises for
+    bad values."""
     text, integer = builder.text, builder.integer
     trace_id, span_id = record.trace_id, record.span_id
     # Ids of the wrong length or all zero mean "no span": the record is kept, unjoined.
@@ -66,4 +67,4 @@ def log_row(builder: RowBuilder, record: Any, resource_json: str | None, stats: 
         builder.json(attributes, stats), resource_json, integer(record.dropped_attributes_count) or None,
     )
     key = hashlib.blake2b(repr(values).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-    return (key, t or observed or time.time_ns(), *values)
+    return (key, t or observed or now, now, *values)

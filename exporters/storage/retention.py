@@ -56,6 +56,7 @@ class Retention:
         self.clock = clock
         self.on_report = on_report
         self._content_watermark = 0  # spans older than this were purged by an earlier run
+        self._log_content_watermark = 0  # log records received before this were purged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -117,12 +118,13 @@ class Retention:
         self._purge_log_content(cutoff_ns, report)
 
     def _purge_log_content(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Null the content of log records older than the cutoff.  No watermark here: a record may
-        arrive long after its time (it must lose its content all the same), and unpurged old
-        records are few, found through the time index."""
+        """Null the content of log records received before the cutoff (the collector's clock:
+        a client's wrong clock cannot keep content longer); receipt times only grow, so records
+        received before the last run's cutoff are done."""
         nulls = {c: sa.null() for c in LOG_CONTENT_COLUMNS} | {
             "body": sa.case((logs.c.kind == "content", sa.null()), else_=logs.c.body), "content_purged": 1}
-        ids = (sa.select(logs.c.id).where(logs.c.timestamp_unix_nano < cutoff_ns, logs.c.content_purged == 0)
+        ids = (sa.select(logs.c.id).where(logs.c.received_unix_nano >= self._log_content_watermark,
+                                          logs.c.received_unix_nano < cutoff_ns, logs.c.content_purged == 0)
                .limit(CHUNK).scalar_subquery())
         while True:
             with self.store.locked(), self.store.engine.begin() as conn:
@@ -130,6 +132,7 @@ class Retention:
             report.purged_logs += count
             if count < CHUNK:
                 break
+        self._log_content_watermark = cutoff_ns
 
     def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
         """Delete traces (and their spans) that ended before the cutoff, then old sessions."""
@@ -139,7 +142,7 @@ class Retention:
         with self.store.locked(), self.store.engine.begin() as conn:
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
-        old_logs = sa.select(logs.c.id).where(logs.c.timestamp_unix_nano < cutoff_ns)
+        old_logs = sa.select(logs.c.id).where(logs.c.received_unix_nano < cutoff_ns)
         while self._delete_logs(old_logs.limit(CHUNK), report) == CHUNK:
             pass
 
@@ -181,7 +184,7 @@ class Retention:
                     math.ceil(trace_count * share), math.ceil(log_count * share))
         deleted = self._delete_oldest(sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano),
                                       math.ceil(trace_count * share), self._delete_traces, report)
-        return deleted + self._delete_oldest(sa.select(logs.c.id).order_by(logs.c.timestamp_unix_nano),
+        return deleted + self._delete_oldest(sa.select(logs.c.id).order_by(logs.c.received_unix_nano),
                                              math.ceil(log_count * share), self._delete_logs, report)
 
     @staticmethod

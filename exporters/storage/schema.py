@@ -188,6 +188,8 @@ logs = sa.Table(
               comment="digest of the record as sent: a replay of it is not stored twice"),
     sa.Column("timestamp_unix_nano", sa.BigInteger, nullable=False,
               comment="time_unix_nano, else observed_time_unix_nano, else when it was stored"),
+    sa.Column("received_unix_nano", sa.BigInteger, nullable=False,
+              comment="when the collector first stored it: retention counts from it (client clocks lie)"),
     sa.Column("time_unix_nano", sa.BigInteger, comment="as sent; NULL when the sender left it 0"),
     sa.Column("observed_time_unix_nano", sa.BigInteger, comment="as sent; NULL when 0"),
     sa.Column("severity_number", sa.SmallInteger, nullable=False, comment="OTLP SeverityNumber (0-24)"),
@@ -208,7 +210,7 @@ logs = sa.Table(
     sa.Column("resource_attributes", JSONText),
     sa.Column("dropped_attributes_count", sa.BigInteger),
     sa.Index("ux_logs_key", "record_key", unique=True),
-    sa.Index("ix_logs_timestamp", "timestamp_unix_nano"),
+    sa.Index("ix_logs_received", "received_unix_nano"),
     # A trace's records (``trace ID``) and a span's records (the transcript join, evaluations).
     sa.Index("ix_logs_span", "trace_id", "span_id", sqlite_where=sa.text("trace_id IS NOT NULL"),
              postgresql_where=sa.text("trace_id IS NOT NULL")),

@@ -535,13 +535,14 @@ class Store:
         builder = self.rows
         resources: dict[int, str | None] = {}
         rows = []
+        now = time.time_ns()
         for record in records:
             res = record.resource
             res_json = resources.get(id(res), "")
             if res_json == "":
                 res_json = resources[id(res)] = builder.json(res.attributes, stats)
             try:
-                rows.append(log_row(builder, record, res_json, stats))
+                rows.append(log_row(builder, record, res_json, stats, now))
             except Exception:  # noqa: BLE001 - a record we cannot convert must not sink the batch
                 log.exception("storage: cannot convert log record %r; rejected", record)
                 stats.rejected += 1

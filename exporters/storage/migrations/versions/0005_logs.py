@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("id", BIGINT_ID, primary_key=True, autoincrement=True),
         sa.Column("record_key", sa.String(32), nullable=False),
         sa.Column("timestamp_unix_nano", sa.BigInteger, nullable=False),
+        sa.Column("received_unix_nano", sa.BigInteger, nullable=False),
         sa.Column("time_unix_nano", sa.BigInteger),
         sa.Column("observed_time_unix_nano", sa.BigInteger),
         sa.Column("severity_number", sa.SmallInteger, nullable=False),
@@ -46,7 +47,7 @@ def upgrade() -> None:
         sa.Column("dropped_attributes_count", sa.BigInteger),
     )
     op.create_index("ux_logs_key", "logs", ["record_key"], unique=True)
-    op.create_index("ix_logs_timestamp", "logs", ["timestamp_unix_nano"])
+    op.create_index("ix_logs_received", "logs", ["received_unix_nano"])
     op.create_index("ix_logs_span", "logs", ["trace_id", "span_id"], sqlite_where=WITH_TRACE,
                     postgresql_where=WITH_TRACE)
 
