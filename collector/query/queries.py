@@ -11,14 +11,12 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
-import orjson
-
 from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, attribute, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Connection, Store, has_table
 from exporters.storage.search import like_contains
-from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
+from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join, json_column
 from processors.genai_conventions import EVALUATION_FIELDS
 
 __all__ = [
@@ -35,16 +33,6 @@ def iso(unix_nano: int | None) -> str | None:
     seconds, nanos = divmod(int(unix_nano), 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
-
-
-def _json(value: Any) -> Any:
-    """JSON columns come back as text from SQLite and as Python objects from Postgres JSONB."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
 
 
 SPAN_COLUMNS = ", ".join(f"spans.{c}" for c in (
@@ -85,9 +73,9 @@ def span_record(m: Mapping[str, Any]) -> dict[str, Any]:
         "session_id": m["session_id"],
         "user_id": m["user_id"],
         "error_type": m["error_type"],
-        "system_instructions": _json(m["system_instructions"]),
-        "input_messages": _json(m["input_messages"]),
-        "output_messages": _json(m["output_messages"]),
+        "system_instructions": json_column(m["system_instructions"]),
+        "input_messages": json_column(m["input_messages"]),
+        "output_messages": json_column(m["output_messages"]),
     }
 
 
@@ -183,7 +171,7 @@ def trace_detail(store: Store, trace_id: str) -> dict | None:
             return None
         logs = _trace_logs(conn, trace_id)
     spans = [{**span_record(r), "kind": r["kind"],
-              **{c: _json(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
+              **{c: json_column(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
     return {"trace_id": trace_id, "spans": spans, "logs": logs}
 
 
@@ -193,7 +181,7 @@ def _trace_logs(conn: Connection, trace_id: str) -> list[dict]:
         return []
     rows = conn.rows(Sql("SELECT * FROM logs WHERE trace_id = ? ORDER BY timestamp_unix_nano, id LIMIT 10000",
                          trace_id))
-    return [{k: _json(v) if k != "trace_id" else v for k, v in r.items()} for r in rows]
+    return [{k: json_column(v) if k != "trace_id" else v for k, v in r.items()} for r in rows]
 
 
 def _evaluation_record(r: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import orjson
 from exporters.storage.logrows import LOG_COLUMNS
 from exporters.storage.rows import SPAN_COLUMNS, RowBuilder, RowStats
 from exporters.storage.schema import LOG_CONTENT_BITS
+from exporters.storage.sqltext import json_column
 from exporters.storage.transcript import MESSAGE_COLUMNS, ContentRecord, transcript
 
 __all__ = ["LogJoin", "JOIN_LOCK_ID"]
@@ -39,16 +40,6 @@ _IDX = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 _I_MODEL, _I_OP, _I_MASK = _IDX["model"], _IDX["operation"], _IDX["content_from_logs"]
 _I_MESSAGES = tuple((c, _IDX[c]) for c in MESSAGE_COLUMNS)
 _I_KIND, _I_TRACE, _I_SPAN = (LOG_COLUMNS.index(c) for c in ("kind", "trace_id", "span_id"))
-
-
-def _decoded(value: Any) -> Any:
-    """JSON columns: text on SQLite, already decoded from Postgres JSONB."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
 
 
 class LogJoin:
@@ -85,7 +76,7 @@ class LogJoin:
         for trace_id, span_id, name, timestamp, rid, body, content in cur.fetchall():
             if (trace_id, span_id) in keys:
                 found.setdefault((trace_id, span_id), []).append(
-                    ContentRecord(name, timestamp, rid, _decoded(body), _decoded(content)))
+                    ContentRecord(name, timestamp, rid, json_column(body), json_column(content)))
         return found
 
     # -- a span batch ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 
@@ -43,6 +43,7 @@ from exporters.storage.search import FTS_INDEX_NEW_ROWS
 __all__ = ["Store", "PreparedRows", "PreparedLogs", "WriteResult", "sqlite_url", "postgres_url"]
 
 log = logging.getLogger("genai_collector.storage")
+T = TypeVar("T")
 
 # Columns read back for replayed spans: enough to subtract their old contribution.
 _OLD_COLUMNS = ("trace_id", "span_id", "status_code", "operation", "model", "input_tokens",
@@ -507,25 +508,32 @@ class Store:
                 by_key[(row[0], row[1])] = row
         return by_key
 
-    def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+    def _in_transaction(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(cursor)`` in one transaction on a pooled connection: committed when it
+        returns, rolled back (and a broken connection discarded) when it raises."""
         raw = self.engine.raw_connection()
         ok = False
         try:
             cur = raw.driver_connection.cursor()
             try:
                 self.dialect.begin(cur)
-                rows = self.join.fill_span_rows(cur, rows)
-                rows, old, errors = self._write_spans(cur, rows)
-                self._upsert_rollups(cur, rows, old)
+                result = work(cur)
                 raw.driver_connection.commit()
                 ok = True
-                return len(rows), errors
+                return result
             finally:
                 cur.close()
         finally:
             if not ok:
                 _rollback_quietly(raw)
             raw.close()
+
+    def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+        def work(cur) -> tuple[int, list[str]]:
+            written, old, errors = self._write_spans(cur, self.join.fill_span_rows(cur, rows))
+            self._upsert_rollups(cur, written, old)
+            return len(written), errors
+        return self._in_transaction(work)
 
     # -- log records -------------------------------------------------------------------------------
 
@@ -561,27 +569,15 @@ class Store:
         return result
 
     def _log_transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
-        raw = self.engine.raw_connection()
-        ok = False
-        try:
-            cur = raw.driver_connection.cursor()
-            try:
-                self.dialect.begin(cur)
-                keys = self.join.content_keys(rows)
-                if keys:
-                    self.join.lock(cur, exclusive=True)
-                written, errors = self._insert_logs(cur, rows)
-                if keys:
-                    self.join.fill_stored_spans(cur, keys)
-                raw.driver_connection.commit()
-                ok = True
-                return written, errors
-            finally:
-                cur.close()
-        finally:
-            if not ok:
-                _rollback_quietly(raw)
-            raw.close()
+        def work(cur) -> tuple[int, list[str]]:
+            keys = self.join.content_keys(rows)
+            if keys:
+                self.join.lock(cur, exclusive=True)
+            result = self._insert_logs(cur, rows)
+            if keys:
+                self.join.fill_stored_spans(cur, keys)
+            return result
+        return self._in_transaction(work)
 
     def _insert_logs(self, cur, rows: list[tuple]) -> tuple[int, list[str]]:
         """Insert in bulk; on a data error, row by row in savepoints (keep the good ones)."""
