@@ -76,8 +76,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+TABLE_LEGEND = ("Durations are written `200ms`, `5s`, `30m`, `12h`, `30d`; sizes `512`, `64KiB`, `16MiB`, "
+                "`1GiB`. *required* inside a section means required when that section is given; *unset* "
+                "means absent (that feature is off).")
+
+
 def _table(rows: list[KeyDoc]) -> str:
-    lines = ["| key | type | default | allowed | description |", "|---|---|---|---|---|"]
+    lines = [TABLE_LEGEND, "", "| key | type | default | allowed | description |", "|---|---|---|---|---|"]
     for row in rows:
         default = row.default if row.default in ("required", "unset", "(section)") else f"`{row.default}`"
         lines.append(f"| `{_cell(row.path)}` | {_cell(row.type)} | {_cell(default)} | {_cell(row.allowed)} "

@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sqlite3
-import threading
 import time
 
 import grpc
@@ -21,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from tests.receiver_helpers import (InProcessCollector, collector_yaml, free_port, log_bodies, make_logs_request,
                                     start_collector, stored_logs)
+from tests.test_receiver_durability import Load, crash_config
 from tests.test_signals_model import hex_ids, logs_request, metrics_request
 from tests.upstream_support import FakeUpstream
 
@@ -292,74 +292,12 @@ def test_invalid_log_records_get_partial_success_over_http_json(tmp_path):
 # -- durability ----------------------------------------------------------------------------------------
 
 
-class LogLoad:
-    """Client threads sending unique log records over gRPC and HTTP; ``acked`` holds what got an OK."""
-
-    def __init__(self, grpc_port: int, http_port: int) -> None:
-        self.acked: set[str] = set()
-        self.requests_ok = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.seeds = iter(range(1, 10_000_000))
-        self.threads = [threading.Thread(target=self._grpc, args=(grpc_port,), daemon=True) for _ in range(2)]
-        self.threads.append(threading.Thread(target=self._http, args=(http_port,), daemon=True))
-        for t in self.threads:
-            t.start()
-
-    def _next(self) -> ExportLogsServiceRequest:
-        with self.lock:
-            return make_logs_request(20, next(self.seeds))
-
-    def _ok(self, request: ExportLogsServiceRequest) -> None:
-        with self.lock:
-            self.acked |= log_bodies(request)
-            self.requests_ok += 1
-
-    def _grpc(self, port: int) -> None:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        call = channel.unary_unary(LOGS_EXPORT)
-        while not self.stop.is_set():
-            request = self._next()
-            try:
-                call(request.SerializeToString(), timeout=10)
-            except grpc.RpcError:
-                time.sleep(0.05)
-                continue
-            self._ok(request)
-        channel.close()
-
-    def _http(self, port: int) -> None:
-        while not self.stop.is_set():
-            request = self._next()
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", "/v1/logs", body=request.SerializeToString(),
-                             headers={"Content-Type": "application/x-protobuf"})
-                ok = conn.getresponse().status == 200
-                conn.close()
-            except OSError:
-                time.sleep(0.05)
-                continue
-            if ok:
-                self._ok(request)
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-
-
 @pytest.mark.parametrize("mode", ["journal", "direct"])
 def test_every_acknowledged_log_record_survives_kill_9(tmp_path, mode):
-    g, h = free_port(), free_port()
-    journal = tmp_path / "journal"
-    receiver_extra = f"    storage: {{directory: {journal}}}" if mode == "journal" else ""
-    cfg = tmp_path / "collector.yaml"
-    cfg.write_text(collector_yaml(str(tmp_path), g, h, receiver_extra=receiver_extra, logs=True))
-    db = str(tmp_path / "spans.sqlite")
-
-    proc = start_collector(str(cfg), g, h)
-    load = LogLoad(g, h)
+    g, h, cfg, db = crash_config(tmp_path, mode, logs=True)
+    proc = start_collector(cfg, g, h)
+    load = Load(g, h, threads=2, spans=20, make=make_logs_request, keys=log_bodies, method=LOGS_EXPORT,
+                path="/v1/logs")
     deadline = time.monotonic() + 30
     while load.requests_ok < 10 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -369,7 +307,7 @@ def test_every_acknowledged_log_record_survives_kill_9(tmp_path, mode):
     acked = set(load.acked)
     assert load.requests_ok >= 10, "the load never got going"
 
-    proc = start_collector(str(cfg), g, h)
+    proc = start_collector(cfg, g, h)
     try:
         deadline = time.monotonic() + 60
         while not acked <= set(stored_logs(db)) and time.monotonic() < deadline:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from collector.query import render
 from collector.query.args import (
-    DEFAULT_LIMIT, FILTER_PARAMS, UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
-    time_arg,
+    DEFAULT_LIMIT, FILTER_PARAMS, UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors,
+    positive_int,
 )
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
 
