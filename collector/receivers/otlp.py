@@ -28,6 +28,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from collector.component import ComponentContext, Consumer, Factory, Overloaded, PermanentError
 from collector.model import SpanBatch
+from collector.memtrim import after_large_request
 from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
 from collector.otlp import DecodeFailure, decode, response_bytes, status_bytes
 from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, StorageConfig
@@ -182,10 +183,36 @@ class _Ingest:
 # -- gRPC --------------------------------------------------------------------------------------
 
 _GRPC_CALLS_PER_SLOT = 4  # calls admitted (each a worker thread) per max_concurrent_requests slot
-_GRPC_RECEIVES_PER_SLOT = 2  # messages received at once per slot: room for stalled calls, bounded memory
+_GRPC_FAST_RECEIVE = 0.5  # seconds a message may take to arrive while holding a receive slot
+_GRPC_STREAM_WINDOW = 1 << 20  # HTTP/2 flow-control window per stream: what is buffered before asked for
 _GRPC_SLOT_WAIT = 1.0  # seconds a call may queue for a slot before RESOURCE_EXHAUSTED + RetryInfo
 _GRPC_HANDSHAKE_TIMEOUT = 10.0
 _GRPC_KEEPALIVE_TIME, _GRPC_KEEPALIVE_TIMEOUT = 60.0, 20.0
+
+
+def _receive_slots(cfg: GrpcConfig) -> int:
+    """Messages being received at once: half the handling slots (each message is buffered twice,
+    by grpcio and as bytes, so this keeps un-admitted memory about max_concurrent_requests x
+    max_recv_msg_size; measured on bench/hostile_memory.py: 8 receive slots peaked 419 MB, 4
+    peaked 349 MB on the shipped config)."""
+    return max(1, cfg.max_concurrent_requests // 2)
+
+
+class _ReleaseOnce:
+    """A semaphore slot given back exactly once, by whichever of two threads comes first."""
+
+    __slots__ = ("_semaphore", "_lock", "_held")
+
+    def __init__(self, semaphore: threading.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._semaphore.release()
 
 
 def _retry_trailers(code: int, message: str, retry_after: float) -> tuple:
@@ -204,7 +231,7 @@ class _GrpcServer:
         self.ingest = ingest
         self.auth = BearerAuth(cfg.auth) if cfg.auth else None
         self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
-        self._receiving_slots = threading.BoundedSemaphore(cfg.max_concurrent_requests * _GRPC_RECEIVES_PER_SLOT)
+        self._receiving_slots = threading.BoundedSemaphore(_receive_slots(cfg))
         self.server: grpc.Server | None = None
         self.port = 0
 
@@ -250,6 +277,11 @@ class _GrpcServer:
             ("grpc.server_handshake_timeout_ms", ms(_GRPC_HANDSHAKE_TIMEOUT)),
             ("grpc.keepalive_time_ms", ms(_GRPC_KEEPALIVE_TIME)),  # pings find peers that vanished
             ("grpc.keepalive_timeout_ms", ms(_GRPC_KEEPALIVE_TIMEOUT)),
+            # BDP probing grows a stream's window to many MB, and grpcio then buffers that much of
+            # every incoming message before the handler asks for it (measured: 24 x 15 MB calls
+            # held ~200 MB unasked for); a fixed 1 MiB window bounds that and keeps throughput
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", _GRPC_STREAM_WINDOW),
         ]
 
     def _receiving(self, behaviour):
@@ -259,27 +291,37 @@ class _GrpcServer:
         Registered as stream-unary (the same on the wire as unary: one message, then half-close)
         so that the handler runs *before* the message is received.  grpcio's unary handlers are
         called only after it, with the worker blocked until then without a deadline -- a call
-        that sends its headers and never its message held a worker forever.  Here at most
-        ``2 x max_concurrent_requests`` messages are being received at once (each up to
-        ``max_recv_msg_size_mib``: that is what bounds memory before admission), a message must
-        arrive within ``read_timeout`` (else the call is cancelled), and the handling slots are
-        taken only once the message is in.
+        that sends its headers and never its message held a worker forever.  Here receiving is
+        bounded (see :meth:`_receive`), a message must arrive within ``read_timeout`` (else the
+        call is cancelled), and the handling slots are taken only once the message is in.
         """
         def handler(requests, context: grpc.ServicerContext) -> bytes:
             body = self._receive(requests, context)
-            if not self._slots.acquire(timeout=self._slot_wait(context)):
-                self._overloaded(context, "too many concurrent requests", 1.0)
             try:
-                return behaviour(body, context)
+                if not self._slots.acquire(timeout=self._slot_wait(context)):
+                    self._overloaded(context, "too many concurrent requests", 1.0)
+                try:
+                    return behaviour(body, context)
+                finally:
+                    self._slots.release()
             finally:
-                self._slots.release()
+                after_large_request(len(body))
 
         return grpc.stream_unary_rpc_method_handler(handler)
 
     def _receive(self, requests, context: grpc.ServicerContext) -> bytes:
-        """The call's one request message, received within ``read_timeout``; aborts otherwise."""
+        """The call's one request message, received within ``read_timeout``; aborts otherwise.
+
+        Receiving holds one of :func:`_receive_slots` receive slots -- that bounds the
+        messages being buffered at once, hence memory before admission -- but only for
+        ``_GRPC_FAST_RECEIVE``: a message not in by then is slow or never coming, and waits on
+        without a slot (still bounded by ``read_timeout`` and the worker pool), so stalled calls
+        cannot keep others from being received.
+        """
         if not self._receiving_slots.acquire(timeout=self._slot_wait(context)):
             self._overloaded(context, "too many requests being received", 1.0)
+        slot = _ReleaseOnce(self._receiving_slots)
+        demote = DEADLINES.arm(_GRPC_FAST_RECEIVE, slot.release)
         deadline = DEADLINES.arm(self.cfg.read_timeout, context.cancel)
         try:
             body = next(requests, None)
@@ -290,7 +332,8 @@ class _GrpcServer:
             body = extra = None
         finally:
             deadline.cancel()
-            self._receiving_slots.release()
+            demote.cancel()
+            slot.release()
         if body is None or extra is not None:
             self.ingest.counters("grpc")[3].add(1)
             why = (f"request message not received within read_timeout ({self.cfg.read_timeout:g}s)"
@@ -532,6 +575,13 @@ class _HttpServer:
         return DEADLINES.arm(self.cfg.read_timeout, lambda: shut_reading(sock))
 
     def _ingest(self, h: BaseHTTPRequestHandler, as_json: bool) -> None:
+        try:
+            self._ingest_body(h, as_json)
+        finally:
+            length = h.headers.get("Content-Length", "")
+            after_large_request(int(length) if length.isdigit() else 0)
+
+    def _ingest_body(self, h: BaseHTTPRequestHandler, as_json: bool) -> None:
         try:
             with contextlib.ExitStack() as admitted:
                 encoding = _content_encoding(h)
