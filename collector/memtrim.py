@@ -15,21 +15,40 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 import time
 
-__all__ = ["LARGE_REQUEST", "after_large_request"]
+__all__ = ["LARGE_REQUEST", "after_large_request", "limit_arenas"]
 
 LARGE_REQUEST = 1 << 20  # bodies at least this large schedule trims
 _DELAYS = (1.0, 5.0, 15.0)  # after the request: when the spans it admitted have likely been exported
 
 
-def _libc_trim():
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+ARENAS = 2  # as MALLOC_ARENA_MAX=2: measured on bench/hostile_memory.py, RSS after the attack
+#             ~150 MB above idle instead of ~200, peak a little lower; ingest speed unchanged
+
+
+def _libc():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+def _libc_trim():
+    return getattr(_libc(), "malloc_trim", None)
+
+
+def limit_arenas() -> None:
+    """Cap glibc's malloc arenas (one per thread by default, up to 8 per core, each keeping what
+    its thread freed) unless the user set ``MALLOC_ARENA_MAX``.  Call before threads start."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, ARENAS)
 
 
 class _Trimmer:
