@@ -1,6 +1,6 @@
 """Where each GenAI dialect puts things: the one table every GenAI-aware processor reads.
 
-Dialects covered (DESIGN.md section 3): OpenTelemetry GenAI semantic conventions (current and older
+Dialects covered (docs/genai.md, "Canonical fields"): OpenTelemetry GenAI semantic conventions (current and older
 names), OpenInference (Arize), OpenLLMetry (Traceloop), Langfuse and OpenLIT.
 
 ``ATTRIBUTE_MAP`` is consumed by ``genai_normalize`` in ONE pass over a span's attribute keys: a dict
@@ -8,9 +8,8 @@ lookup per key, with a prefix check only for the flattened message forms.  Each 
 canonical field the key feeds, how to convert the value, and its precedence (lower wins) when
 several dialects are present on one span.
 
-The content tables (``CONTENT_ATTRIBUTE_KEYS``, ``CONTENT_ATTRIBUTE_PREFIXES``,
-``CONTENT_EVENT_NAMES``, ``CONTENT_EVENT_ATTRIBUTE_KEYS``) are public for other processors
-(redaction) that must find prompt and completion text in every dialect.
+Which keys carry content (prompts, completions, tool arguments) is defined once, in
+:mod:`processors.genai_content`, for redaction, sampling, storage and retention alike.
 """
 
 from __future__ import annotations
@@ -19,9 +18,7 @@ import math
 from typing import Any
 
 __all__ = [
-    "ATTRIBUTE_MAP", "Conv", "FLAT_MESSAGE_PREFIXES", "CONTENT_ATTRIBUTE_KEYS",
-    "CONTENT_ATTRIBUTE_PREFIXES", "CONTENT_EVENT_NAMES", "CONTENT_EVENT_ATTRIBUTE_KEYS",
-    "MESSAGE_EVENT_ROLES", "FIRST_CHUNK_EVENT_NAMES", "CANONICAL_ATTRIBUTES", "LEGACY_KEYS",
+    "ATTRIBUTE_MAP", "Conv", "FLAT_MESSAGE_PREFIXES", "MESSAGE_EVENT_ROLES", "MESSAGE_EVENT_NAMES", "FIRST_CHUNK_EVENT_NAMES", "CANONICAL_ATTRIBUTES", "LEGACY_KEYS",
     "normalize_provider", "normalize_operation", "to_count", "to_seconds", "to_cost",
     "OPENINFERENCE_KINDS", "GENAI_PRICES_PROVIDER",
 ]
@@ -171,33 +168,14 @@ MESSAGE_EVENT_ROLES: dict[str, str] = {
 # Older prompt/completion events (Azure AI inference, Semantic Kernel, OpenLIT).
 PROMPT_EVENT = "gen_ai.content.prompt"
 COMPLETION_EVENT = "gen_ai.content.completion"
+# Every event that carries one message (its attributes or a log event's body are the message).
+MESSAGE_EVENT_NAMES: frozenset[str] = frozenset(MESSAGE_EVENT_ROLES) | {PROMPT_EVENT, COMPLETION_EVENT}
 
 # Events that mark the first streamed chunk (time to first token).
 FIRST_CHUNK_EVENT_NAMES: frozenset[str] = frozenset({
     "First Token Stream Event",          # OpenInference
     "gen_ai.content.completion.chunk",   # OpenLLMetry, one per chunk: the first one counts
     "llm.content.completion.chunk",      # older OpenLLMetry
-})
-
-# --- content locations, for processors that must redact or drop prompt/completion text ---------
-CONTENT_ATTRIBUTE_KEYS: frozenset[str] = frozenset({
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion",
-    "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "gen_ai.tool.definitions",
-    "input.value", "output.value", "tool.parameters",
-    "langfuse.observation.input", "langfuse.observation.output",
-    "langfuse.trace.input", "langfuse.trace.output",
-    "traceloop.entity.input", "traceloop.entity.output",
-    "llm.invocation_parameters",
-})
-CONTENT_ATTRIBUTE_PREFIXES: tuple[str, ...] = FLAT_MESSAGE_PREFIXES + (
-    "llm.prompts.", "llm.prompt_template.variables", "retrieval.documents.", "reranker.input_documents.",
-    "reranker.output_documents.", "embedding.embeddings.", "llm.tools.",
-)
-CONTENT_EVENT_NAMES: frozenset[str] = frozenset(MESSAGE_EVENT_ROLES) | {PROMPT_EVENT, COMPLETION_EVENT}
-CONTENT_EVENT_ATTRIBUTE_KEYS: frozenset[str] = frozenset({
-    "content", "message", "tool_calls", "gen_ai.event.content", "gen_ai.prompt", "gen_ai.completion",
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
 })
 
 # Every dialect key that ``rewrite_attributes`` replaces with its canonical name.

@@ -27,7 +27,7 @@ from collector.model import STATUS_ERROR, GenAI, Span, SpanBatch
 from config.schema import setting
 from processors.genai_conventions import (
     ATTRIBUTE_MAP, CANONICAL_ATTRIBUTES, COMPLETION_EVENT, FLAT_MESSAGE_PREFIXES, LEGACY_KEYS,
-    MESSAGE_EVENT_ROLES, OPENINFERENCE_INVOCATION_PARAMETERS, OPENINFERENCE_IO_KEYS, PROMPT_EVENT,
+    MESSAGE_EVENT_NAMES, MESSAGE_EVENT_ROLES, OPENINFERENCE_INVOCATION_PARAMETERS, OPENINFERENCE_IO_KEYS, PROMPT_EVENT,
     Conv, normalize_operation, normalize_provider, to_cost, to_count, to_seconds,
 )
 
@@ -591,11 +591,10 @@ def rewrite_attributes(span: Span, g: GenAI) -> None:
         else:
             attrs[key] = value
     if derived_messages and span.events:
-        span.events = [e for e in span.events if e.name not in _MESSAGE_EVENTS]
+        span.events = [e for e in span.events if e.name not in MESSAGE_EVENT_NAMES]
 
 
 _IO_KEYS = frozenset(OPENINFERENCE_IO_KEYS) | {"input.mime_type", "output.mime_type"}
-_MESSAGE_EVENTS = frozenset(MESSAGE_EVENT_ROLES) | {PROMPT_EVENT, COMPLETION_EVENT}
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,4 +641,7 @@ def _create(config: GenAINormalizeConfig, ctx: ComponentContext) -> GenAINormali
 
 FACTORY = Factory("genai_normalize", GenAINormalizeConfig, _create,
                   doc="canonical GenAI fields from every dialect (OTel GenAI, OpenInference, "
-                      "OpenLLMetry, Langfuse, OpenLIT)")
+                      "OpenLLMetry, Langfuse, OpenLIT)",
+                  example="""\
+rewrite_attributes: false    # true: upstream stacks see only the current conventions
+""")

@@ -31,16 +31,17 @@ import re
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from collector.component import ComponentContext, Factory
 from collector.model import STATUS_ERROR, Span, SpanBatch
 from config.schema import ConfigError, Duration, setting
+from processors.genai_content import CONTENT_GENAI_FIELDS, strip_attributes, strip_event_attributes
 
 __all__ = [
     "SamplingConfig", "SamplingProcessor", "FACTORY", "fnv1a32_seeded", "hash_seed_threshold",
-    "hash_seed_sampled", "strip_content", "is_content_key",
+    "hash_seed_sampled", "strip_content",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -108,57 +109,19 @@ class _TraceHasher:
 # ---------------------------------------------------------------------------------------------
 # Content stripping
 
-_CONTENT_KEYS = frozenset({
-    # OTel GenAI (current and older)
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "gen_ai.event.content",
-    # OpenInference / generic
-    "input.value", "output.value", "llm.prompts",
-    # Traceloop / Langfuse
-    "traceloop.entity.input", "traceloop.entity.output",
-    "langfuse.observation.input", "langfuse.observation.output",
-    "langfuse.trace.input", "langfuse.trace.output",
-    # Vercel AI SDK
-    "ai.prompt", "ai.prompt.messages", "ai.response.text", "ai.response.object",
-    "ai.response.toolCalls", "ai.toolCall.args", "ai.toolCall.result",
-    # attribute names inside the deprecated gen_ai.* events
-    "content", "message", "tool_calls", "body", "arguments",
-})
-_CONTENT_PREFIXES = (
-    "gen_ai.prompt.", "gen_ai.completion.",                  # OpenLLMetry gen_ai.prompt.0.content
-    "llm.input_messages.", "llm.output_messages.", "llm.prompts.",  # OpenInference
-    "llm.prompt_template.variables", "retrieval.documents.", "reranker.input_documents.",
-    "reranker.output_documents.", "embedding.embeddings.",
-)
-
-
-def is_content_key(key: str) -> bool:
-    """True for attributes that carry message text or tool arguments in any known dialect."""
-    return key in _CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES)
-
-
 def strip_content(span: Span) -> int:
-    """Remove content from one span (attributes, event attributes, canonical messages).
+    """Remove content from one span (attributes, event attributes, canonical messages), as
+    :mod:`processors.genai_content` defines it.
 
     Metrics (tokens, cost, latency, model) are untouched.  Returns how many values were removed.
     """
-    removed = 0
-    attrs = span.attributes
-    doomed = [k for k in attrs if is_content_key(k)]
-    for k in doomed:
-        del attrs[k]
-    removed += len(doomed)
+    removed = strip_attributes(span.attributes)
     for event in span.events:
-        eattrs = event.attributes
-        if eattrs:
-            edoomed = [k for k in eattrs if is_content_key(k)]
-            for k in edoomed:
-                del eattrs[k]
-            removed += len(edoomed)
+        if event.attributes:
+            removed += strip_event_attributes(event.name, event.attributes)
     genai = span.genai
     if genai is not None:
-        for name in ("input_messages", "output_messages", "system_instructions"):
+        for name in CONTENT_GENAI_FIELDS:
             if getattr(genai, name) is not None:
                 setattr(genai, name, None)
                 removed += 1
@@ -185,11 +148,11 @@ class AttributeRule:
     With none of them, the attribute merely being present matches.
     """
 
-    key: str = setting(pattern=r".+")
-    values: list[str] = field(default_factory=list)
-    pattern: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
+    key: str = setting(pattern=r".+", doc="span attribute to test; alone, the attribute being present matches")
+    values: list[str] = setting(default_factory=list, doc="match when the value's text equals one of these")
+    pattern: str | None = setting(None, doc="match when the value's text fully matches this regex")
+    min_value: float | None = setting(None, doc="match numbers >= this")
+    max_value: float | None = setting(None, doc="match numbers <= this")
 
     def validate(self) -> list[str]:
         if self.pattern is not None:
@@ -206,8 +169,9 @@ class KeepConfig:
     latency_threshold: Duration | None = setting(None, doc="keep traces longer than this")
     cost_threshold_usd: float | None = setting(None, min=0, doc="keep traces costing more (sum)")
     tokens_threshold: int | None = setting(None, min=0, doc="keep traces using more tokens (sum)")
-    attributes: list[AttributeRule] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    attributes: list[AttributeRule] = setting(default_factory=list, doc="keep traces with a span attribute "
+                                              "matching any rule")
+    services: list[str] = setting(default_factory=list, doc="keep traces with a span from these service.names")
 
 
 @dataclass
@@ -220,14 +184,18 @@ class ContentSamplingConfig:
 
 @dataclass
 class SamplingConfig:
-    probabilistic: ProbabilisticConfig = field(default_factory=ProbabilisticConfig)
-    keep: KeepConfig = field(default_factory=KeepConfig)
+    probabilistic: ProbabilisticConfig = setting(default_factory=ProbabilisticConfig, doc="stage 1: keep a "
+                                                 "share of traces by trace-id hash (as the OTel probabilistic_sampler)")
+    keep: KeepConfig = setting(default_factory=KeepConfig, doc="stage 2: rules that keep a trace stage 1 "
+                               "would drop; any one is enough")
     rate_limit: int = setting(0, min=0, doc="max spans per second leaving the sampler; 0 = none")
-    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued")
+    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued by a later "
+                                      "span; 0s = nothing is held, rules see only the same batch")
     max_traces: int = setting(50000, min=1, doc="held traces at most; overflow drops the oldest")
     max_spans: int = setting(50000, min=1, doc="held spans at most; overflow drops the oldest traces")
     decision_cache: int = setting(100000, min=1, doc="remembered decisions for late spans")
-    content_sampling: ContentSamplingConfig = field(default_factory=ContentSamplingConfig)
+    content_sampling: ContentSamplingConfig = setting(default_factory=ContentSamplingConfig, doc="stage 4: "
+                                                      "which kept traces keep their message content")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,4 +524,15 @@ def _create(config: SamplingConfig, ctx: ComponentContext) -> SamplingProcessor:
 
 
 FACTORY = Factory("sampling", SamplingConfig, _create,
-                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling")
+                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling",
+                  example="""\
+probabilistic: {sampling_percentage: 25, hash_seed: 42}
+keep:
+  errors: true
+  latency_threshold: 30s
+  cost_threshold_usd: 0.50
+  attributes:
+    - {key: user.feedback, values: [negative, thumbs_down]}
+rate_limit: 5000
+content_sampling: {percentage: 10}
+""")

@@ -11,9 +11,10 @@ from collector.model import STATUS_ERROR, Event, GenAI
 from collector.telemetry import Telemetry
 from config.schema import build
 from processors import PROCESSORS
+from processors.genai_content import is_content_key
 from processors.sampling import (
     SamplingConfig, SamplingProcessor, fnv1a32_seeded, hash_seed_sampled, hash_seed_threshold,
-    is_content_key, strip_content,
+    strip_content,
 )
 from tests.span_helpers import batch, context, span
 

@@ -40,7 +40,8 @@ _WAIT_FOR_CACHE = 1.0  # longest the feeder waits for a fresh request to registe
 class StorageConfig:
     directory: str = setting(doc="intake journal directory (created if missing); one collector per directory")
     max_size: ByteSize = setting(1 << 30, min=1 << 20, doc="disk cap of the journal; requests get "
-                                                           "RESOURCE_EXHAUSTED / 429 when it is full")
+                                                           "RESOURCE_EXHAUSTED / 429 when it is full. At least "
+                                                           "twice the largest request a protocol accepts")
     memory_cache: ByteSize = setting(32 << 20, min=0, doc="encoded bytes of fresh requests kept decoded "
                                                           "in memory so the feeder skips decoding them again")
 

@@ -20,7 +20,6 @@ import zlib
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -35,72 +34,71 @@ from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, Stor
 from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, server_ssl_context
 from config.files import read_config_file
 from collector.telemetry import parse_address
-from config.schema import ByteSize, ConfigError, Duration, build, setting
+from config.schema import ByteSize, ConfigError, Duration, setting
 
 __all__ = ["OtlpReceiver", "OtlpReceiverConfig"]
 
 _ADDRESS = r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$"
-_ABSENT: Any = object()
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 @dataclass
 class GrpcConfig:
-    endpoint: str = setting("127.0.0.1:4317", pattern=_ADDRESS)
-    max_recv_msg_size_mib: int = setting(16, min=1, max=2047)
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests handled at once")
+    endpoint: str = setting("127.0.0.1:4317", pattern=_ADDRESS,
+                            doc="host:port to listen on (0.0.0.0:4317 for every interface)")
+    max_recv_msg_size_mib: int = setting(16, min=1, max=2047, doc="larger messages get RESOURCE_EXHAUSTED")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc=(
+        "requests handled at once (after their message is in); up to 4x this many calls may be open, "
+        "beyond that gRPC answers RESOURCE_EXHAUSTED"))
     read_timeout: Duration = setting(30.0, min=0.001, doc=(
         "longest a call may take to deliver its request message once it started; a call that "
         "stalls is cancelled (CANCELLED) and its slot freed"))
     max_concurrent_streams: int = setting(16, min=1, max=4096, doc="calls one connection may have open at once")
     max_connection_idle: Duration = setting(300.0, min=0.001, doc="a connection without calls for this long is closed (GOAWAY)")
-    tls: TlsConfig | None = None
-    auth: AuthConfig | None = None
+    tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
+    auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
 
 @dataclass
 class HttpConfig:
-    endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS)
-    traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$")
-    max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1)
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests handled at once; beyond, 429")
+    endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS,
+                            doc="host:port to listen on (0.0.0.0:4318 for every interface)")
+    traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$", doc="path of the traces endpoint")
+    max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1, doc="cap on the body, before and "
+                                              "after decompression (413 beyond)")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests processed at once, once their "
+                                           "body is read; beyond, 429")
     read_timeout: Duration = setting(30.0, min=0.001, doc=(
         "longest a client may take to send a whole request, headers and body (not per read); "
         "slower ones get 408 and the connection is closed"))
     idle_timeout: Duration = setting(60.0, min=0.001, doc="a keep-alive connection silent for this long is closed")
     max_connections: int = setting(512, min=1, max=65536, doc=(
         "connections served at once (a thread each); one more is closed on accept"))
-    tls: TlsConfig | None = None
-    auth: AuthConfig | None = None
+    tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
+    auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
 
 @dataclass
 class ProtocolsConfig:
     """``grpc:`` / ``http:`` present (even empty) enables that protocol."""
 
-    grpc: Any = _ABSENT
-    http: Any = _ABSENT
+    grpc: GrpcConfig | None = setting(None, null_enables=True, doc="OTLP/gRPC; present (even empty) enables it")
+    http: HttpConfig | None = setting(None, null_enables=True, doc="OTLP/HTTP; present (even empty) enables it")
 
     def validate(self) -> list:
-        problems: list = []
-        for name, cls in (("grpc", GrpcConfig), ("http", HttpConfig)):
-            raw = getattr(self, name)
-            if raw is _ABSENT:
-                setattr(self, name, None)
-                continue
-            obj, errors = build(cls, raw if raw is not None else {}, (name,))
-            problems.extend(errors)
-            setattr(self, name, obj)
-        if not problems and self.grpc is None and self.http is None:
-            problems.append(ConfigError("", "must enable at least one protocol (grpc, http)"))
-        return problems
+        if self.grpc is None and self.http is None:
+            return [ConfigError("", "must enable at least one protocol (grpc, http)")]
+        return []
 
 
 @dataclass
 class OtlpReceiverConfig:
-    protocols: ProtocolsConfig
-    ack_timeout: Duration = setting(30.0, doc="longest a request waits for its spans to be written")
-    storage: StorageConfig | None = None
+    protocols: ProtocolsConfig = setting(doc="which protocols to serve (at least one)")
+    ack_timeout: Duration = setting(30.0, doc="longest a request waits for its spans to be safe; then "
+                                    "UNAVAILABLE / 503 (the data stays queued and is still written; a retry "
+                                    "is deduplicated by the storage upsert). A shorter gRPC client deadline wins")
+    storage: StorageConfig | None = setting(None, doc="intake journal: acknowledge once the request is fsync'd "
+                                            "on disk instead of once exporters committed it (off when unset)")
 
     def validate(self) -> list:
         """A journal smaller than the largest accepted request would refuse that request forever."""
@@ -730,4 +728,16 @@ class OtlpReceiver:
             self.ingest.journal.shutdown(self.ingest.ack_timeout)
 
 
-FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx))
+FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx),
+                  doc="OTLP over gRPC and HTTP (protobuf and JSON); acknowledges only what is safely written",
+                  example="""\
+protocols:
+  grpc:
+    endpoint: 127.0.0.1:4317
+  http:
+    endpoint: 127.0.0.1:4318
+    auth: {bearer_token_file: /etc/genai-collector/tokens}
+storage:                 # optional intake journal: acknowledge on fsync
+  directory: /var/lib/genai-collector/intake
+  max_size: 1GiB
+""")

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from collector.model import LLM_OPERATIONS, Span
-from exporters.storage.schema import CONTENT_ATTRIBUTE_PREFIXES
+from processors.genai_content import content_keys
 
 __all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text"]
 
@@ -294,16 +294,16 @@ def _split_attributes(attributes: dict[str, Any]) -> tuple[dict[str, Any], dict[
     Spans from one instrumentation carry the same keys, so the answer is cached per key set.
     """
     keys = tuple(attributes)
-    content_keys = _CONTENT_KEYS.get(keys)
-    if content_keys is None:
-        content_keys = tuple(k for k in keys if isinstance(k, str) and k.startswith(CONTENT_ATTRIBUTE_PREFIXES))
+    found = _CONTENT_KEYS.get(keys)
+    if found is None:
+        found = tuple(content_keys(attributes))
         if len(_CONTENT_KEYS) >= _CLEAN_CACHE_SIZE:
             _CONTENT_KEYS.clear()
-        _CONTENT_KEYS[keys] = content_keys
-    if not content_keys:
+        _CONTENT_KEYS[keys] = found
+    if not found:
         return attributes, None
     plain = dict(attributes)
-    content = {k: plain.pop(k) for k in content_keys}
+    content = {k: plain.pop(k) for k in found}
     return plain, content
 
 

@@ -20,8 +20,9 @@ Conventions
   ``content_attributes``, ``events``) hold prompt / response text; ``content_ttl`` sets them to
   NULL after a while and flips ``content_purged`` to 1.
 - ``content_attributes`` are the span attributes that carry prompt/response text in any dialect
-  (``gen_ai.input.messages``, ``gen_ai.prompt.*``, ``llm.input_messages.*``, ``input.value`` ...,
-  see :data:`CONTENT_ATTRIBUTE_PREFIXES`); all other attributes are in ``attributes``.
+  (``gen_ai.input.messages``, ``gen_ai.prompt.*``, ``llm.input_messages.*``, ``input.value``,
+  ``langfuse.observation.input``, ``ai.prompt`` ..., as :mod:`processors.genai_content` defines
+  content); all other attributes are in ``attributes``.
 
 Rollups (kept current on every write, so listing never scans spans):
 
@@ -38,7 +39,7 @@ from sqlalchemy.dialects import postgresql
 
 __all__ = [
     "metadata", "spans", "traces", "sessions", "JSONText", "CONTENT_COLUMNS",
-    "CONTENT_ATTRIBUTE_PREFIXES", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
+    "VERSION_TABLE", "CALL_INDEX_COLUMNS",
 ]
 
 VERSION_TABLE = "genai_collector_schema_version"
@@ -50,14 +51,6 @@ JSONText = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 """BIGINT everywhere; plain INTEGER on SQLite so ``id`` is the rowid alias (autoincrement)."""
 
-CONTENT_ATTRIBUTE_PREFIXES: tuple[str, ...] = (
-    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-    "gen_ai.prompt", "gen_ai.completion", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "llm.input_messages", "llm.output_messages", "llm.prompts", "llm.completions",
-    "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
-)
-"""Attribute keys (prefixes) that carry prompt / response text and go to ``content_attributes``."""
-
 CALL_INDEX_COLUMNS: tuple[str, ...] = (
     "start_time_unix_nano", "model", "request_model", "provider", "service_name", "user_id", "status_code",
     "input_tokens", "output_tokens", "cost_usd", "duration_ms", "ttft_ms", "output_tokens_per_second",
@@ -65,7 +58,7 @@ CALL_INDEX_COLUMNS: tuple[str, ...] = (
 """Columns of ``ix_spans_calls`` (GenAI calls: ``model IS NOT NULL``), led by time: every column a
 ``stats`` query groups by (but ``session``) or aggregates, so it is answered from the index alone.
 It replaced the ``(model, start)`` index of revision 0001, with which every call a ``stats``
-query counted was a lookup of its wide ``spans`` row (see README, Query CLI: Performance)."""
+query counted was a lookup of its wide ``spans`` row (see docs/performance.md, Query CLI)."""
 
 metadata = sa.MetaData()
 
