@@ -3,6 +3,7 @@
     python -m bench.hostile_memory                   # 48 x 15 MB, half gRPC, half HTTP, one round
     python -m bench.hostile_memory --rounds 5        # the soak variant
     python -m bench.hostile_memory --config my.yaml  # any config (ports moved the same way)
+    python -m bench.hostile_memory --redaction       # plus a presidio ``redaction`` processor
 
 Starts ``genai-collector run`` on ``otel-config.yaml`` (every ``${env:GENAI_COLLECTOR_...}`` it
 reads is pointed at a free port or a temp file, nothing else changes), fires ``--requests``
@@ -60,9 +61,27 @@ def port_of(env: dict[str, str], name: str) -> int:
     return int(env[name].rpartition(":")[2])
 
 
-def start(config: Path, tmp: Path, log_path: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, dict]:
+def with_redaction(text: str) -> str:
+    """The config with a default ``redaction`` processor (presidio) first in the traces pipeline,
+    unless it already has one."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    processors = data.setdefault("processors", {}) or {}
+    data["processors"] = processors
+    if not any(str(pid).split("/")[0] == "redaction" for pid in processors):
+        processors["redaction"] = {}
+        pipeline = data["service"]["pipelines"]["traces"]
+        pipeline["processors"] = ["redaction", *pipeline.get("processors", [])]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def start(config: Path, tmp: Path, log_path: Path, extra_env: dict | None = None,
+          redaction: bool = False) -> tuple[subprocess.Popen, dict]:
     """``python -m collector run`` on a copy of ``config`` with its ports and files relocated."""
     text = config.read_text()
+    if redaction:
+        text = with_redaction(text)
     copy = tmp / "config.yaml"
     copy.write_text(text)
     env = {**os.environ, **relocations(text, tmp), **(extra_env or {})}
@@ -87,11 +106,11 @@ def wait_ready(proc: subprocess.Popen, metrics_port: int, timeout: float = 120.0
     raise RuntimeError(f"collector not ready in {timeout}s")
 
 
-def proc_status(pid: int, field: str) -> float:
-    """A ``/proc/<pid>/status`` figure in MiB (VmRSS, VmHWM)."""
+def proc_status(pid: int, field: str, unit: int = 1024) -> float:
+    """A ``/proc/<pid>/status`` figure: VmRSS and VmHWM in MiB (kB / ``unit``), Threads as is (unit 1)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
+            return int(line.split()[1]) / unit
     raise KeyError(field)
 
 
@@ -172,10 +191,10 @@ def stored_spans(db: str) -> int:
 
 
 def run(config: Path, requests: int, size_mb: float, rounds: int, settle: float,
-        extra_env: dict | None = None) -> dict:
+        extra_env: dict | None = None, redaction: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="hostile-memory-") as tmp_name:
         tmp = Path(tmp_name)
-        proc, env = start(config, tmp, tmp / "collector.log", extra_env)
+        proc, env = start(config, tmp, tmp / "collector.log", extra_env, redaction)
         try:
             wait_ready(proc, port_of(env, "GENAI_COLLECTOR_METRICS_ADDRESS"))
             idle = proc_status(proc.pid, "VmRSS")
@@ -185,7 +204,7 @@ def run(config: Path, requests: int, size_mb: float, rounds: int, settle: float,
                                   port_of(env, "GENAI_COLLECTOR_HTTP_ENDPOINT"), requests, size_mb)
             time.sleep(settle)
             result = {
-                "config": str(config), "requests": requests, "size_mb": size_mb, "rounds": rounds,
+                "config": str(config), "redaction": redaction, "requests": requests, "size_mb": size_mb, "rounds": rounds,
                 "idle_rss_mb": round(idle, 1), "peak_rss_mb": round(proc_status(proc.pid, "VmHWM"), 1),
                 "after_rss_mb": round(proc_status(proc.pid, "VmRSS"), 1), "answers": dict(sorted(answers.items())),
                 "stored_spans": stored_spans(env.get("GENAI_COLLECTOR_DB", "")),
@@ -205,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--size-mb", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds to wait before after_rss_mb")
+    parser.add_argument("--settle", type=float, default=16.0, help="seconds to wait before after_rss_mb")
+    parser.add_argument("--redaction", action="store_true", help="add a presidio redaction processor")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.config, args.requests, args.size_mb, args.rounds, args.settle)))
+    print(json.dumps(run(args.config, args.requests, args.size_mb, args.rounds, args.settle,
+                         redaction=args.redaction)))
     return 0
 
 

@@ -189,11 +189,12 @@ _GRPC_KEEPALIVE_TIME, _GRPC_KEEPALIVE_TIMEOUT = 60.0, 20.0
 
 
 def _receive_slots(cfg: GrpcConfig) -> int:
-    """Messages being received at once: half the handling slots (each message is buffered twice,
-    by grpcio and as bytes, so this keeps un-admitted memory about max_concurrent_requests x
-    max_recv_msg_size; measured on bench/hostile_memory.py: 8 receive slots peaked 419 MB, 4
-    peaked 349 MB on the shipped config)."""
-    return max(1, cfg.max_concurrent_requests // 2)
+    """Messages being received at once: a quarter of the handling slots.  Each is buffered twice
+    (by grpcio, then as bytes) before admission can look at its size, so this is what bounds
+    un-admitted memory: receive slots x 2 x max_recv_msg_size.  Measured on
+    bench/hostile_memory.py (shipped config, 48 x 15 MB): 8 slots peaked at 419 MB, 4 at 349 MB,
+    2 at 338 MB (398 MB with presidio redaction)."""
+    return max(1, cfg.max_concurrent_requests // 4)
 
 
 class _ReleaseOnce:
