@@ -1,9 +1,9 @@
-"""The shipped ``otel-config.yaml`` as a ``genai-collector run`` subprocess for tests, its ports and
-files moved into the test's temp dir the way ``bench/hostile_memory.py`` does (nothing else changed)."""
+"""Collectors for the hostile tests: the shipped ``otel-config.yaml`` as a ``genai-collector run``
+subprocess, its ports and files moved into the test's temp dir the way ``bench/hostile_memory.py``
+does (nothing else changed); and a small OTLP-to-debug config template."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from bench.hostile_memory import SHIPPED_CONFIG, port_of, proc_status, start, wait_ready
@@ -29,9 +29,21 @@ def threads_of(pid: int) -> int:
     return int(proc_status(pid, "Threads", unit=1))
 
 
-def slow_http_body(port: int, path: str = "/v1/traces", length: int = 1000) -> socket.socket:
-    """A connection that announced a ``length``-byte protobuf body and sent one byte of it."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=120)
-    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n"
-                  f"Content-Length: {length}\r\n\r\n").encode() + b"\n")
-    return sock
+DEBUG_PIPELINE = """
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+
+
+def otlp_to_debug(protocols: str) -> str:
+    """A config template: the ``otlp`` receiver with ``protocols`` (YAML indented under
+    ``protocols:``) feeding a ``debug`` exporter; ``{http_port}`` etc. are left to fill in."""
+    return "receivers:\n  otlp:\n    protocols:\n" + protocols + DEBUG_PIPELINE

@@ -18,48 +18,9 @@ import time
 import grpc
 
 from tests.conftest import http_get, sdk_tracer_provider
-from tests.hostile.shipped import slow_http_body, start_shipped, threads_of
+from bench.hostile_slow_clients import EXPORT, Attack, slow_http_body
+from tests.hostile.shipped import otlp_to_debug, start_shipped, threads_of
 from tests.receiver_helpers import make_request
-
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-
-
-class Attack:
-    """Slow HTTP bodies and stalled gRPC calls, held open until ``stop()``."""
-
-    def __init__(self, http_port: int, grpc_port: int, slow_bodies: int, stalled_calls: int,
-                 drip_every: float = 10.0) -> None:
-        self.stop_event = threading.Event()
-        self.sockets = [slow_http_body(http_port) for _ in range(slow_bodies)]
-        self.channels = [grpc.insecure_channel(f"127.0.0.1:{grpc_port}") for _ in range(stalled_calls)]
-        self.calls = []
-        for ch in self.channels:  # one by one, as an attacker keeping them open would (a burst of
-            # stalled calls is partly refused with RESOURCE_EXHAUSTED: receive slots are few)
-            self.calls.append(ch.stream_unary(EXPORT).future(self._never(), timeout=None))
-            time.sleep(0.3)
-        self.dripper = threading.Thread(target=self._drip, args=(drip_every,), daemon=True)
-        self.dripper.start()
-
-    def _never(self):
-        self.stop_event.wait()
-        return
-        yield  # noqa: unreachable - a request iterator that sends nothing
-
-    def _drip(self, every: float) -> None:
-        while not self.stop_event.wait(every):
-            for sock in self.sockets:
-                try:
-                    sock.send(b"\n")
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        for sock in self.sockets:
-            sock.close()
-        for ch in self.channels:
-            ch.close()
-
 
 def _stored(db, names: set[str], timeout: float = 30.0) -> set[str]:
     deadline = time.monotonic() + timeout
@@ -105,10 +66,7 @@ def test_normal_clients_are_served_during_a_slow_client_attack_on_the_shipped_co
         collector.stop()
 
 
-SHORT = """
-receivers:
-  otlp:
-    protocols:
+SHORT = otlp_to_debug("""\
       grpc:
         endpoint: 127.0.0.1:{grpc_port}
         max_concurrent_requests: 2
@@ -118,17 +76,7 @@ receivers:
         max_concurrent_requests: 2
         read_timeout: 2s
         idle_timeout: 3s
-exporters:
-  debug:
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [debug]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+""")
 
 
 def test_a_slow_http_body_gets_408_at_the_whole_request_deadline(collector_factory):
