@@ -22,7 +22,8 @@ import time
 from http.server import ThreadingHTTPServer
 from typing import Callable
 
-__all__ = ["DEADLINES", "Deadline", "Deadlines", "BoundedHTTPServer", "LISTEN_BACKLOG", "shut_reading"]
+__all__ = ["DEADLINES", "Deadline", "Deadlines", "BoundedHTTPServer", "LISTEN_BACKLOG", "shut_reading",
+           "harden_started_server"]
 
 LISTEN_BACKLOG = 128  # connections the kernel queues before accept (Linux caps it at somaxconn)
 
@@ -141,3 +142,23 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._connections.release()
+
+
+def harden_started_server(server, idle_timeout: float) -> None:
+    """Idle timeout and backlog for a ``socketserver`` someone else built and started (e.g.
+    ``prometheus_client.start_http_server``, whose connections otherwise hold a thread forever
+    and whose backlog is 5).  A connection silent for ``idle_timeout`` is closed quietly."""
+    base = server.RequestHandlerClass
+
+    class Handler(base):
+        timeout = idle_timeout
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (TimeoutError, ConnectionError):
+                self.close_connection = True
+
+    Handler.__name__ = f"Idle{base.__name__}"
+    server.RequestHandlerClass = Handler
+    server.socket.listen(LISTEN_BACKLOG)  # listen() again only resizes the queue

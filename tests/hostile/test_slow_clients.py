@@ -171,3 +171,33 @@ def test_a_burst_of_connections_fits_the_listen_backlog(collector_factory):
     assert time.monotonic() - started < 3
     for s in socks:
         s.close()
+
+
+def test_every_listener_of_the_shipped_config_closes_a_silent_connection(tmp_path):
+    """A connection that never sends a byte is closed by every threaded listener the shipped config
+    opens (gRPC: the handshake timeout; metrics and prometheus: their idle timeouts).  OTLP/HTTP's
+    own idle_timeout is tested above with a short setting (its default is 60 s); the UI is an
+    asyncio server (uvicorn), where a silent connection holds no thread."""
+    collector = start_shipped(tmp_path)
+    env = collector.extra["env"]
+    try:
+        listeners = {name: int(value.rpartition(":")[2]) for name, value in env.items()
+                     if name.startswith("GENAI_COLLECTOR_") and name.endswith(("_ENDPOINT", "_ADDRESS"))
+                     and name not in ("GENAI_COLLECTOR_HTTP_ENDPOINT", "GENAI_COLLECTOR_UI_ENDPOINT")}
+        assert len(listeners) >= 2, listeners
+        silent = {name: socket.create_connection(("127.0.0.1", port), timeout=30) for name, port in listeners.items()}
+        started = time.monotonic()
+        still_open = []
+        for name, sock in silent.items():
+            try:
+                while sock.recv(4096):  # gRPC sends its HTTP/2 settings first
+                    pass
+            except socket.timeout:
+                still_open.append(name)
+            except ConnectionResetError:
+                pass
+            finally:
+                sock.close()
+        assert not still_open, f"not closed after {time.monotonic() - started:.0f}s: {still_open}"
+    finally:
+        collector.stop()
