@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
-from collector.netserver import BoundedHTTPServer
+from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
 
 __all__ = ["Telemetry", "Counter", "Gauge", "TelemetryServer", "parse_address"]
 
@@ -150,6 +150,17 @@ class TelemetryServer:
 
         class Handler(BaseHTTPRequestHandler):
             timeout = IDLE_TIMEOUT  # a silent connection gives its thread back after this
+
+            def handle_one_request(self) -> None:
+                """One request per connection (HTTP/1.0), read within IDLE_TIMEOUT as a whole: a
+                client dripping header bytes holds its thread no longer than a silent one."""
+                deadline = DEADLINES.arm(IDLE_TIMEOUT, lambda: shut_reading(self.connection))
+                try:
+                    super().handle_one_request()
+                except (TimeoutError, ConnectionError):
+                    self.close_connection = True
+                finally:
+                    deadline.cancel()
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 path = self.path.split("?", 1)[0]
