@@ -42,12 +42,10 @@ class Deadline:
         self._owner = owner
 
     def cancel(self) -> None:
-        """Never run the action.  Drops it at once: it may hold a gRPC call, whose stream grpcio
-        keeps open (counted against max_concurrent_streams) while anything references it."""
-        if not self.cancelled and not self.expired:
-            self.cancelled = True
-            self.action = None
-            self._owner.cancelled_one()
+        """Never run the action (unless it already started: then ``expired`` is True).  Drops it
+        at once: it may hold a gRPC call, whose stream grpcio keeps open (counted against
+        max_concurrent_streams) while anything references it."""
+        self._owner.cancel(self)
 
 
 class Deadlines:
@@ -60,10 +58,15 @@ class Deadlines:
         self._thread: threading.Thread | None = None
         self._cancelled = 0
 
-    def cancelled_one(self) -> None:
-        """Most deadlines are cancelled (the request arrived in time): drop them from the heap in
-        bulk once they are most of it, so it holds about as many entries as requests in flight."""
+    def cancel(self, deadline: Deadline) -> None:
+        """See :meth:`Deadline.cancel`.  Most deadlines are cancelled (the request arrived in
+        time): they are dropped from the heap in bulk once they are most of it, so it holds about
+        as many entries as requests in flight."""
         with self._cond:
+            if deadline.cancelled or deadline.expired:
+                return
+            deadline.cancelled = True
+            deadline.action = None
             self._cancelled += 1
             if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
                 self._heap = [entry for entry in self._heap if not entry[2].cancelled]
