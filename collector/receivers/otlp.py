@@ -1,5 +1,12 @@
 """``otlp`` receiver: OTLP/gRPC and OTLP/HTTP (protobuf and JSON), as the OTel Collector's.
 
+Traces, logs and metrics take the same path (:class:`_Ingest` is generic over the signal; what
+differs per signal is in :data:`collector.otlp.OTLP_SIGNALS`): gRPC ``TraceService``,
+``LogsService`` and ``MetricsService``; HTTP ``traces_url_path``, ``logs_url_path`` and
+``metrics_url_path``.  A signal no pipeline takes from this receiver is refused (gRPC
+``UNIMPLEMENTED``, HTTP 404, as before it was supported), counted, and logged once with the
+config that would take it.
+
 Each protocol is enabled by its key under ``protocols`` (an empty key takes the defaults), with
 optional ``tls`` and bearer-token ``auth``.  A request is answered ``OK``/200 only once its spans
 are safe: either every durable exporter of every pipeline committed them (see
@@ -25,12 +32,12 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from collector.component import ComponentContext, Consumer, Factory, Overloaded, PermanentError
-from collector.model import SpanBatch
+from collector.component import ALL_SIGNALS, ComponentContext, Consumers, Factory, Overloaded, PermanentError, Receiver
+from collector.model import LOGS, METRICS, SIGNALS, TRACES, UNITS, Batch
 from collector.memtrim import after_large_request
 from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
-from collector.otlp import DecodeFailure, decode, response_bytes, status_bytes
-from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, StorageConfig
+from collector.otlp import OTLP_SIGNALS, DecodeFailure, decode, response_bytes, status_bytes
+from collector.receivers.journal import IntakeJournal, StorageConfig
 from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, server_ssl_context
 from config.files import read_config_file
 from collector.telemetry import parse_address
@@ -39,7 +46,7 @@ from config.schema import ByteSize, ConfigError, Duration, setting
 __all__ = ["OtlpReceiver", "OtlpReceiverConfig"]
 
 _ADDRESS = r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$"
-SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_ABSENT: Any = object()
 
 
 @dataclass
@@ -64,6 +71,8 @@ class HttpConfig:
     endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS,
                             doc="host:port to listen on (0.0.0.0:4318 for every interface)")
     traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$", doc="path of the traces endpoint")
+    logs_url_path: str = setting("/v1/logs", pattern=r"^/\S*$", doc="path of the logs endpoint")
+    metrics_url_path: str = setting("/v1/metrics", pattern=r"^/\S*$", doc="path of the metrics endpoint")
     max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1, doc="cap on the body, before and "
                                               "after decompression (413 beyond)")
     max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests processed at once, once their "
@@ -76,6 +85,15 @@ class HttpConfig:
         "connections served at once (a thread each); one more is closed on accept"))
     tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
     auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
+
+    def paths(self) -> dict[str, str]:
+        """URL path -> signal."""
+        return {self.traces_url_path: TRACES, self.logs_url_path: LOGS, self.metrics_url_path: METRICS}
+
+    def validate(self) -> list:
+        if len(self.paths()) < 3:
+            return [ConfigError("", "traces_url_path, logs_url_path and metrics_url_path must differ")]
+        return []
 
 
 @dataclass
@@ -111,9 +129,18 @@ class OtlpReceiverConfig:
         return []
 
 
-def _decode_record(tag: bytes, body: bytes) -> SpanBatch:
-    """The valid spans of a journaled request (validation is deterministic, so same as at intake)."""
-    return decode(body, tag == JSON_TAG).batch
+_TAGS = {tag: (sig.name, as_json) for sig in OTLP_SIGNALS.values()
+         for tag, as_json in zip(sig.journal_tags, (False, True))}
+
+
+def _tag(signal: str, as_json: bool) -> bytes:
+    return OTLP_SIGNALS[signal].journal_tags[as_json]
+
+
+def _decode_record(tag: bytes, body: bytes) -> Batch:
+    """The valid items of a journaled request (validation is deterministic, so same as at intake)."""
+    signal, as_json = _TAGS[tag]
+    return decode(body, as_json, signal).batch
 
 
 class _Ingest:
@@ -124,40 +151,52 @@ class _Ingest:
         self.log = ctx.logger
         self.ack_timeout = ack_timeout
         self.journal = journal
-        self.consumer: Consumer | None = None
-        self._counters: dict[str, tuple] = {}
+        self.consumers: Consumers | None = None
+        self._counters: dict[tuple[str, str], tuple] = {}
 
-    def counters(self, transport: str):
-        c = self._counters.get(transport)
+    def bad_request(self, transport: str) -> None:
+        self.ctx.counter("bad_requests", "Requests refused before decoding or undecodable.",
+                         transport=transport).add(1)
+
+    def counters(self, transport: str, signal: str):
+        """(accepted, refused, rejected) counters of ``signal`` on ``transport``."""
+        c = self._counters.get((transport, signal))
         if c is None:
-            c = self._counters[transport] = (
-                self.ctx.counter("accepted_spans", "Spans accepted and stored durably.", transport=transport),
-                self.ctx.counter("refused_spans", "Spans refused (overload, error); the client may retry.",
+            unit = UNITS[signal]
+            c = self._counters[(transport, signal)] = (
+                self.ctx.counter(f"accepted_{unit}", "Items accepted and stored durably.", transport=transport),
+                self.ctx.counter(f"refused_{unit}", "Items refused (overload, error); the client may retry.",
                                  transport=transport),
-                self.ctx.counter("rejected_spans", "Invalid spans rejected with partial success.",
-                                 transport=transport),
-                self.ctx.counter("bad_requests", "Requests refused before decoding or undecodable.",
+                self.ctx.counter(f"rejected_{unit}", "Invalid items rejected with partial success.",
                                  transport=transport),
             )
         return c
 
-    def reserve(self, nbytes: int):
-        """Admit ``nbytes`` against the pipelines' memory limit now (Overloaded when full), as a
-        context that gives them back unless handed to the pipelines; a no-op context with the
-        journal (which admits when it feeds) or a consumer without a limit."""
-        reserve = getattr(self.consumer, "reserve", None) if self.journal is None else None
-        return reserve(nbytes) if reserve is not None else contextlib.nullcontext()
+    def unrouted(self, signal: str) -> str | None:
+        """None when a pipeline takes ``signal``; else the refusal message (counted, logged once)."""
+        if self.consumers.get(signal) is not None:
+            return None
+        return self.consumers.unrouted(signal)
 
-    def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None,
+    def reserve(self, nbytes: int, signal: str):
+        """Admit ``nbytes`` against the memory limit of ``signal``'s pipelines now (Overloaded when
+        full), as a context that gives them back unless handed to the pipelines; a no-op context
+        with the journal (which admits when it feeds)."""
+        if self.journal is not None:
+            return contextlib.nullcontext()
+        return self.consumers.get(signal).reserve(nbytes)
+
+    def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None, signal: str,
                reservation=None):
         """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError.
 
         ``reservation``: the transport already admitted ``len(body)`` (before reading it)."""
-        accepted, refused, rejected, _ = self.counters(transport)
+        accepted, refused, rejected = self.counters(transport, signal)
+        consumer = self.consumers.get(signal)
         # Admit the encoded size before decoding, so a refused request is never decoded and the
-        # decoded spans of every handler thread count against the memory limit.
-        with reservation if reservation is not None else self.reserve(len(body)) as reservation:
-            decoded = decode(body, as_json)
+        # decoded items of every handler thread count against the memory limit.
+        with reservation if reservation is not None else self.reserve(len(body), signal) as reservation:
+            decoded = decode(body, as_json, signal)
             rejected.add(decoded.rejected)
             if decoded.rejected:
                 self.log.debug("partial success: %s", decoded.error_message)
@@ -166,11 +205,9 @@ class _Ingest:
                 wait = self.ack_timeout if timeout is None else max(0.0, min(timeout, self.ack_timeout))
                 try:
                     if self.journal is not None:
-                        self.journal.append(JSON_TAG if as_json else PROTO_TAG, body, batch, wait)
-                    elif reservation is not None:
-                        self.consumer.consume(batch, timeout=wait, reservation=reservation)
+                        self.journal.append(_tag(signal, as_json), body, batch, wait)
                     else:
-                        self.consumer.consume(batch, timeout=wait)
+                        consumer.consume(batch, timeout=wait, reservation=reservation)
                 except (Overloaded, PermanentError, TimeoutError):
                     refused.add(len(batch))
                     raise
@@ -249,8 +286,10 @@ class _GrpcServer:
         # never one of the max_concurrent_requests slots that handle requests
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=calls, thread_name_prefix="otlp-grpc"),
                                   options=self._server_options(), maximum_concurrent_rpcs=calls)
-        handler = self._receiving(self._export)  # raw bytes in and out
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        self.server.add_generic_rpc_handlers(tuple(  # raw bytes in and out
+            grpc.method_handlers_generic_handler(OTLP_SIGNALS[signal].grpc_service, {
+                "Export": self._receiving(lambda body, context, signal=signal: self._export(body, context, signal))})
+            for signal in SIGNALS))
         host, port = parse_address(self.cfg.endpoint)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -334,7 +373,7 @@ class _GrpcServer:
             demote.cancel()
             slot.release()
         if body is None or extra is not None:
-            self.ingest.counters("grpc")[3].add(1)
+            self.ingest.bad_request("grpc")
             why = (f"request message not received within read_timeout ({self.cfg.read_timeout:g}s)"
                    if deadline.expired else "expected exactly one request message")
             context.abort(grpc.StatusCode.CANCELLED if deadline.expired else grpc.StatusCode.INVALID_ARGUMENT, why)
@@ -350,18 +389,21 @@ class _GrpcServer:
         context.set_trailing_metadata(_retry_trailers(code_pb2.RESOURCE_EXHAUSTED, message, retry_after))
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
-    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+    def _export(self, body: bytes, context: grpc.ServicerContext, signal: str) -> bytes:
         if self.auth is not None:
             header = next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
             if not self.auth.check(header if isinstance(header, str) else None):
-                self.ingest.counters("grpc")[3].add(1)
+                self.ingest.bad_request("grpc")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        refusal = self.ingest.unrouted(signal)
+        if refusal is not None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, refusal)
         remaining = context.time_remaining()
         timeout = None if remaining is None or math.isinf(remaining) else max(0.0, remaining - 0.05)
         try:
-            decoded = self.ingest.handle(body, False, "grpc", timeout)
+            decoded = self.ingest.handle(body, False, "grpc", timeout, signal)
         except DecodeFailure as exc:
-            self.ingest.counters("grpc")[3].add(1)
+            self.ingest.bad_request("grpc")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
             self._overloaded(context, str(exc), exc.retry_after)
@@ -372,7 +414,7 @@ class _GrpcServer:
         except Exception:  # noqa: BLE001 - a bug must cost one request, not the server
             self.ingest.log.exception("otlp grpc: unexpected error")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        return response_bytes(decoded, as_json=False)
+        return response_bytes(decoded, False, signal)
 
     def shutdown(self) -> None:
         if self.server is not None:
@@ -453,6 +495,7 @@ class _HttpServer:
         self.ingest = ingest
         self.auth = BearerAuth(cfg.auth) if cfg.auth else None
         self.slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
+        self.paths = cfg.paths()
         self.httpd: BoundedHTTPServer | None = None
         self.thread: threading.Thread | None = None
         self.port = 0
@@ -530,7 +573,7 @@ class _HttpServer:
     def reply(self, h: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str,
               headers: dict[str, str] | None = None) -> None:
         if 400 <= code < 500 and code != 429:
-            self.ingest.counters("http")[3].add(1)
+            self.ingest.bad_request("http")
         h.send_response(code)
         h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(body)))
@@ -559,33 +602,36 @@ class _HttpServer:
             h.close_connection = True
             return self.error(h, 401, code_pb2.UNAUTHENTICATED, "missing or invalid bearer token", as_json,
                               {"WWW-Authenticate": self.auth.challenge})
-        if path != self.cfg.traces_url_path:
+        signal = self.paths.get(path)
+        refusal = self.ingest.unrouted(signal) if signal is not None else None
+        if signal is None or refusal is not None:
             h.close_connection = True
-            return self.reply(h, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+            text = f"404 page not found: {refusal}\n" if refusal else "404 page not found\n"
+            return self.reply(h, 404, text.encode(), "text/plain; charset=utf-8")
         if h.command != "POST":
             return self.reply(h, 405, b"405 method not allowed, supported: [POST]", "text/plain",
                               {"Allow": "POST"})
         if ctype not in _CONTENT_TYPES:
             return self.reply(h, 415, _UNSUPPORTED_MEDIA, "text/plain")
-        self._ingest(h, as_json)
+        self._ingest(h, as_json, signal)
 
     def arm_read_deadline(self, sock):
         """The whole-request read deadline: once it passes, reads on ``sock`` see EOF."""
         return DEADLINES.arm(self.cfg.read_timeout, lambda: shut_reading(sock))
 
-    def _ingest(self, h: BaseHTTPRequestHandler, as_json: bool) -> None:
+    def _ingest(self, h: BaseHTTPRequestHandler, as_json: bool, signal: str) -> None:
         try:
-            self._ingest_body(h, as_json)
+            self._ingest_body(h, as_json, signal)
         finally:
             length = h.headers.get("Content-Length", "")
             after_large_request(int(length) if length.isdigit() else 0)
 
-    def _ingest_body(self, h: BaseHTTPRequestHandler, as_json: bool) -> None:
+    def _ingest_body(self, h: BaseHTTPRequestHandler, as_json: bool, signal: str) -> None:
         try:
             with contextlib.ExitStack() as admitted:
                 encoding = _content_encoding(h)
                 length = self._content_length(h, self.cfg.max_request_body_size)
-                reservation = admitted.enter_context(self._admit_body(h, length))
+                reservation = admitted.enter_context(self._admit_body(h, length, signal))
                 body = self._read_body(h, length)
                 if not self._read_done(h, body, as_json):
                     return
@@ -597,7 +643,7 @@ class _HttpServer:
                     return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, "too many concurrent requests", as_json,
                                       {"Retry-After": "1"})
                 try:
-                    decoded = self.ingest.handle(body, as_json, "http", None, reservation)
+                    decoded = self.ingest.handle(body, as_json, "http", None, signal, reservation)
                 finally:
                     self.slots.release()
         except _TooLarge as exc:
@@ -613,9 +659,10 @@ class _HttpServer:
             return self.error(h, 503, code_pb2.UNAVAILABLE, str(exc), as_json, {"Retry-After": "1"})
         except PermanentError as exc:
             return self.error(h, 400, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
-        self.reply(h, 200, response_bytes(decoded, as_json), "application/json" if as_json else "application/x-protobuf")
+        self.reply(h, 200, response_bytes(decoded, as_json, signal),
+                   "application/json" if as_json else "application/x-protobuf")
 
-    def _admit_body(self, h: BaseHTTPRequestHandler, length: int | None):
+    def _admit_body(self, h: BaseHTTPRequestHandler, length: int | None, signal: str):
         """Admit the announced body against the memory limit *before* reading it, so bodies being
         read never hold memory that admission has not seen; refused, it is drained (up to a
         limit, so the client reads the 429) or the connection closed.  A chunked body has no
@@ -623,7 +670,7 @@ class _HttpServer:
         if not length:
             return contextlib.nullcontext()
         try:
-            return self.ingest.reserve(length)
+            return self.ingest.reserve(length, signal)
         except Overloaded:
             if length <= _DRAIN_LIMIT:
                 _discard(h.rfile, length)
@@ -696,7 +743,7 @@ class _Unsupported(Exception):
     pass
 
 
-class OtlpReceiver:
+class OtlpReceiver(Receiver):
     def __init__(self, config: OtlpReceiverConfig, ctx: ComponentContext) -> None:
         journal = IntakeJournal(config.storage, ctx, _decode_record) if config.storage else None
         self.ingest = _Ingest(ctx, config.ack_timeout, journal)
@@ -704,10 +751,10 @@ class OtlpReceiver:
         self.grpc = _GrpcServer(p.grpc, self.ingest) if p.grpc is not None else None
         self.http = _HttpServer(p.http, self.ingest) if p.http is not None else None
 
-    def start(self, consumer: Consumer) -> None:
-        self.ingest.consumer = consumer
+    def start(self, consumers: Consumers) -> None:
+        self.ingest.consumers = consumers
         if self.ingest.journal is not None:
-            self.ingest.journal.start(consumer)
+            self.ingest.journal.start(consumers)
         try:
             for server in (self.grpc, self.http):
                 if server is not None:
@@ -718,8 +765,8 @@ class OtlpReceiver:
         if self.grpc:
             self.ingest.log.info("OTLP/gRPC listening on %s%s", self.grpc.cfg.endpoint, " (TLS)" if self.grpc.cfg.tls else "")
         if self.http:
-            self.ingest.log.info("OTLP/HTTP listening on %s%s%s", self.http.cfg.endpoint, self.http.cfg.traces_url_path,
-                                 " (TLS)" if self.http.cfg.tls else "")
+            self.ingest.log.info("OTLP/HTTP listening on %s (%s)%s", self.http.cfg.endpoint,
+                                 ", ".join(self.http.paths), " (TLS)" if self.http.cfg.tls else "")
 
     def shutdown(self) -> None:
         for server in (self.http, self.grpc):
@@ -729,8 +776,9 @@ class OtlpReceiver:
             self.ingest.journal.shutdown(self.ingest.ack_timeout)
 
 
-FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx),
-                  doc="OTLP over gRPC and HTTP (protobuf and JSON); acknowledges only what is safely written",
+FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx), signals=ALL_SIGNALS,
+                  doc="OTLP traces, logs and metrics over gRPC and HTTP (protobuf and JSON); acknowledges only "
+                      "what is safely written",
                   example="""\
 protocols:
   grpc:
