@@ -3,13 +3,18 @@
 Each rule works in chunks of short transactions so the writer is never blocked for long:
 
 - ``content_ttl``: content columns of spans that *started* before now - content_ttl are set to
-  NULL (``content_purged`` = 1); the rest of the span (timings, tokens, cost) stays.
+  NULL (``content_purged`` = 1) and content keys (:mod:`processors.genai_content`) are removed
+  from ``attributes``; the rest of the span (model, timings, tokens, cost) stays.
 - ``ttl``: whole traces whose last span *ended* before now - ttl are deleted (spans and the
   ``traces`` row), and sessions whose last activity is that old.  Deleting by trace keeps the
   rollups exact: a trace is never half deleted.
 - ``max_size_mb``: when the data outgrows the cap, the oldest traces (by start) are deleted until
   the estimate is 10 % under it.  SQLite then returns the pages to the OS (incremental vacuum);
   Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
+
+Removed means gone from the SQLite file's bytes: ``secure_delete`` zeroes freed space, the
+full-text index is merged, the WAL checkpointed and truncated (see :meth:`Retention._after_removal`
+and docs/privacy-defaults.md, which also says what VACUUM does on Postgres).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import orjson
 import sqlalchemy as sa
 
 from exporters.storage.config import RetentionPolicy
-from exporters.storage.schema import CONTENT_COLUMNS, sessions, spans, traces
+from exporters.storage.schema import CONTENT_COLUMNS, JSONText, sessions, spans, traces
+from exporters.storage.search import fts_enabled
 from exporters.storage.store import Store
+from processors.genai_content import strip_attributes
 
 __all__ = ["RetentionPolicy", "Retention", "RetentionReport"]
 
@@ -87,6 +95,7 @@ class Retention:
             self._expire(now_ns - int(self.policy.ttl * 1e9), report)
         if self.policy.max_size_bytes:
             self._cap_size(report)
+        self._after_removal(report)
         if self.on_report is not None:
             self.on_report(report)
         if report.purged_spans or report.deleted_spans or report.deleted_sessions:
@@ -96,18 +105,28 @@ class Retention:
         return report
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Null content of spans started before the cutoff, chunk by chunk."""
+        """Remove the content of spans started before the cutoff, chunk by chunk: the content
+        columns are nulled, and any content key still in ``attributes`` (rows written before a
+        dialect's key joined :mod:`processors.genai_content`) is taken out of it too."""
         # sa.null(): a Python None would become the JSON value null in a JSONB column.
         nulls = {c: sa.null() for c in CONTENT_COLUMNS} | {"content_purged": 1}
         while True:
-            ids = (sa.select(spans.c.id)
-                   .where(spans.c.start_time_unix_nano >= self._content_watermark,
-                          spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
-                   .limit(CHUNK).scalar_subquery())
+            select = (sa.select(spans.c.id, spans.c.attributes)
+                      .where(spans.c.start_time_unix_nano >= self._content_watermark,
+                             spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
+                      .limit(CHUNK))
             with self.store.locked(), self.store.engine.begin() as conn:
-                count = conn.execute(spans.update().where(spans.c.id.in_(ids)).values(nulls)).rowcount
-            report.purged_spans += count
-            if count < CHUNK:
+                rows = conn.execute(select).all()
+                if rows:
+                    conn.execute(spans.update().where(spans.c.id.in_([r.id for r in rows])).values(nulls))
+                    encode = _dumps if self.store.dialect.sqlite else dict  # TEXT there, JSONB on Postgres
+                    scrubbed = [{"row_id": r.id, "clean": encode(a)} for r in rows
+                                if (a := _without_content(r.attributes)) is not None]
+                    if scrubbed:
+                        conn.execute(spans.update().where(spans.c.id == sa.bindparam("row_id"))
+                                     .values(attributes=sa.bindparam("clean", type_=JSONText)), scrubbed)
+            report.purged_spans += len(rows)
+            if len(rows) < CHUNK:
                 break
         self._content_watermark = cutoff_ns
 
@@ -150,11 +169,18 @@ class Retention:
             first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
-        self._give_back_space()
 
-    def _give_back_space(self) -> None:
-        if self.store.dialect.sqlite:
-            self.store.sqlite_maintenance(vacuum=True)
+    def _after_removal(self, report: RetentionReport) -> None:
+        """Make removed content leave the SQLite file's bytes: secure_delete (set on every
+        connection) zeroed the freed cells and pages; the full-text index still holds the words
+        of purged rows in its older segments until they are merged ('optimize'), and the WAL
+        still holds page images from before the purge until a checkpoint truncates it."""
+        if not self.store.dialect.sqlite or not (report.purged_spans or report.deleted_spans):
+            return
+        with self.store.locked(), self.store.engine.begin() as conn:
+            if fts_enabled(conn):
+                conn.exec_driver_sql("INSERT INTO spans_fts (spans_fts) VALUES ('optimize')")
+        self.store.sqlite_maintenance(vacuum=True)
 
     def store_size(self) -> int:
         """Bytes of live data (what ``max_size_mb`` caps)."""
@@ -170,3 +196,16 @@ class Retention:
                 "FROM pg_stat_user_tables WHERE relname IN ('spans', 'traces', 'sessions') "
                 "AND schemaname = current_schema()").scalar_one()
             return int(row)
+
+
+def _without_content(attributes: str | dict | None) -> dict | None:
+    """``attributes`` (JSON text on SQLite, a dict from JSONB) without content keys, or None when
+    it holds none."""
+    if not attributes:
+        return None
+    parsed = orjson.loads(attributes) if isinstance(attributes, str) else dict(attributes)
+    return parsed if isinstance(parsed, dict) and strip_attributes(parsed) else None
+
+
+def _dumps(value: dict) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
