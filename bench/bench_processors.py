@@ -185,7 +185,7 @@ def run_bench(bench: Bench, payload: bytes, runs: int, batch_size: int) -> dict[
 
 def decode_reference(payload: bytes, runs: int) -> dict[str, Any]:
     """OTLP bytes -> model spans, timed the same way: a yardstick for the figures above on a
-    machine whose load is unknown (DESIGN.md measured ~110,000 spans/s for it on an idle one)."""
+    machine whose load is unknown (~110,000 spans/s was measured for it on an idle one at design time)."""
     cpu_us = []
     for _ in range(runs):
         gc.collect()

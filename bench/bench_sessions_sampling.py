@@ -6,7 +6,7 @@ Workload: GenAI chat spans, 4 spans per trace (one LLM call carrying ``user.id``
 children without ids), 2,000 users over 3 services, traces 20 s apart per user so inferred
 sessions keep growing; a quarter of the traces carry an explicit ``session.id``.  genai_session
 writes to a fresh SQLite state file per run (WAL, one transaction per batch).  sampling runs the
-configuration in the README example: 25 % probabilistic, errors + latency + cost + attribute keep
+configuration in the docs/sampling.md example: 25 % probabilistic, errors + latency + cost + attribute keep
 rules, content kept for 10 % of traces.  Prints one JSON document.
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure of the README's benchmark table, median of 3 runs each, one JSON line per command.
+# Every figure of the benchmark table in docs/performance.md, median of 3 runs each, one JSON line per command.
 #   bench/figures.sh [results.jsonl]      (about 15 minutes on 2 cores; needs Postgres for that row)
 set -euo pipefail
 cd "$(dirname "$0")/.."

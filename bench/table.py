@@ -1,4 +1,4 @@
-"""Render the README's benchmark table from the JSON lines ``bench/figures.sh`` writes.
+"""Render the benchmark table of docs/performance.md from the JSON lines ``bench/figures.sh`` writes.
 
     python -m bench.table bench-results.jsonl
 """

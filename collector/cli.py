@@ -11,11 +11,13 @@ import sys
 import threading
 
 from collector import __version__
+from collector.web.server import DEFAULT_ENDPOINT as UI_ENDPOINT  # no web stack: uvicorn loads on use
 from config.schema import ConfigErrors
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_CONFIG = "otel-config.yaml"
+_MAX_ERRORS_SHOWN = 100  # a file of 80,000 unknown keys gets a screenful, not 80,000 lines
 log = logging.getLogger("genai_collector")
 
 
@@ -40,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", default=DEFAULT_CONFIG, help=f"config file (default: ./{DEFAULT_CONFIG})")
     validate.set_defaults(func=cmd_validate)
 
+    ui = sub.add_parser("ui", help="serve the web UI and HTTP API over a store", description=(
+        "Serve the web UI (calls, traces, conversations, analytics) and the HTTP API (/api/v1) over "
+        "a store, e.g. one Postgres fed by several collectors. Without --bearer-token-file it "
+        "listens on loopback only."))
+    ui.add_argument("--db", metavar="PATH_OR_URL",
+                    help="SQLite file, sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+                         "(default: the sqlite/postgres exporter of --config)")
+    ui.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                    help=f"config whose storage exporter is the default --db (default: ./{DEFAULT_CONFIG})")
+    ui.add_argument("--listen", default=UI_ENDPOINT, metavar="HOST:PORT",
+                    help=f"address to serve on (default: {UI_ENDPOINT})")
+    ui.add_argument("--bearer-token-file", metavar="FILE",
+                    help="file whose first line is the token the API and the pages require")
+    ui.set_defaults(func=cmd_ui)
+
     _register_query_commands(sub)
     return parser
 
@@ -57,8 +74,10 @@ def _load_or_report(path: str):
     try:
         return load_config(path)
     except ConfigErrors as exc:
-        for error in exc.errors:
+        for error in exc.errors[:_MAX_ERRORS_SHOWN]:
             print(f"error: {error}", file=sys.stderr)
+        if len(exc.errors) > _MAX_ERRORS_SHOWN:
+            print(f"error: ... and {len(exc.errors) - _MAX_ERRORS_SHOWN} more", file=sys.stderr)
         return None
 
 
@@ -111,6 +130,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     clean = service.shutdown()
     log.info("shutdown %s", "complete" if clean else "cut short by shutdown_timeout")
     return 0 if clean else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Exit 2 for bad input (store, address, token), as the query commands do."""
+    from collector.query.args import UsageError
+    from collector.query.store import open_store
+    from collector.web.api import StoreSource
+    from collector.web.app import create_app
+    from collector.web.server import UiServer, allowed_hosts, check_exposure, read_token, split_endpoint
+
+    try:
+        open_store(args.db, args.config).close()  # a wrong --db is an error now, not on the first page
+        host, _ = split_endpoint(args.listen)
+        token = read_token(None, args.bearer_token_file)
+        check_exposure(host, token)
+        stores = StoreSource(lambda: open_store(args.db, args.config))
+        server = UiServer(create_app(stores, token, allowed_hosts(host, token)), args.listen)
+        server.serve_forever()
+    except (UsageError, ValueError, OSError) as exc:
+        print(f"genai-collector ui: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _tune_gc() -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the query CLI imports registries too: it must not pay for p
     from collector.telemetry import Telemetry
 
 __all__ = [
-    "Processor", "Exporter", "Receiver", "Consumer", "Factory", "ComponentContext", "Registry",
+    "Processor", "Exporter", "Receiver", "Connector", "Consumer", "Factory", "ConnectorFactory", "ComponentContext", "Registry",
     "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
 ]
 
@@ -103,15 +103,38 @@ class Receiver(Protocol):
         """Stop accepting new data and finish requests in flight."""
 
 
+@runtime_checkable
+class Connector(Protocol):
+    """An exporter of one pipeline and a receiver of another (``connectors:`` in the config).
+
+    The service makes one instance per id, exports the upstream pipelines' batches to it and
+    ``start``s it with the downstream pipelines as its consumer; it stops after the upstream
+    pipelines have drained, so what they held still reaches the downstream ones.
+    """
+
+    durable: bool
+
+    def export(self, batch) -> None:
+        ...
+
+    def start(self, consumer: Consumer) -> None:
+        ...
+
+    def shutdown(self) -> None:
+        ...
+
+
 @dataclass
 class ComponentContext:
     """What a factory gets besides its config."""
 
     id: str
-    kind: str  # receiver | processor | exporter | extension
+    kind: str  # receiver | processor | exporter | connector | extension
     telemetry: "Telemetry"
     logger: logging.Logger
     pipeline: str | None = None  # for processors and exporters: the pipeline (exporters may be shared)
+    config: Any = None  # for extensions: the whole CollectorConfig (the ui extension reads the store
+    #                     its storage exporter writes)
 
     def counter(self, name: str, help: str = "", **labels: str):
         """``ctx.counter("dropped_spans")`` -> ``otelcol_processor_dropped_spans{processor="<id>"}``."""
@@ -129,6 +152,17 @@ class Factory:
     config_class: type
     create: Callable[[Any, ComponentContext], Any]
     doc: str = ""
+    """One line: what the component is for (the README's component index and its reference page)."""
+    example: str = ""
+    """YAML of a typical config body, shown on the reference page (a test builds it)."""
+
+
+@dataclass(frozen=True)
+class ConnectorFactory(Factory):
+    """A connector's factory: ``connects`` lists the (exporter-side signal, receiver-side signal)
+    pairs it joins, e.g. ``(("traces", "metrics"),)``; ``validate`` checks pipelines against it."""
+
+    connects: tuple[tuple[str, str], ...] = ()
 
 
 def split_id(component_id: str) -> tuple[str, str]:

@@ -24,9 +24,14 @@ Guarantees:
   record acked may be delivered again only if the process died before the checkpoint was written
   (at-least-once: consumers must be idempotent, as our storage exporters are by upsert).
 * Acks may arrive out of order; the checkpoint is the highest seq below which everything is acked.
-* Corruption tolerant: every record carries its length and a CRC32.  A torn last record (the
-  process died mid-write) is detected at open and cut off; a damaged record elsewhere makes the
-  reader skip the rest of that segment (counted in ``corrupt_records``), never crash.
+* Corruption tolerant: every record carries a magic, its length, its seq and two CRC32s (header,
+  payload).  A damaged record costs only itself: the reader resynchronises on the next record
+  whose header checks out (found by its magic), and because each header names its seq the exact
+  seqs lost are known.  Every loss -- a damaged record, a run of garbage, a segment file deleted
+  or unreadable -- is logged with the seqs and counted in ``corrupt_records``, and the lost seqs
+  count as acked, so the watermark moves on and segments are still freed.  At open only bytes
+  after the last valid record of the tail segment (a torn write) are cut off; good records after
+  damage are kept.
 * One process at a time: the directory is locked (``flock`` on ``<directory>/lock``, released by
   the kernel even on ``kill -9``); a second opener gets an ``OSError`` that says so.
 * An fsync that fails makes every later ``append`` raise ``OSError`` (the kernel may have dropped
@@ -34,10 +39,16 @@ Guarantees:
 * ``disk_bytes`` stays under ``max_bytes``: an append that would exceed it raises ``QueueFull``
   (callers turn that into backpressure).  A segment file is deleted once all its records are acked.
 
-Layout: ``<directory>/<first seq, 20 digits>.seg`` files of records
-``[u32 length][u32 crc32(length bytes + payload)][payload]`` and a ``checkpoint`` file holding the
-acked watermark (written atomically by rename, at most every ``checkpoint_interval`` seconds,
-whenever a segment is deleted, and at close).
+Layout: ``<directory>/<first seq, 20 digits>.seg`` files, each an 8-byte file header
+(``GCDQ`` + format 2) then records ``[u32 magic][u32 length][u64 seq][u32 crc32(payload)]
+[u32 crc32(the 20 header bytes before)][payload]``, and a ``checkpoint`` file holding the acked
+watermark (written atomically by rename, at most every ``checkpoint_interval`` seconds, whenever
+a segment is deleted, and at close).
+
+Format 1 (before 2026-12: no file header, records ``[u32 length][u32 crc32][payload]``) is
+migrated at open: each old segment is rewritten in format 2 (same seqs) into a temporary file,
+fsync'd and renamed over the old one.  A damaged format-1 record loses the rest of its segment
+(format 1 cannot resynchronise); that loss is logged and counted like any other.
 """
 
 from __future__ import annotations
@@ -56,10 +67,15 @@ __all__ = ["DiskQueue", "QueueFull", "Record"]
 
 log = logging.getLogger("genai_collector.diskqueue")
 
-_HEADER = struct.Struct("<II")
+_HEADER = struct.Struct("<IIQII")  # magic, length, seq, crc32(payload), crc32(header[:20])
+_MAGIC = 0x51444347  # b"GCDQ" little-endian: what a resync searches for
+_MAGIC_BYTES = struct.pack("<I", _MAGIC)
+_FILE_HEADER = b"GCDQ\x02\x00\r\n"  # format 2; format 1 files start with a record length
+_V1_HEADER = struct.Struct("<II")
 _CHECKPOINT = struct.Struct("<QI")
 _SUFFIX = ".seg"
 _MAX_RECORD = 1 << 30
+_SCAN_CHUNK = 1 << 20
 
 
 class QueueFull(Exception):
@@ -72,13 +88,34 @@ class Record:
     payload: bytes
 
 
-def _crc(length_bytes: bytes, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(length_bytes))
+def _record_header(seq: int, length: int, payload_crc: int) -> bytes:
+    head = struct.pack("<IIQI", _MAGIC, length, seq, payload_crc)
+    return head + struct.pack("<I", zlib.crc32(head))
 
 
-def _encode(payload: bytes) -> bytes:
-    length = struct.pack("<I", len(payload))
-    return length + struct.pack("<I", _crc(length, payload)) + payload
+def _encode(seq: int, payload: bytes) -> bytes:
+    return _record_header(seq, len(payload), zlib.crc32(payload)) + payload
+
+
+def _is_v1(path: str) -> bool:
+    """A format-1 segment: no format-2 file header, and a valid format-1 record at offset 0."""
+    with open(path, "rb") as f:
+        head = f.read(len(_FILE_HEADER))
+        if head == _FILE_HEADER or len(head) < _V1_HEADER.size:
+            return False
+        length, crc = _V1_HEADER.unpack(head)
+        payload = f.read(length) if 0 < length <= _MAX_RECORD else b""
+    return len(payload) == length > 0 and zlib.crc32(payload, zlib.crc32(head[:4])) == crc
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A record whose header checked out; ``payload`` None when the payload's checksum did not."""
+
+    seq: int
+    payload: bytes | None
+    start: int
+    end: int  # offset just past the record
 
 
 def _seg_name(first_seq: int) -> str:
@@ -103,18 +140,78 @@ def _lock_directory(directory: str) -> int:
     return fd
 
 
-def _read_record(fd: int, offset: int, file_size: int) -> bytes | None:
-    """The payload at ``offset``, or None when the bytes there are not one whole valid record."""
+def _read_entry(fd: int, offset: int, file_size: int) -> _Entry | None:
+    """The record at ``offset``, or None when no valid record header starts there."""
     if offset + _HEADER.size > file_size:
         return None
     header = os.pread(fd, _HEADER.size, offset)
-    length, crc = _HEADER.unpack(header)
-    if length == 0 or length > _MAX_RECORD or offset + _HEADER.size + length > file_size:
+    if len(header) < _HEADER.size:
+        return None
+    magic, length, seq, crc, header_crc = _HEADER.unpack(header)
+    if magic != _MAGIC or zlib.crc32(header[:-4]) != header_crc:
+        return None
+    end = offset + _HEADER.size + length
+    if length == 0 or length > _MAX_RECORD or end > file_size:
         return None
     payload = os.pread(fd, length, offset + _HEADER.size)
-    if len(payload) != length or _crc(header[:4], payload) != crc:
-        return None
-    return payload
+    return _Entry(seq, payload if len(payload) == length and zlib.crc32(payload) == crc else None, offset, end)
+
+
+def _resync(fd: int, offset: int, file_size: int) -> _Entry | None:
+    """The first valid record header after ``offset`` (searched by its magic), or None."""
+    pos = offset + 1
+    while pos + _HEADER.size <= file_size:
+        chunk = os.pread(fd, min(_SCAN_CHUNK, file_size - pos), pos)
+        at = chunk.find(_MAGIC_BYTES)
+        while at != -1:
+            entry = _read_entry(fd, pos + at, file_size)
+            if entry is not None:
+                return entry
+            at = chunk.find(_MAGIC_BYTES, at + 1)
+        if len(chunk) < _SCAN_CHUNK:
+            return None
+        pos += len(chunk) - (len(_MAGIC_BYTES) - 1)  # a magic may straddle two chunks
+    return None
+
+
+def _entries(fd: int, offset: int, file_size: int):
+    """``(entry, skipped)`` for every record from ``offset`` on; ``skipped`` is True when garbage
+    came before it (the reader counts the seqs that fell in the gap)."""
+    while True:
+        entry = _read_entry(fd, offset, file_size)
+        skipped = entry is None
+        if skipped:
+            entry = _resync(fd, offset, file_size)
+            if entry is None:
+                return
+        yield entry, skipped
+        offset = entry.end
+
+
+def _migrate_v1(path: str, first: int, sync: bool) -> int:
+    """Rewrite a format-1 segment in format 2 (same seqs); returns the records kept.  Records
+    after a damaged one are lost (format 1 has no way to find the next record)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, offset, seq = [_FILE_HEADER], 0, first
+    while offset + _V1_HEADER.size <= len(data):
+        length, crc = _V1_HEADER.unpack_from(data, offset)
+        payload = data[offset + _V1_HEADER.size: offset + _V1_HEADER.size + length]
+        if length == 0 or len(payload) != length or zlib.crc32(payload, zlib.crc32(data[offset:offset + 4])) != crc:
+            break
+        out.append(_encode(seq, payload))
+        offset += _V1_HEADER.size + length
+        seq += 1
+    if offset < len(data):
+        log.error("disk queue: format-1 segment %s is damaged after record %d: %d bytes after it "
+                  "cannot be read", path, seq, len(data) - offset)
+    tmp = path + ".migrating"
+    with open(tmp, "wb") as f:
+        f.write(b"".join(out))
+        if sync:
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return seq - first
 
 
 class DiskQueue:
@@ -157,6 +254,9 @@ class DiskQueue:
         for name in os.listdir(self.directory):
             if name.endswith(_SUFFIX) and name[:-len(_SUFFIX)].isdigit():
                 first = int(name[:-len(_SUFFIX)])
+                if _is_v1(self._path(first)):
+                    kept = _migrate_v1(self._path(first), first, self.sync)
+                    log.info("disk queue %s: migrated %s to format 2 (%d records)", self.directory, name, kept)
                 self._segments.append(first)
                 self._sizes[first] = os.path.getsize(self._path(first))
         self._segments.sort()
@@ -165,13 +265,12 @@ class DiskQueue:
             self._watermark = max(self._watermark, self._segments[0] - 1)
         if self._segments:
             tail = self._segments[-1]
-            count, valid_end = self._scan(tail)
+            self._next_seq, valid_end = self._scan(tail)
             if valid_end < self._sizes[tail]:
                 log.warning("disk queue %s: dropping a torn record at the end of %s (%d bytes)",
                             self.directory, _seg_name(tail), self._sizes[tail] - valid_end)
                 os.truncate(self._path(tail), valid_end)
                 self._sizes[tail] = valid_end
-            self._next_seq = tail + count
         else:
             self._next_seq = self._watermark + 1
         tail_continues = bool(self._segments) and self._next_seq > self._watermark
@@ -187,14 +286,14 @@ class DiskQueue:
         self._reader_to(self._reader_seq)
 
     def _scan(self, first: int) -> tuple[int, int]:
-        """Count the valid records of a segment; returns (count, byte offset where they end)."""
+        """The seq after the last valid record of a segment, and the offset where that record ends
+        (damage before it is kept: the reader skips it; only bytes after it are a torn write)."""
         fd = os.open(self._path(first), os.O_RDONLY)
         try:
-            size, offset, count = self._sizes[first], 0, 0
-            while (payload := _read_record(fd, offset, size)) is not None:
-                offset += _HEADER.size + len(payload)
-                count += 1
-            return count, offset
+            next_seq, end = first, min(len(_FILE_HEADER), self._sizes[first])
+            for entry, _ in _entries(fd, len(_FILE_HEADER), self._sizes[first]):
+                next_seq, end = entry.seq + 1, entry.end
+            return next_seq, end
         finally:
             os.close(fd)
 
@@ -236,12 +335,14 @@ class DiskQueue:
     def _new_segment(self) -> None:
         first = self._next_seq
         self._wfd = os.open(self._path(first), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if os.fstat(self._wfd).st_size == 0:
+            os.write(self._wfd, _FILE_HEADER)
         if self.sync:
             _fsync_dir(self.directory)  # the file's name must survive a crash too
         self._wseg = first
         if first not in self._sizes:
             self._segments.append(first)
-            self._sizes[first] = 0
+        self._sizes[first] = os.fstat(self._wfd).st_size
 
     @property
     def disk_bytes(self) -> int:
@@ -266,19 +367,23 @@ class DiskQueue:
             raise ValueError("empty records are not allowed")
         if len(payload) > _MAX_RECORD:
             raise ValueError(f"record of {len(payload)} bytes exceeds {_MAX_RECORD}")
-        data = _encode(payload)
+        payload_crc = zlib.crc32(payload)  # outside the lock; only the header needs the seq
+        size = _HEADER.size + len(payload)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if self._closed:
                 raise QueueFull("the queue is closed")
             self._check_usable()
-            if self.disk_bytes + len(data) > self.max_bytes:
+            if self.disk_bytes + size > self.max_bytes:
                 raise QueueFull(f"disk queue {self.directory} is full ({self.disk_bytes} of {self.max_bytes} bytes)")
-            if self._sizes[self._wseg] and self._sizes[self._wseg] + len(data) > self.segment_bytes:
+            if self._sizes[self._wseg] > len(_FILE_HEADER) and self._sizes[self._wseg] + size > self.segment_bytes:
                 self._rotate()
-            os.write(self._wfd, data)
-            self._sizes[self._wseg] += len(data)
             seq = self._next_seq
+            written = os.writev(self._wfd, [_record_header(seq, len(payload), payload_crc), payload])
+            self._sizes[self._wseg] += written
+            if written != size:  # a disk that filled mid-record: the torn tail is cut at the next open
+                self._failed = OSError(f"short write ({written} of {size} bytes)")
+                self._check_usable()
             self._next_seq += 1
             self._written_seq = seq
             if not self.sync:
@@ -347,17 +452,38 @@ class DiskQueue:
                 return
             i, seq = 0, max(seq, self._segments[0])
         first = self._segments[i]
-        self._reader_seg, self._reader_seq, self._reader_offset = first, first, 0
-        self._reader_fd = os.open(self._path(first), os.O_RDONLY)
-        while self._reader_seq < seq and self._next_in_segment() is not None:
-            pass
+        self._reader_seg, self._reader_seq, self._reader_offset = first, seq, len(_FILE_HEADER)
+        try:
+            self._reader_fd = os.open(self._path(first), os.O_RDONLY)
+        except OSError as exc:
+            self._lose_segment(first, exc)
+            return
+        for entry, _ in _entries(self._reader_fd, len(_FILE_HEADER), self._sizes[first]):
+            if entry.seq >= seq:
+                self._reader_offset = entry.start
+                return
+            self._reader_offset = entry.end
 
-    def _next_in_segment(self) -> bytes | None:
-        payload = _read_record(self._reader_fd, self._reader_offset, self._sizes[self._reader_seg])
-        if payload is not None:
-            self._reader_offset += _HEADER.size + len(payload)
-            self._reader_seq += 1
-        return payload
+    def _lose_segment(self, first: int, exc: OSError) -> None:
+        """A segment file that vanished or cannot be opened: its records are lost, not waited for."""
+        if first == self._wseg:  # keep writing somewhere that exists
+            self._rotate()
+        later = [s for s in self._segments if s > first]
+        end = later[0] if later else self._written_seq + 1
+        self._segments.remove(first)
+        del self._sizes[first]
+        start, self._reader_seg, self._reader_seq = self._reader_seq, None, max(self._reader_seq, end)
+        self._lose(start, end, f"segment {_seg_name(first)} unreadable ({exc.strerror or exc})")
+
+    def _lose(self, start: int, end: int, why: str) -> None:
+        """Seqs ``[start, end)`` cannot be read: log and count them, and count them as acked so
+        the watermark (and with it the freeing of segments) moves past them."""
+        if end <= start:
+            return
+        self.corrupt_records += end - start
+        log.error("disk queue %s: %d record(s) lost (seq %d..%d): %s", self.directory, end - start, start,
+                  end - 1, why)
+        self._mark_done(range(start, end))
 
     def read(self, timeout: float | None = None) -> Record | None:
         """The next durable record not handed out yet; None on timeout or once closed."""
@@ -377,23 +503,29 @@ class DiskQueue:
                 self._cond.wait(remaining)
 
     def _read_one(self) -> Record | None:
+        """The record at the reader, or None after skipping what cannot be read (the caller loops)."""
         if self._reader_fd is None or self._reader_seg not in self._sizes:
             self._reader_to(self._reader_seq)
-        seq = self._reader_seq
-        payload = self._next_in_segment()
-        if payload is not None:
-            return Record(seq, payload)
-        later = [s for s in self._segments if s > self._reader_seg]
-        if self._reader_offset < self._sizes[self._reader_seg] or not later:
-            self.corrupt_records += 1
-            log.error("disk queue %s: damaged record %d in %s; skipping the rest of the segment",
-                      self.directory, seq, _seg_name(self._reader_seg))
-            if not later:  # damage in the segment being written: continue after what is there now
-                self._reader_offset = self._sizes[self._reader_seg]
-                self._acked_above.update(range(seq, self._written_seq + 1))
-                self._reader_seq = self._written_seq + 1
+            if self._reader_fd is None:
                 return None
-            self._acked_above.update(range(seq, later[0]))
+        seg, expected = self._reader_seg, self._reader_seq
+        for entry, skipped in _entries(self._reader_fd, self._reader_offset, self._sizes[seg]):
+            self._reader_offset = entry.end
+            if entry.seq < expected:
+                continue  # a stale copy (cannot happen with this writer; tolerated)
+            self._reader_seq = entry.seq + 1
+            self._lose(expected, entry.seq, f"damaged bytes in {_seg_name(seg)}" if skipped
+                       else f"records missing from {_seg_name(seg)}")
+            if entry.payload is None:
+                self._lose(entry.seq, entry.seq + 1, f"payload checksum mismatch in {_seg_name(seg)}")
+                return None
+            return Record(entry.seq, entry.payload)
+        # no readable record left in this segment: whatever seqs it still owed are lost
+        later = [s for s in self._segments if s > seg]
+        end = later[0] if later else self._written_seq + 1
+        self._reader_seq = max(expected, end)
+        self._reader_offset = self._sizes[seg]
+        self._lose(expected, end, f"damaged or missing records at the end of {_seg_name(seg)}")
         if later:
             self._reader_to(later[0])
         return None
@@ -403,19 +535,22 @@ class DiskQueue:
     def ack(self, seq: int) -> None:
         """Mark a record consumed; frees whole segments and checkpoints as the watermark advances."""
         with self._cond:
-            if seq <= self._watermark:
-                return
-            self._acked_above.add(seq)
-            advanced = False
-            while self._watermark + 1 in self._acked_above:
-                self._acked_above.discard(self._watermark + 1)
-                self._watermark += 1
-                advanced = True
-            if not advanced or self._closed:
-                return
-            freed = self._drop_consumed_segments()
-            if freed or time.monotonic() - self._last_checkpoint_write >= self.checkpoint_interval:
-                self._save_checkpoint()
+            self._mark_done((seq,))
+
+    def _mark_done(self, seqs) -> None:
+        """Acked or lost: advance the watermark over contiguous seqs, free segments, checkpoint.
+        Holds the lock."""
+        self._acked_above.update(s for s in seqs if s > self._watermark)
+        advanced = False
+        while self._watermark + 1 in self._acked_above:
+            self._acked_above.discard(self._watermark + 1)
+            self._watermark += 1
+            advanced = True
+        if not advanced or self._closed:
+            return
+        freed = self._drop_consumed_segments()
+        if freed or time.monotonic() - self._last_checkpoint_write >= self.checkpoint_interval:
+            self._save_checkpoint()
 
     def _drop_consumed_segments(self) -> bool:
         """Delete segments whose records are all acked (never the one being written)."""

@@ -9,7 +9,7 @@ Attribute values map to Python types losslessly: string -> ``str``, bool -> ``bo
 ``int``, double -> ``float``, bytes -> ``bytes``, array -> ``list``, kvlist -> ``dict``, empty ->
 ``None``.
 
-The canonical GenAI fields (see DESIGN.md section 3) live in :class:`GenAI`, filled by the
+The canonical GenAI fields (see docs/genai.md, "Canonical fields") live in :class:`GenAI`, filled by the
 ``genai_normalize`` processor and enriched by the cost, token-rate and session processors; storage
 exporters turn them into columns.  ``span.genai`` is ``None`` for spans that are not LLM calls.
 """

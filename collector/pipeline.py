@@ -22,7 +22,6 @@ fills the queue, admission starts refusing, and clients see backpressure rather 
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
@@ -269,13 +268,7 @@ class Pipeline:
                 self._out_cond.notify_all()
 
     def _handle(self, items: list[_Item]) -> None:
-        if len(items) == 1:
-            batch = items[0].batch
-        else:
-            spans: list = []
-            for it in items:
-                spans.extend(it.batch.spans)
-            batch = SpanBatch(spans, sum(it.batch.nbytes for it in items))
+        batch = type(items[0].batch).merge([it.batch for it in items])
         nbytes = sum(it.batch.nbytes for it in items)
         try:
             out = self._process(batch, 0)
@@ -339,10 +332,7 @@ class Pipeline:
         if len(group) == 1:
             batch, prepared = group[0].batch, group[0].prepared
         else:
-            spans: list = []
-            for w in group:
-                spans.extend(w.batch.spans)
-            batch = SpanBatch(spans, nbytes)
+            batch = type(group[0].batch).merge([w.batch for w in group])
             prepared = None
             if group[0].prepared is not None:
                 prepared = []
@@ -530,8 +520,7 @@ class Fanout:
                 for p in self.pipelines:
                     p.release(reservation.nbytes - batch.nbytes)
         # copy before the first enqueue: a worker may start modifying spans at once
-        batches = [batch] + [SpanBatch(copy.deepcopy(batch.spans), batch.nbytes)
-                             for _ in self.pipelines[1:]]
+        batches = [batch] + [batch.copy() for _ in self.pipelines[1:]]
         return [p.enqueue(b) for p, b in zip(self.pipelines, batches)]
 
     def _admit(self, nbytes: int, nspans: int) -> None:

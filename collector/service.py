@@ -2,8 +2,11 @@
 
 Graph rules (as in the OTel Collector): a component configured but not named in a pipeline stays
 idle; a receiver or exporter used by several pipelines is one instance; processors are instantiated
-per pipeline.  Start order is extensions, exporters, pipelines, receivers; shutdown is the reverse,
-so nothing accepted is left behind: receivers stop taking data, pipelines drain, exporters flush.
+per pipeline; a connector is one instance, an exporter of the pipelines that list it as one and a
+receiver (a source) of the others.  Start order is extensions, exporters, pipelines, receivers;
+shutdown is the reverse, so nothing accepted is left behind: receivers stop taking data, pipelines
+drain in the order data flows through connectors (a connector stops, with a last flush, once the
+pipelines feeding it have drained), exporters flush.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ class StartupError(Exception):
     """A component could not be built or started; the message is one line for the user."""
 
 
-def _create(spec: ComponentSpec, telemetry: Telemetry, pipeline: str | None = None) -> Any:
+def _create(spec: ComponentSpec, telemetry: Telemetry, pipeline: str | None = None,
+            config: CollectorConfig | None = None) -> Any:
     logger = logging.getLogger(f"genai_collector.{spec.kind}.{spec.id}")
-    ctx = ComponentContext(spec.id, spec.kind, telemetry, logger, pipeline)
+    ctx = ComponentContext(spec.id, spec.kind, telemetry, logger, pipeline, config)
     try:
         return spec.factory.create(spec.config, ctx)
     except StartupError:
@@ -51,6 +55,7 @@ class Service:
         self.exporters: dict[str, ExporterHandle] = {}
         self.pipelines: dict[str, Pipeline] = {}
         self.receivers: dict[str, Any] = {}
+        self.connectors: dict[str, Any] = {}
         self._started_receivers: list[tuple[str, Any]] = []
 
     # -- build + start --------------------------------------------------------------------------
@@ -88,11 +93,12 @@ class Service:
         cfg = self.config
         t = self.telemetry
         for ext_id in cfg.service.extensions:
-            self.extensions[ext_id] = _create(cfg.extensions[ext_id], t)
+            self.extensions[ext_id] = _create(cfg.extensions[ext_id], t, config=cfg)
         for pid, pc in cfg.service.pipelines.items():
             for eid in pc.exporters:
                 if eid not in self.exporters:
-                    self.exporters[eid] = ExporterHandle(eid, _create(cfg.exporters[eid], t), t)
+                    exporter = self._connector(eid) if eid in cfg.connectors else _create(cfg.exporters[eid], t)
+                    self.exporters[eid] = ExporterHandle(eid, exporter, t)
             processors = [(proc_id, _create(cfg.processors[proc_id], t, pid)) for proc_id in pc.processors]
             policy = next((p.batch_policy for _, p in processors if hasattr(p, "batch_policy")), BatchPolicy())
             limit = next((p.limit_bytes for _, p in processors if hasattr(p, "limit_bytes")), DEFAULT_LIMIT_BYTES)
@@ -100,7 +106,13 @@ class Service:
                                            policy, limit)
             for rid in pc.receivers:
                 if rid not in self.receivers:
-                    self.receivers[rid] = _create(cfg.receivers[rid], t)
+                    self.receivers[rid] = self._connector(rid) if rid in cfg.connectors else _create(cfg.receivers[rid], t)
+
+    def _connector(self, cid: str) -> Any:
+        """The one instance of connector ``cid`` (it appears as an exporter and as a receiver)."""
+        if cid not in self.connectors:
+            self.connectors[cid] = _create(self.config.connectors[cid], self.telemetry)
+        return self.connectors[cid]
 
     # -- stop -------------------------------------------------------------------------------------
 
@@ -110,6 +122,30 @@ class Service:
             if hasattr(ext, "set_status"):
                 ext.set_status(status)
 
+    def _drain(self, deadline: float) -> bool:
+        """Drain the pipelines in data-flow order: a pipeline once every connector feeding it has
+        stopped, a connector (last flush included) once every pipeline feeding it has drained."""
+        pipelines = self.config.service.pipelines
+        pending = dict(self.pipelines)
+        stopped: set[str] = set()
+        clean = True
+        while pending or len(stopped) < len(self.connectors):
+            ready = [pid for pid in pending
+                     if all(r in stopped for r in pipelines[pid].receivers if r in self.connectors)] or list(pending)
+            for pid in ready:
+                if not pending.pop(pid).drain(deadline):
+                    clean = False
+                    log.error("pipeline %s: shutdown_timeout reached before it drained", pid)
+                self.pipelines[pid].shutdown_processors()
+            for cid, connector in self.connectors.items():
+                if cid not in stopped and not any(cid in pipelines[pid].exporters for pid in pending):
+                    stopped.add(cid)
+                    try:
+                        connector.shutdown()
+                    except Exception:  # noqa: BLE001
+                        log.exception("connector %s: shutdown failed", cid)
+        return clean
+
     def shutdown(self, timeout: float | None = None) -> bool:
         """Receivers first, then drain pipelines, then flush exporters; True if nothing was cut short."""
         timeout = self.config.service.shutdown_timeout if timeout is None else timeout
@@ -117,17 +153,17 @@ class Service:
         self._set_status("stopping")
         clean = True
         for rid, receiver in reversed(self._started_receivers):
+            if rid in self.connectors:
+                continue  # stopped below, once the pipelines feeding it have drained
             try:
                 receiver.shutdown()
             except Exception:  # noqa: BLE001
                 log.exception("receiver %s: shutdown failed", rid)
         self._started_receivers.clear()
-        for pid, pipeline in self.pipelines.items():
-            if not pipeline.drain(deadline):
-                clean = False
-                log.error("pipeline %s: shutdown_timeout reached before it drained", pid)
-            pipeline.shutdown_processors()
+        clean = self._drain(deadline)
         for eid, handle in self.exporters.items():
+            if eid in self.connectors:
+                continue
             try:
                 handle.exporter.shutdown()
             except Exception:  # noqa: BLE001

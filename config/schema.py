@@ -21,7 +21,7 @@ from typing import Any, Literal, NewType, Union, get_args, get_origin
 
 __all__ = [
     "ConfigError", "ConfigErrors", "Duration", "ByteSize", "setting", "build", "parse_duration",
-    "parse_bytesize", "to_plain",
+    "parse_bytesize", "to_plain", "KeyDoc", "describe", "format_duration", "format_bytesize",
 ]
 
 Duration = NewType("Duration", float)
@@ -54,9 +54,17 @@ class ConfigErrors(Exception):
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, min: float | None = None,
-            max: float | None = None, pattern: str | None = None, doc: str = "") -> Any:
-    """A dataclass field with constraints checked at load (``min``/``max`` inclusive)."""
-    meta = {"min": min, "max": max, "pattern": re.compile(pattern) if pattern else None, "doc": doc}
+            max: float | None = None, pattern: str | None = None, doc: str = "",
+            null_enables: bool = False) -> Any:
+    """A dataclass field with constraints checked at load (``min``/``max`` inclusive).
+
+    ``doc`` is the key's documentation: the reference pages (``python -m collector.docgen``) are
+    generated from it, and a test requires one on every key.  ``null_enables`` is for an optional
+    section (``X | None = None``) that a bare key switches on with its defaults, as the Collector's
+    ``protocols: {grpc:}``: absent means off, present (even empty) means on.
+    """
+    meta = {"min": min, "max": max, "pattern": re.compile(pattern) if pattern else None, "doc": doc,
+            "null_enables": null_enables}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -236,7 +244,10 @@ class _Builder:
                 if f.default is MISSING and f.default_factory is MISSING:
                     self.error(path + (name,), "required")
                 continue
-            value = self.convert(hints[name], raw[name], path + (name,))
+            given = raw[name]
+            if given is None and f.metadata.get("null_enables"):
+                given = {}
+            value = self.convert(hints[name], given, path + (name,))
             if value is _INVALID:
                 continue
             self._check_constraints(f, value, path + (name,))
@@ -320,3 +331,151 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_plain(v) for k, v in obj.items()}
     return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyDoc:
+    """One config key as the reference pages show it (see :func:`describe`)."""
+
+    path: str       # dotted; ``a[].b`` for a list of mappings, ``a.<name>.b`` for a mapping of them
+    type: str
+    default: str    # "required" when the key must be given
+    allowed: str    # Literal choices, range and pattern, or ""
+    doc: str
+
+
+def describe(cls: type, prefix: str = "") -> list[KeyDoc]:
+    """Every key of config dataclass ``cls``, nested dataclasses flattened as dotted paths.
+
+    The same field metadata that :func:`build` enforces, so the documentation cannot say
+    something the loader does not do.
+    """
+    hints = typing.get_type_hints(cls, include_extras=False)
+    rows: list[KeyDoc] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        meta = f.metadata or {}
+        path = prefix + f.name
+        rows.append(KeyDoc(path, _doc_type(tp), _doc_default(f, tp), _doc_allowed(tp, meta, f.name),
+                           meta.get("doc", "")))
+        nested, suffix = _nested_dataclass(tp)
+        if nested is not None:
+            rows.extend(describe(nested, path + suffix + "."))
+    return rows
+
+
+def _strip_none(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        non_none = [a for a in get_args(tp) if a is not type(None)]
+        if len(non_none) == 1:
+            return non_none[0]
+    return tp
+
+
+def _nested_dataclass(tp: Any) -> tuple[type | None, str]:
+    """The dataclass whose keys sit below this one, and the path step to them."""
+    tp = _strip_none(tp)
+    if dataclasses.is_dataclass(tp):
+        return tp, ""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (list, tuple) and args and dataclasses.is_dataclass(args[0]):
+        return args[0], "[]"
+    if origin is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+        return args[1], ".<name>"
+    return None, ""
+
+
+def _doc_type(tp: Any) -> str:
+    tp = _strip_none(tp)
+    origin, args = get_origin(tp), get_args(tp)
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean", Duration: "duration",
+              ByteSize: "size"}
+    if tp in simple:
+        return simple[tp]
+    if origin is Literal:
+        return "string" if all(isinstance(a, str) for a in args) else "value"
+    if origin in (list, tuple):
+        return f"list of {_doc_type(args[0])}" if args else "list"
+    if origin is dict:
+        return f"mapping of string to {_doc_type(args[1])}" if len(args) == 2 else "mapping"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_doc_type(a) for a in args if a is not type(None))
+    if dataclasses.is_dataclass(tp) or tp is dict:
+        return "mapping"
+    return "any" if tp is Any else getattr(tp, "__name__", str(tp))
+
+
+def format_duration(seconds: float) -> str:
+    """``0.2`` -> ``200ms``, ``300`` -> ``5m``: the largest unit that writes it as a whole number."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+        count = seconds / size
+        if seconds and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_bytesize(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _doc_value(value: Any, tp: Any) -> str:
+    tp = _strip_none(tp)
+    if value is None:
+        return "unset"
+    if tp is Duration and isinstance(value, (int, float)):
+        return format_duration(value)
+    if tp is ByteSize and isinstance(value, int):
+        return format_bytesize(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _number(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if dataclasses.is_dataclass(value):
+        return "(section)"
+    if isinstance(value, (list, dict)):
+        import json
+
+        return json.dumps(to_plain(value), ensure_ascii=False)
+    return str(value)
+
+
+def _number(value: float) -> str:
+    """``100.0`` -> ``100``, ``2**32 - 1`` in full, ``0.5`` as is."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _doc_default(f: dataclasses.Field, tp: Any) -> str:
+    if f.default is not MISSING:
+        return _doc_value(f.default, tp)
+    if f.default_factory is not MISSING:
+        return _doc_value(f.default_factory(), tp)
+    return "required"
+
+
+def _doc_allowed(tp: Any, meta: typing.Mapping[str, Any], name: str) -> str:
+    """Choices, range and pattern, in the words the loader's errors use."""
+    tp = _strip_none(tp)
+    parts = []
+    literal = tp if get_origin(tp) is Literal else None
+    if get_origin(tp) in (list, tuple, dict) and get_args(tp) and get_origin(get_args(tp)[-1]) is Literal:
+        literal = get_args(tp)[-1]
+    if literal is not None:
+        parts.append("one of " + ", ".join(str(c) for c in get_args(literal)))
+    lo, hi = meta.get("min"), meta.get("max")
+    fmt = (lambda v: _doc_value(v, tp)) if tp in (Duration, ByteSize) else _number
+    if lo is not None and hi is not None:
+        parts.append(f"{fmt(lo)} to {fmt(hi)}")
+    elif lo is not None:
+        parts.append(f">= {fmt(lo)}")
+    elif hi is not None:
+        parts.append(f"<= {fmt(hi)}")
+    if meta.get("pattern") is not None:
+        parts.append(f"matches `{meta['pattern'].pattern}`")
+    return "; ".join(parts)

@@ -1,7 +1,7 @@
 """The whole collector config: components by id, and the ``service`` section that wires them.
 
 Mirrors ``otelcol/config.go``: top level ``receivers``, ``processors``, ``exporters``,
-``extensions``, ``service``; ids ``type`` or ``type/name``; ``service.pipelines`` maps pipeline
+``connectors``, ``extensions``, ``service``; ids ``type`` or ``type/name``; ``service.pipelines`` maps pipeline
 ids (``traces`` or ``traces/name``) to ordered component lists.  Every problem is collected and
 reported with its path and line, so ``validate`` shows them all at once.
 """
@@ -13,48 +13,59 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from collector.component import ID_TYPE_RE, Factory, Registry, split_id
+from config.files import CONFIG_FILE_LIMIT, read_bounded
 from config.loader import load_yaml
 from config.schema import ConfigError, ConfigErrors, Duration, build, setting
 
 __all__ = ["CollectorConfig", "ComponentSpec", "PipelineConfig", "ServiceConfig", "load_config",
            "parse_config", "registries"]
 
-SIGNALS = ("traces",)
+SIGNALS = ("traces", "metrics")
 _NAME_RE = r"^[^\s/]*$"
 
 
 @dataclass
 class PipelineConfig:
-    receivers: list[str] = field(default_factory=list)
-    processors: list[str] = field(default_factory=list)
-    exporters: list[str] = field(default_factory=list)
+    receivers: list[str] = setting(default_factory=list, doc="receiver ids feeding the pipeline (at least one)")
+    processors: list[str] = setting(default_factory=list, doc="processor ids, run in this order")
+    exporters: list[str] = setting(default_factory=list, doc="exporter ids (at least one); each gets every batch")
 
 
 @dataclass
 class MetricsTelemetryConfig:
     address: str = setting("127.0.0.1:8888", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$",
-                           doc="where /metrics and /healthz are served")
-    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+                           doc="where /metrics (Prometheus text) and /healthz are served; give each "
+                               "collector on a host its own")
+    level: Literal["none", "basic", "normal", "detailed"] = setting("normal", doc="accepted for compatibility "
+                                                                    "with the Collector; every counter is kept")
 
 
 @dataclass
 class LogsTelemetryConfig:
-    level: Literal["debug", "info", "warn", "error"] = "info"
-    encoding: Literal["console", "json"] = "console"
+    level: Literal["debug", "info", "warn", "error"] = setting("info", doc="least severe level logged (to stderr)")
+    encoding: Literal["console", "json"] = setting("console", doc="console: readable lines; json: one object "
+                                                   "per line (ts, level, logger, msg)")
 
 
 @dataclass
 class TelemetryConfig:
-    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
-    logs: LogsTelemetryConfig = field(default_factory=LogsTelemetryConfig)
+    metrics: MetricsTelemetryConfig = setting(default_factory=MetricsTelemetryConfig,
+                                              doc="the collector's own metrics and health endpoint")
+    logs: LogsTelemetryConfig = setting(default_factory=LogsTelemetryConfig, doc="the collector's own logs")
 
 
 @dataclass
 class ServiceConfig:
-    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
-    extensions: list[str] = field(default_factory=list)
-    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
-    shutdown_timeout: Duration = setting(30.0, doc="how long a graceful shutdown may take to drain")
+    """The ``service`` section: which components run, wired into pipelines, and the collector's own
+    telemetry.  A component configured but named in no pipeline stays idle."""
+
+    pipelines: dict[str, PipelineConfig] = setting(default_factory=dict, doc="pipeline id (a signal, e.g. "
+                                                   "traces, or signal/name) -> its components")
+    extensions: list[str] = setting(default_factory=list, doc="extension ids to start")
+    telemetry: TelemetryConfig = setting(default_factory=TelemetryConfig, doc="the collector's own "
+                                         "metrics and logs")
+    shutdown_timeout: Duration = setting(30.0, doc="longest a graceful shutdown may take to drain pipelines "
+                                         "and flush exporters (exit 1 if it runs out)")
 
 
 @dataclass
@@ -77,27 +88,32 @@ class CollectorConfig:
     service: ServiceConfig
     source: str = ""
     unset_env: list[str] = field(default_factory=list)
+    connectors: dict[str, ComponentSpec] = field(default_factory=dict)
 
 
 def registries() -> dict[str, Registry]:
     """kind (plural, as in YAML) -> registry; imported lazily to keep ``config`` import-light."""
     from collector.extensions import EXTENSIONS
     from collector.receivers import RECEIVERS
+    from connectors import CONNECTORS
     from exporters import EXPORTERS
     from processors import PROCESSORS
 
     return {"receivers": RECEIVERS, "processors": PROCESSORS, "exporters": EXPORTERS,
-            "extensions": EXTENSIONS}
+            "connectors": CONNECTORS, "extensions": EXTENSIONS}
 
 
 def _read(path: str | Path) -> tuple[str, str]:
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8"), str(path)
+        return read_bounded(str(path), CONFIG_FILE_LIMIT).decode("utf-8"), str(path)
     except FileNotFoundError:
         raise ConfigErrors([ConfigError("", f"config file not found: {path}")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc}")]) from None
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file {path}: not UTF-8 ({exc.reason} "
+                                            f"at byte {exc.start})")]) from None
 
 
 def load_config(path: str | Path) -> CollectorConfig:
@@ -153,9 +169,7 @@ def parse_config(text: str, source: str = "config") -> CollectorConfig:
     known_top = ("receivers", "processors", "exporters", "extensions", "service", "connectors")
     for key in raw:
         if key not in known_top:
-            err((str(key),), f"unknown key (valid keys: {', '.join(known_top[:-1])})")
-    if raw.get("connectors"):
-        err(("connectors",), "connectors are not supported")
+            err((str(key),), f"unknown key (valid keys: {', '.join(known_top)})")
 
     sections: dict[str, dict[str, ComponentSpec]] = {}
     configured: dict[str, set[str]] = {}  # ids as written, valid or not: no cascading errors
@@ -168,11 +182,12 @@ def parse_config(text: str, source: str = "config") -> CollectorConfig:
     errors.extend(service_errors)
     if service is not None:
         _check_service(service, configured, err)
+        _check_connectors(service, sections["connectors"], configured, err)
 
     if errors:
         raise ConfigErrors(errors)
     return CollectorConfig(sections["receivers"], sections["processors"], sections["exporters"],
-                           sections["extensions"], service, source, unset)
+                           sections["extensions"], service, source, unset, sections["connectors"])
 
 
 def _build_component(kind, registry, comp_id, comp_raw, lines, err, errors) -> ComponentSpec | None:
@@ -206,11 +221,16 @@ def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) ->
                           ("exporters", pipeline.exporters)):
             seen: set[str] = set()
             for cid in ids:
-                if cid not in raw_ids[kind]:
+                if cid not in raw_ids[kind] and not (kind != "processors" and cid in raw_ids["connectors"]):
                     err(path + (kind,), f'references {kind[:-1]} "{cid}" which is not configured')
                 if cid in seen:
                     err(path + (kind,), f'references {kind[:-1]} "{cid}" multiple times')
                 seen.add(cid)
+        if signal != "traces":  # until the receivers take metrics, only a connector feeds them
+            for rid in pipeline.receivers:
+                if rid in raw_ids["receivers"]:
+                    err(path + ("receivers",), f'receiver "{rid}" does not support {signal}; '
+                                               f'a {signal} pipeline takes connectors (e.g. genai_metrics)')
         if not pipeline.receivers:
             err(path + ("receivers",), "must have at least one receiver")
         if not pipeline.exporters:
@@ -218,3 +238,34 @@ def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) ->
     for ext in service.extensions:
         if ext not in raw_ids["extensions"]:
             err(("service", "extensions"), f'references extension "{ext}" which is not configured')
+
+
+def _check_connectors(service: ServiceConfig, connectors: dict[str, ComponentSpec],
+                      raw_ids: dict[str, set[str]], err) -> None:
+    """A connector is an exporter of one pipeline and a receiver of another (as in the OTel
+    Collector): both sides must be used, each in a pipeline of a signal the connector joins."""
+    for cid in sorted(raw_ids["connectors"]):
+        path = ("connectors", cid)
+        for kind in ("receivers", "exporters"):
+            if cid in raw_ids[kind]:
+                err(path, f'ambiguous id: "{cid}" is both a {kind[:-1]} and a connector; rename one')
+        spec = connectors.get(cid)
+        if spec is None:
+            continue  # its own errors are reported already
+        pairs = spec.factory.connects
+        sides = {"exporter": [pid for pid, p in service.pipelines.items() if cid in p.exporters],
+                 "receiver": [pid for pid, p in service.pipelines.items() if cid in p.receivers]}
+        if not sides["exporter"] and not sides["receiver"]:
+            continue  # configured but unused: idle, as any component
+        for side, other in (("exporter", "receiver"), ("receiver", "exporter")):
+            supported = sorted({pair[0] if side == "exporter" else pair[1] for pair in pairs})
+            for pid in sides[side]:
+                signal = pid.partition("/")[0]
+                if signal in SIGNALS and signal not in supported:
+                    err(("service", "pipelines", pid, side + "s"),
+                        f'connector "{cid}" cannot be an {side} of a {signal} pipeline '
+                        f'(it takes {", ".join(supported)} as an {side})')
+            if sides[side] and not sides[other]:
+                err(path, f'connector "{cid}" is used as {side} in {", ".join(sides[side])} but not as '
+                          f'{other} in any pipeline: list it in the {other}s of a '
+                          f'{" or ".join(sorted({p[1] if other == "receiver" else p[0] for p in pairs}))} pipeline')

@@ -8,4 +8,5 @@ EXPORTERS = Registry("exporter", {
     "postgres": "exporters.postgres",
     "otlp": "exporters.otlp",
     "otlphttp": "exporters.otlphttp",
+    "prometheus": "exporters.prometheus",
 })

@@ -1,5 +1,6 @@
 """``debug``: log what passes, for first steps and troubleshooting (as the OTel debug exporter).
 
+Not durable: its success never stands in for storage when a request is acknowledged.
 ``basic`` logs one line per batch; ``normal`` one line per span; ``detailed`` every field,
 including the canonical GenAI fields and all attributes.
 """
@@ -13,11 +14,14 @@ from typing import Literal
 
 from collector.component import ComponentContext, Factory
 from collector.model import STATUS_NAMES, SpanBatch
+from config.schema import setting
 
 
 @dataclass
 class DebugConfig:
-    verbosity: Literal["basic", "normal", "detailed"] = "basic"
+    verbosity: Literal["basic", "normal", "detailed"] = setting("basic", doc="basic: one line per batch; "
+                                                                 "normal: one line per span; detailed: every "
+                                                                 "attribute, event and canonical GenAI field")
 
 
 class DebugExporter:
@@ -50,4 +54,8 @@ class DebugExporter:
         pass
 
 
-FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger))
+FACTORY = Factory("debug", DebugConfig, lambda cfg, ctx: DebugExporter(cfg, ctx.logger),
+                  doc="logs what passes, for first steps and troubleshooting",
+                  example="""\
+verbosity: normal
+""")

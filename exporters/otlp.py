@@ -125,4 +125,10 @@ def create(cfg: OtlpExporterConfig, ctx: ComponentContext) -> UpstreamExporter:
 
 
 FACTORY = Factory("otlp", OtlpExporterConfig, create,
-                  doc="OTLP/gRPC to an upstream collector or backend, with retries and a sending queue")
+                  doc="OTLP/gRPC to an upstream collector or backend, with retries and a sending queue",
+                  example="""\
+endpoint: otel-collector.internal:4317
+tls: {insecure: true}
+sending_queue:
+  storage: {directory: /var/lib/genai-collector/otlp-queue}
+""")

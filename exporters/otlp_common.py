@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -66,11 +66,12 @@ class TLSConfig:
 
 @dataclass
 class RetryConfig:
-    enabled: bool = True
-    initial_interval: Duration = setting(5.0, min=0.001)
-    randomization_factor: float = setting(0.5, min=0.0, max=1.0)
-    multiplier: float = setting(1.5, min=1.0, max=100.0)
-    max_interval: Duration = setting(30.0, min=0.001)
+    enabled: bool = setting(True, doc="retry retryable failures; false: one attempt, then drop and count")
+    initial_interval: Duration = setting(5.0, min=0.001, doc="wait before the first retry")
+    randomization_factor: float = setting(0.5, min=0.0, max=1.0, doc="each wait varies by +- this share")
+    multiplier: float = setting(1.5, min=1.0, max=100.0, doc="each wait is the previous one times this")
+    max_interval: Duration = setting(30.0, min=0.001, doc="longest wait between attempts (a server's "
+                                     "RetryInfo / Retry-After may ask for longer)")
     max_elapsed_time: Duration = setting(300.0, doc="give up (drop, count) after this long; 0 = retry forever")
 
 
@@ -82,12 +83,14 @@ class StorageConfig:
 
 @dataclass
 class SendingQueueConfig:
-    enabled: bool = True
+    enabled: bool = setting(True, doc="false: export sends synchronously and the pipeline retries")
     num_consumers: int = setting(10, min=1, max=256, doc="requests sent concurrently")
     queue_size: ByteSize = setting(1000, min=1, doc="in-memory capacity in `sizer` units (bytes may be "
                                                     "written 64MiB)")
-    sizer: Literal["requests", "items", "bytes"] = "requests"
-    storage: StorageConfig | None = None
+    sizer: Literal["requests", "items", "bytes"] = setting("requests", doc="what queue_size counts: requests, "
+                                                           "spans (items) or encoded bytes")
+    storage: StorageConfig | None = setting(None, doc="persistent queue on disk: export returns once fsync'd "
+                                            "(durable) and what was not sent goes out after a restart")
     drain_timeout: Duration = setting(10.0, doc="at shutdown, keep sending what is queued for this long")
 
 
@@ -95,15 +98,19 @@ class SendingQueueConfig:
 class UpstreamConfig:
     """Keys both exporters take, as the OTel Collector's otlp/otlphttp exporters spell them."""
 
-    endpoint: str = ""
-    tls: TLSConfig = field(default_factory=TLSConfig)
-    headers: dict[str, str] = field(default_factory=dict)
-    compression: Literal["gzip", "none"] = "gzip"
+    endpoint: str = setting("", doc="where to send: host:port or a URL (otlphttp: the base URL, /v1/traces "
+                            "is appended)")
+    tls: TLSConfig = setting(default_factory=TLSConfig, doc="client TLS settings")
+    headers: dict[str, str] = setting(default_factory=dict, doc="sent with every request (e.g. authorization; "
+                                      "use ${env:VAR} for secrets)")
+    compression: Literal["gzip", "none"] = setting("gzip", doc="request compression")
     timeout: Duration = setting(5.0, min=0.001, doc="deadline of one send attempt")
     max_request_size: ByteSize = setting(4 << 20, min=1024, doc=(
         "larger batches are split into several requests (4 MiB is gRPC's default receive limit)"))
-    retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
-    sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
+    retry_on_failure: RetryConfig = setting(default_factory=RetryConfig, doc="exponential backoff for "
+                                            "retryable failures (as the Collector's exporterhelper)")
+    sending_queue: SendingQueueConfig = setting(default_factory=SendingQueueConfig, doc="queue between "
+                                                "export and the senders")
 
     def header_problems(self) -> list:
         """Header names must be HTTP tokens and values one line: caught here, not at the first send."""

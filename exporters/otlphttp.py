@@ -157,4 +157,10 @@ def create(cfg: OtlpHttpExporterConfig, ctx: ComponentContext) -> UpstreamExport
 
 
 FACTORY = Factory("otlphttp", OtlpHttpExporterConfig, create,
-                  doc="OTLP/HTTP (protobuf) to an upstream collector or backend, with retries and a sending queue")
+                  doc="OTLP/HTTP (protobuf) to an upstream collector or backend, with retries and a sending queue",
+                  example="""\
+endpoint: http://127.0.0.1:6006      # Phoenix; /v1/traces is appended
+headers: {authorization: "Bearer ${env:UPSTREAM_TOKEN}"}
+sending_queue:
+  storage: {directory: /var/lib/genai-collector/otlphttp-queue}
+""")

@@ -36,4 +36,9 @@ def create(config: PostgresConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans in PostgreSQL")
+FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans in PostgreSQL",
+                  example="""\
+url: postgresql+psycopg://collector:${env:PG_PASSWORD}@127.0.0.1:5432/genai
+pool_size: 4
+content_ttl: 30d
+""")

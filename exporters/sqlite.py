@@ -37,4 +37,11 @@ def create(config: SqliteConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file")
+FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file",
+                  example="""\
+path: ./genai-collector.db
+full_text_search: true        # for the query commands' --search
+content_ttl: 30d              # prompts and responses removed after 30 days...
+ttl: 365d                     # ...whole traces after a year
+max_size_mb: 2048             # and never more than ~2 GB: oldest traces go first
+""")

@@ -41,4 +41,9 @@ class BatchProcessor:
         pass
 
 
-FACTORY = Factory("batch", BatchConfig, lambda cfg, ctx: BatchProcessor(cfg))
+FACTORY = Factory("batch", BatchConfig, lambda cfg, ctx: BatchProcessor(cfg),
+                  doc="groups queued requests into batches (group commit by default)",
+                  example="""\
+send_batch_size: 8192
+timeout: 0s             # group commit: no added latency
+""")

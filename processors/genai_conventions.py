@@ -1,6 +1,6 @@
 """Where each GenAI dialect puts things: the one table every GenAI-aware processor reads.
 
-Dialects covered (DESIGN.md section 3): OpenTelemetry GenAI semantic conventions (current and older
+Dialects covered (docs/genai.md, "Canonical fields"): OpenTelemetry GenAI semantic conventions (current and older
 names), OpenInference (Arize), OpenLLMetry (Traceloop), Langfuse and OpenLIT.
 
 ``ATTRIBUTE_MAP`` is consumed by ``genai_normalize`` in ONE pass over a span's attribute keys: a dict

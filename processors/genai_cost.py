@@ -487,4 +487,16 @@ def _create(config: GenAICostConfig, ctx: ComponentContext) -> GenAICostProcesso
 
 
 FACTORY = Factory("genai_cost", GenAICostConfig, _create,
-                  doc="USD cost per span from genai-prices and user prices")
+                  doc="USD cost per span from genai-prices and user prices",
+                  example="""\
+model_aliases:
+  prod-chat-deployment: gpt-4o          # an Azure deployment name -> the model it serves
+prices:                                 # USD per million tokens; wins over genai-prices
+  - model: my-llama-70b
+    input_mtok: 0.5
+    output_mtok: 1.5
+  - model_regex: "ft:gpt-4o-mini:.*"
+    provider: openai
+    input_mtok: 0.3
+    output_mtok: 1.2
+""")

@@ -641,4 +641,7 @@ def _create(config: GenAINormalizeConfig, ctx: ComponentContext) -> GenAINormali
 
 FACTORY = Factory("genai_normalize", GenAINormalizeConfig, _create,
                   doc="canonical GenAI fields from every dialect (OTel GenAI, OpenInference, "
-                      "OpenLLMetry, Langfuse, OpenLIT)")
+                      "OpenLLMetry, Langfuse, OpenLIT)",
+                  example="""\
+rewrite_attributes: false    # true: upstream stacks see only the current conventions
+""")

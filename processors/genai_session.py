@@ -32,7 +32,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from collector.component import ComponentContext, Factory
@@ -86,7 +86,8 @@ class SessionConfig:
     infer: bool = setting(True, doc="group spans without a session id by user activity")
     inactivity_timeout: Duration = setting(1800.0, doc="a gap this long or longer starts a new session")
     cache_size: int = setting(100000, min=1, doc="trace -> session mappings cached in memory")
-    state: StateConfig = field(default_factory=StateConfig)
+    state: StateConfig = setting(default_factory=StateConfig, doc="where session state lives (shared by "
+                                 "restarts and by instances using the same store)")
 
     def validate(self) -> list[str]:
         if self.inactivity_timeout <= 0:
@@ -577,4 +578,9 @@ def _create(config: SessionConfig, ctx: ComponentContext) -> SessionProcessor:
 
 
 FACTORY = Factory("genai_session", SessionConfig, _create,
-                  doc="conversation ids: explicit, else inferred per user with an inactivity timeout")
+                  doc="conversation ids: explicit, else inferred per user with an inactivity timeout",
+                  example="""\
+inactivity_timeout: 30m
+state:
+  path: /var/lib/genai-collector/sessions.db   # or url: postgresql://collector@db:5432/genai
+""")

@@ -99,4 +99,7 @@ def _create(config: GenAITokenRateConfig, ctx: ComponentContext) -> GenAITokenRa
 
 
 FACTORY = Factory("genai_token_rate", GenAITokenRateConfig, _create,
-                  doc="latency, time to first token and output tokens per second")
+                  doc="latency, time to first token and output tokens per second",
+                  example="""\
+write_attributes: true
+""")

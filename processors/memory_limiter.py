@@ -33,4 +33,8 @@ class MemoryLimiterProcessor:
         pass
 
 
-FACTORY = Factory("memory_limiter", MemoryLimiterConfig, lambda cfg, ctx: MemoryLimiterProcessor(cfg))
+FACTORY = Factory("memory_limiter", MemoryLimiterConfig, lambda cfg, ctx: MemoryLimiterProcessor(cfg),
+                  doc="caps the bytes a pipeline holds; beyond it receivers push back",
+                  example="""\
+limit_mib: 64
+""")

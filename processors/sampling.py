@@ -31,7 +31,7 @@ import re
 import struct
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from collector.component import ComponentContext, Factory
@@ -148,11 +148,11 @@ class AttributeRule:
     With none of them, the attribute merely being present matches.
     """
 
-    key: str = setting(pattern=r".+")
-    values: list[str] = field(default_factory=list)
-    pattern: str | None = None
-    min_value: float | None = None
-    max_value: float | None = None
+    key: str = setting(pattern=r".+", doc="span attribute to test; alone, the attribute being present matches")
+    values: list[str] = setting(default_factory=list, doc="match when the value's text equals one of these")
+    pattern: str | None = setting(None, doc="match when the value's text fully matches this regex")
+    min_value: float | None = setting(None, doc="match numbers >= this")
+    max_value: float | None = setting(None, doc="match numbers <= this")
 
     def validate(self) -> list[str]:
         if self.pattern is not None:
@@ -169,8 +169,9 @@ class KeepConfig:
     latency_threshold: Duration | None = setting(None, doc="keep traces longer than this")
     cost_threshold_usd: float | None = setting(None, min=0, doc="keep traces costing more (sum)")
     tokens_threshold: int | None = setting(None, min=0, doc="keep traces using more tokens (sum)")
-    attributes: list[AttributeRule] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    attributes: list[AttributeRule] = setting(default_factory=list, doc="keep traces with a span attribute "
+                                              "matching any rule")
+    services: list[str] = setting(default_factory=list, doc="keep traces with a span from these service.names")
 
 
 @dataclass
@@ -183,14 +184,18 @@ class ContentSamplingConfig:
 
 @dataclass
 class SamplingConfig:
-    probabilistic: ProbabilisticConfig = field(default_factory=ProbabilisticConfig)
-    keep: KeepConfig = field(default_factory=KeepConfig)
+    probabilistic: ProbabilisticConfig = setting(default_factory=ProbabilisticConfig, doc="stage 1: keep a "
+                                                 "share of traces by trace-id hash (as the OTel probabilistic_sampler)")
+    keep: KeepConfig = setting(default_factory=KeepConfig, doc="stage 2: rules that keep a trace stage 1 "
+                               "would drop; any one is enough")
     rate_limit: int = setting(0, min=0, doc="max spans per second leaving the sampler; 0 = none")
-    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued")
+    decision_wait: Duration = setting(10.0, doc="how long a not-yet-kept trace may be rescued by a later "
+                                      "span; 0s = nothing is held, rules see only the same batch")
     max_traces: int = setting(50000, min=1, doc="held traces at most; overflow drops the oldest")
     max_spans: int = setting(50000, min=1, doc="held spans at most; overflow drops the oldest traces")
     decision_cache: int = setting(100000, min=1, doc="remembered decisions for late spans")
-    content_sampling: ContentSamplingConfig = field(default_factory=ContentSamplingConfig)
+    content_sampling: ContentSamplingConfig = setting(default_factory=ContentSamplingConfig, doc="stage 4: "
+                                                      "which kept traces keep their message content")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,4 +524,15 @@ def _create(config: SamplingConfig, ctx: ComponentContext) -> SamplingProcessor:
 
 
 FACTORY = Factory("sampling", SamplingConfig, _create,
-                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling")
+                  doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling",
+                  example="""\
+probabilistic: {sampling_percentage: 25, hash_seed: 42}
+keep:
+  errors: true
+  latency_threshold: 30s
+  cost_threshold_usd: 0.50
+  attributes:
+    - {key: user.feedback, values: [negative, thumbs_down]}
+rate_limit: 5000
+content_sampling: {percentage: 10}
+""")

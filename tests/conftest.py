@@ -93,7 +93,7 @@ def collector_cmd(*args: str) -> list[str]:
 
 
 def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector",
-                    wait_ready: bool = True, env: dict | None = None, timeout: float = 30.0,
+                    wait_ready: bool = True, env: dict | None = None, timeout: float = 90.0,
                     verbatim: bool = False, cwd: Path | None = None) -> RunningCollector:
     """Write the config (``{grpc_port}``, ``{http_port}``, ``{metrics_port}``, ``{tmp}`` are filled
     in unless ``verbatim``), start ``python -m collector run`` and wait for ``/healthz`` to say ready.

@@ -42,14 +42,16 @@ def make_dataset(n_traces: int = 24, seed: int = 11) -> Dataset:
     """``n_traces`` agent traces five hours apart, ending a little before now.
 
     Each trace: a root ``agent.run`` (no GenAI fields), 2-4 chat calls (3 models), one tool call.
-    Users u0..u3, sessions s0..s2 (the last trace has none), services chatbot/agent, ~1 in 7 calls
+    Users u0..u3, sessions s0..s2 (the last trace has none), services chatbot/agent (resource
+    attribute ``tenant.id`` acme/globex), span attribute ``app.feature`` search/chat, ~1 in 7 calls
     an error, some streaming (TTFT), a few refusals and negative feedback.
     """
     rng = random.Random(seed)
     base = (time.time_ns() // HOUR_NS) * HOUR_NS - (n_traces * 5 + 2) * HOUR_NS
     spans: list[Span] = []
     scope = Scope("test.instrumentation", "1.0")
-    resources = {name: Resource({"service.name": name}) for name in ("chatbot", "agent")}
+    resources = {name: Resource({"service.name": name, "tenant.id": tenant})
+                 for name, tenant in (("chatbot", "acme"), ("agent", "globex"))}
     k = 0
     for i in range(n_traces):
         trace_id = rng.getrandbits(128).to_bytes(16, "big")
@@ -68,7 +70,7 @@ def make_dataset(n_traces: int = 24, seed: int = 11) -> Dataset:
             inp, out = rng.randrange(20, 3000), rng.randrange(5, 900)
             error = k % 7 == 3
             answer = REFUSAL if k % 9 == 4 else f"Answer {k}: use the ttl setting."
-            attributes = {"gen_ai.request.model": req}
+            attributes = {"gen_ai.request.model": req, "app.feature": ("search", "chat")[k % 2]}
             if k % 11 == 5:
                 attributes["feedback"] = "thumbs_down"
             genai = GenAI(

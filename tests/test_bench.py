@@ -1,4 +1,4 @@
-"""The benchmark harness itself: the span mix is what the README says, and a smoke run is lossless."""
+"""The benchmark harness itself: the span mix is what docs/performance.md says, and a smoke run is lossless."""
 
 from __future__ import annotations
 

@@ -131,7 +131,7 @@ def test_missing_file_is_one_clear_line(tmp_path):
     ("exporters: {'9bad': {}}\nservice: {pipelines: {}}", 'exporters::9bad: invalid id "9bad"'),
     ("receivers: {otlp: {protocols: {grpc: }}}\nexporters: {debug: }\nservice: {pipelines: "
      "{logs: {receivers: [otlp], exporters: [debug]}}}",
-     'service::pipelines::logs: unsupported signal "logs" (supported: traces)'),
+     'service::pipelines::logs: unsupported signal "logs" (supported: traces, metrics)'),
     ("processors: {batch: {timeout: soon}}\nservice: {pipelines: {}}",
      "processors::batch::timeout: invalid duration 'soon'"),
     ("processors: {batch: {send_batch_size: 'many'}}\nservice: {pipelines: {}}",

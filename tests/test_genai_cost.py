@@ -225,12 +225,12 @@ def test_unpriced_labels_and_warnings_stay_bounded(caplog):
     assert telemetry.value("otelcol_processor_unpriced_spans", processor="genai_cost", model="_other") == 60
 
 
-def test_the_readme_example_is_a_valid_config():
+def test_the_guide_example_is_a_valid_config():
     import yaml
 
     from tests.conftest import REPO
 
-    section = (REPO / "README.md").read_text().split("<!-- section:processors-genai -->", 1)[1]
+    section = (REPO / "docs" / "genai.md").read_text().split("<!-- section:processors-genai -->", 1)[1]
     example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])["processors"]
     for type_name in ("genai_normalize", "genai_cost", "genai_token_rate"):
         make_processor(type_name, example[type_name])  # asserts no config errors

@@ -227,6 +227,42 @@ def test_stats_groupings_partition_the_calls(dbs, dataset, by):
     assert {tuple(g[k] for k in keys): g["requests"] for g in result["groups"]} == expected
 
 
+def _feature(span) -> str:
+    return span.attributes["app.feature"]
+
+
+def _tenant(span) -> str:
+    return span.resource.attributes["tenant.id"]
+
+
+@pytest.mark.parametrize("by, keys", [
+    ("attr:app.feature", [_feature]),                 # a span attribute
+    ("attr:tenant.id,model", [_tenant, model_of]),    # a resource attribute, and a column
+])
+def test_stats_by_any_span_or_resource_attribute(dbs, dataset, by, keys):
+    result = both(dbs, "stats", "--by", by)
+    names = by.split(",")
+    assert result["by"] == names
+    expected = defaultdict(lambda: [0, 0.0])
+    for s in dataset.llm:
+        row = expected[tuple(k(s) for k in keys)]
+        row[0] += 1
+        row[1] += s.genai.cost_usd
+    got = {tuple(g[n] for n in names): [g["requests"], g["cost_usd"]] for g in result["groups"]}
+    assert got.keys() == expected.keys() and len(got) > 1
+    for key, (calls, cost) in expected.items():
+        assert got[key][0] == calls and got[key][1] == pytest.approx(cost)
+
+
+def test_attr_filter_on_spans_traces_and_stats(dbs, dataset):
+    search = [s for s in dataset.llm if _feature(s) == "search" and _tenant(s) == "acme"]
+    result = both(dbs, "stats", "--by", "model", "--attr", "app.feature=search", "--attr", "tenant.id=acme")
+    assert sum(g["requests"] for g in result["groups"]) == len(search) > 0
+    traces = both(dbs, "traces", "--attr", "tenant.id=globex", "--limit", "1000")
+    assert {t["trace_id"] for t in traces} == {s.trace_id.hex() for s in dataset.spans if _tenant(s) == "globex"}
+    assert both(dbs, "traces", "--attr", "app.feature=nope' OR '1'='1") == []
+
+
 def test_stats_time_window_and_filters(dbs, dataset):
     since, until = dataset.base_ns + 20 * HOUR_NS, dataset.base_ns + 70 * HOUR_NS
     result = both(dbs, "stats", "--since", iso(since), "--until", iso(until), "--provider",
@@ -553,6 +589,8 @@ def test_csv_listing(dbs, dataset):
 @pytest.mark.parametrize("argv,message", [
     (["stats", "--since", "yesterdayish"], "--since"),
     (["stats", "--by", "model,colour"], "colour"),
+    (["stats", "--by", "attr:"], "attribute key"),
+    (["traces", "--attr", "novalue"], "KEY=VALUE"),
     (["traces", "--limit", "0"], "--limit"),
     (["traces", "--min-cost", "-1"], "--min-cost"),
     (["traces", "--min-latency-ms", "nan"], "--min-latency-ms"),

@@ -166,7 +166,7 @@ def test_held_spans_are_exported_when_a_later_span_of_their_trace_fails(collecto
     assert collector.metric("otelcol_processor_sampling_traces", decision="kept", reason="error") == 1
 
 
-def test_the_readme_example_is_a_valid_config():
+def test_the_guide_example_is_a_valid_config():
     import re
     from pathlib import Path
 
@@ -176,8 +176,8 @@ def test_the_readme_example_is_a_valid_config():
     from processors.genai_session import SessionConfig
     from processors.sampling import SamplingConfig
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("<!-- section:processors-sessions-sampling -->", 1)[1]
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "sampling.md").read_text()
+    section = guide.split("<!-- section:processors-sessions-sampling -->", 1)[1]
     example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
     for key, cls in (("genai_session", SessionConfig), ("sampling", SamplingConfig)):
         _, errors = build(cls, example["processors"][key])

@@ -4,4 +4,5 @@ from collector.component import Registry
 
 EXTENSIONS = Registry("extension", {
     "health_check": "collector.extensions.health_check",
+    "ui": "collector.extensions.ui",
 })

@@ -15,7 +15,9 @@ from config.schema import setting
 
 @dataclass
 class HealthCheckConfig:
-    endpoint: str = setting("127.0.0.1:13133", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$")
+    endpoint: str = setting("127.0.0.1:13133", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$",
+                            doc="host:port serving GET / (and /healthz): 200 once every component started, "
+                                "503 while starting or stopping")
 
 
 class HealthCheckExtension:
@@ -33,4 +35,8 @@ class HealthCheckExtension:
 
 
 FACTORY = Factory("health_check", HealthCheckConfig,
-                  lambda cfg, ctx: HealthCheckExtension(cfg, ctx.telemetry))
+                  lambda cfg, ctx: HealthCheckExtension(cfg, ctx.telemetry),
+                  doc="the Collector's health endpoint (port 13133) for orchestrators",
+                  example="""\
+endpoint: 127.0.0.1:13133
+""")

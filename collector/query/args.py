@@ -12,15 +12,19 @@ import math
 import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import NoReturn
+from typing import Any, Callable, NoReturn
 
 from config.schema import parse_duration
 
 __all__ = [
-    "UsageError", "time_arg", "by_arg", "non_negative_float", "positive_int", "non_negative_int",
-    "BY_KEYS", "one_line_errors", "now_ns", "clamp_int64", "INT64_MIN", "INT64_MAX",
+    "UsageError", "time_arg", "by_arg", "attr_arg", "ATTR_KEY_MAX", "non_negative_float", "positive_int", "non_negative_int",
+    "BY_KEYS", "Param", "FILTER_PARAMS", "DEFAULT_LIMIT", "one_line_errors", "now_ns", "clamp_int64", "INT64_MIN", "INT64_MAX",
 ]
+
+DEFAULT_LIMIT = 20
+"""Rows per page of a listing when no limit is given (CLI and HTTP API alike)."""
 
 BY_KEYS = ("model", "provider", "service", "user", "session", "day", "hour")
 
@@ -68,17 +72,44 @@ def time_arg(text: str) -> int:
 
 
 def by_arg(text: str) -> list[str]:
-    """``model,day`` -> ["model", "day"]; unknown or repeated keys are errors, not ignored."""
-    keys = [k.strip().lower() for k in text.split(",") if k.strip()]
+    """``model,day`` -> ["model", "day"]; ``attr:KEY`` groups by a span or resource attribute
+    (the key keeps its case).  Unknown or repeated keys are errors, not ignored."""
+    keys = [_by_key(k.strip()) for k in text.split(",") if k.strip()]
     if not keys:
-        raise argparse.ArgumentTypeError(f"expected one or more of {','.join(BY_KEYS)}")
-    for key in keys:
-        if key not in BY_KEYS:
-            raise argparse.ArgumentTypeError(
-                f"unknown grouping key {key!r} (valid: {', '.join(BY_KEYS)})")
+        raise argparse.ArgumentTypeError(f"expected one or more of {','.join(BY_KEYS)},attr:KEY")
     if len(set(keys)) != len(keys):
         raise argparse.ArgumentTypeError(f"repeated grouping key in {text!r}")
     return keys
+
+
+ATTR_KEY_MAX = 256
+"""Longest attribute key accepted by ``--attr`` / ``attr:KEY`` (OTel keys are short names)."""
+
+
+def _by_key(text: str) -> str:
+    if text[:5].lower() == "attr:":
+        return "attr:" + _attr_key(text[5:], text)
+    key = text.lower()
+    if key not in BY_KEYS:
+        raise argparse.ArgumentTypeError(
+            f"unknown grouping key {key!r} (valid: {', '.join(BY_KEYS)}, attr:KEY)")
+    return key
+
+
+def _attr_key(key: str, text: str) -> str:
+    if not key or len(key) > ATTR_KEY_MAX or not key.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: an attribute key must be 1 to {ATTR_KEY_MAX} printable characters")
+    return key
+
+
+def attr_arg(text: str) -> tuple[str, str]:
+    """``app.feature=search`` -> ("app.feature", "search"): a span or resource attribute, compared
+    as text (JSON booleans as ``true`` / ``false``)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return _attr_key(key.strip(), text), value
 
 
 def non_negative_float(text: str) -> float:
@@ -118,3 +149,44 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     parser.error = error  # type: ignore[method-assign]
     return parser
+
+
+@dataclass(frozen=True)
+class Param:
+    """One query parameter, defined once for the CLI (``--min-cost``) and the HTTP API
+    (``?min_cost=``): its :class:`collector.query.filters.Filters` field, how a value is read
+    (raising ``ArgumentTypeError``), and its help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    repeat: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _text(text: str) -> str:
+    return text
+
+
+FILTER_PARAMS = (
+    Param("since", time_arg, "from this time: a duration ago (90m, 24h, 30d, 2w) or ISO 8601 "
+          "(UTC if no offset)", "WHEN"),
+    Param("until", time_arg, "before this time (same forms)", "WHEN"),
+    Param("model", _text, "model (response or request model, exact)"),
+    Param("provider", _text, "provider, e.g. openai, anthropic, aws.bedrock"),
+    Param("service", _text, "service.name of the emitting app"),
+    Param("status", _text, "error = status ERROR", choices=("ok", "error")),
+    Param("session", _text, "session id"),
+    Param("user", _text, "user id"),
+    Param("min_cost", non_negative_float, "cost at least USD", "USD"),
+    Param("min_latency_ms", non_negative_float, "duration at least MS milliseconds", "MS"),
+    Param("search", _text, "case-insensitive text in prompts, responses or system instructions", "TEXT"),
+    Param("attr", attr_arg, "a span or resource attribute equals VALUE (as text), e.g. "
+          "app.feature=search; repeat for several", "KEY=VALUE", repeat=True),
+)
+"""The filters every listing shares (the fields of ``Filters``), in the order help shows them."""

@@ -11,13 +11,12 @@ import argparse
 import functools
 import gc
 import os
-import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from collector.query import render
 from collector.query.args import (
-    UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
+    DEFAULT_LIMIT, FILTER_PARAMS, UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors, positive_int,
     time_arg,
 )
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
@@ -25,7 +24,7 @@ from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, 
 if TYPE_CHECKING:  # the store module loads when a command runs, not when `run` starts
     from collector.query.store import Store
 
-__all__ = ["register", "EXPORT_CSV_FIELDS"]
+__all__ = ["register", "EXPORT_CSV_FIELDS", "export_chunks", "csv_row"]
 
 Handler = Callable[[argparse.Namespace], int]
 TRACE_SORTS = ("time", "cost", "latency", "tokens")  # keys of queries.TRACE_SORTS
@@ -50,23 +49,12 @@ def _format_arg(p: argparse.ArgumentParser) -> None:
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("filters")
-    g.add_argument("--since", type=time_arg, metavar="WHEN",
-                   help="from this time: a duration ago (90m, 24h, 30d, 2w) or ISO 8601 (UTC if no offset)")
-    g.add_argument("--until", type=time_arg, metavar="WHEN", help="before this time (same forms)")
-    g.add_argument("--model", help="model (response or request model, exact)")
-    g.add_argument("--provider", help="provider, e.g. openai, anthropic, aws.bedrock")
-    g.add_argument("--service", help="service.name of the emitting app")
-    g.add_argument("--status", choices=("ok", "error"), help="error = status ERROR")
-    g.add_argument("--session", help="session id")
-    g.add_argument("--user", help="user id")
-    g.add_argument("--min-cost", type=non_negative_float, metavar="USD", help="cost at least USD")
-    g.add_argument("--min-latency-ms", type=non_negative_float, metavar="MS",
-                   help="duration at least MS milliseconds")
-    g.add_argument("--search", metavar="TEXT",
-                   help="case-insensitive text in prompts, responses or system instructions")
+    for param in FILTER_PARAMS:
+        g.add_argument(param.flag, type=None if param.choices else param.parse, choices=param.choices,
+                       metavar=param.metavar, help=param.help, action="append" if param.repeat else "store")
 
 
-def _page_args(p: argparse.ArgumentParser, sorts: list[str], default_limit: int = 20) -> None:
+def _page_args(p: argparse.ArgumentParser, sorts: list[str], default_limit: int = DEFAULT_LIMIT) -> None:
     p.add_argument("--sort", choices=sorts, default="time", help="largest / newest first (default: time)")
     p.add_argument("--limit", type=positive_int, default=default_limit,
                    help=f"rows per page (default: {default_limit})")
@@ -149,22 +137,15 @@ def cmd_traces(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-_TRACE_ID = re.compile(r"^[0-9a-fA-F]{6,32}$")
-
-
 @_command
 def cmd_trace(args: argparse.Namespace, store: Store) -> int:
     """A full id, or a unique prefix of at least 6 hex digits (the ``traces`` table shows 8)."""
-    if not _TRACE_ID.match(args.trace_id):
-        raise UsageError(f"{args.trace_id!r} is not a trace id (32 hex characters, or a unique "
-                         f"prefix of at least 6)")
     from collector.query import queries
 
-    matches = queries.trace_ids_with_prefix(store, args.trace_id.lower())
-    if len(matches) > 1:
-        raise UsageError(f"trace id prefix {args.trace_id} is ambiguous ({', '.join(matches)}...)")
-    trace_id = matches[0] if matches else args.trace_id.lower()
-    span_list = queries.get_trace(store, trace_id) if matches else []
+    try:
+        trace_id, span_list = queries.find_trace(store, args.trace_id)
+    except queries.BadId as exc:
+        raise UsageError(str(exc)) from None
     if not span_list:
         sys.stderr.write(f"{args.prog}: trace {trace_id} not found\n")
         return 1
@@ -237,13 +218,10 @@ TURN_COLUMNS = [
 def cmd_session(args: argparse.Namespace, store: Store) -> int:
     from collector.query import queries
 
-    found = queries.get_session(store, args.session_id)
-    if found is None:  # a prefix, as the sessions table shows long ids (maybe copied with its "…")
-        prefix = args.session_id.removesuffix("\u2026")
-        matches = queries.session_ids_with_prefix(store, prefix) if prefix else []
-        if len(matches) > 1:
-            raise UsageError(f"session id prefix {prefix!r} is ambiguous ({', '.join(matches)}...)")
-        found = queries.get_session(store, matches[0]) if matches else None
+    try:
+        found = queries.find_session(store, args.session_id)
+    except queries.BadId as exc:
+        raise UsageError(str(exc)) from None
     if found is None:
         sys.stderr.write(f"{args.prog}: session {args.session_id} not found\n")
         return 1
@@ -360,10 +338,33 @@ def csv_row(span: dict) -> dict:
     }
 
 
+def export_chunks(spans: Iterable[dict], fmt: str, rows_per_chunk: int = 500) -> Iterator[str]:
+    """``export``'s output as text chunks: CSV (a header, then :func:`csv_row` per call) or
+    JSON Lines (one span per line); the HTTP API streams the same chunks."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if fmt == "csv":
+        writer.writerow(EXPORT_CSV_FIELDS)
+    for n, span in enumerate(spans, 1):
+        if fmt == "csv":
+            record = csv_row(span)
+            writer.writerow([render.csv_value(record[f]) for f in EXPORT_CSV_FIELDS])
+        else:
+            buffer.write(render.json_line(span))
+            buffer.write("\n")
+        if n % rows_per_chunk == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
+
+
 @_command
 def cmd_export(args: argparse.Namespace, store: Store) -> int:
-    import csv
-
     from collector.query import queries
     from collector.query.filters import Filters
 
@@ -372,17 +373,9 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
     try:
-        rows = queries.export_spans(store, Filters.from_args(args), args.all_spans, args.limit)
-        if args.format == "csv":
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(EXPORT_CSV_FIELDS)
-            for span in rows:
-                record = csv_row(span)
-                writer.writerow([render.csv_value(record[f]) for f in EXPORT_CSV_FIELDS])
-        else:
-            for span in rows:
-                out.write(render.json_line(span))
-                out.write("\n")
+        for chunk in export_chunks(queries.export_spans(store, Filters.from_args(args), args.all_spans,
+                                                        args.limit), args.format):
+            out.write(chunk)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -451,7 +444,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add("stats", cmd_stats, "volume, errors, tokens, cost, latency/TTFT/throughput percentiles")
     p.add_argument("--by", type=by_arg, default=["model"], metavar="KEYS",
                    help="comma-separated grouping: model,provider,service,user,session,day,hour "
-                        "(default: model)")
+                        "or attr:KEY (a span or resource attribute, e.g. attr:app.feature; "
+                        "default: model)")
     p.add_argument("--top", type=positive_int, default=10, help="top users by spend (default: 10)")
     p.add_argument("--section", choices=list(STAT_SECTIONS), default="groups",
                    help="which table --format csv writes (default: groups)")

@@ -21,7 +21,7 @@ from collector.query.store import Connection
 from exporters.storage.search import FTS_PRESENT, search_clause
 from exporters.storage.sqltext import Sql, any_of, in_list
 
-__all__ = ["Filters", "llm_call", "genai_call", "NS_PER_MS"]
+__all__ = ["Filters", "llm_call", "genai_call", "NS_PER_MS", "attribute", "attribute_value", "ATTR_PREFIX"]
 
 NS_PER_MS = 1_000_000
 
@@ -41,10 +41,14 @@ class Filters:
     min_cost: float | None = None
     min_latency_ms: float | None = None
     search: str | None = None
+    attr: tuple[tuple[str, str], ...] | None = None  # (key, value): a span or resource attribute
 
     @classmethod
     def from_args(cls, args: Any) -> "Filters":
-        return cls(**{name: getattr(args, name, None) for name in cls.__dataclass_fields__})
+        given = {name: getattr(args, name, None) for name in cls.__dataclass_fields__}
+        if given["attr"] is not None:  # argparse's append action gives a list
+            given["attr"] = tuple(given["attr"])
+        return cls(**given)
 
     # -- span level ------------------------------------------------------------------------------
 
@@ -102,6 +106,8 @@ class Filters:
                               ("session_id", self.session), ("user_id", self.user)):
             if value is not None:
                 out.append(Sql(f"spans.{column} = ?", value))
+        for key, value in self.attr or ():
+            out.append(Sql.compose("{} = {}", attribute_value(conn.dialect, key), Sql("?", value)))
         if self.search:
             # the storage's full-text index when the store has one, else a substring scan
             indexed = bool(conn.scalar(Sql(FTS_PRESENT[conn.dialect])))
@@ -118,3 +124,32 @@ def llm_call() -> Sql:
     """A turn, as the rollups count it: a chat / completion call, or a model call with no operation."""
     return any_of([in_list("spans.operation", sorted(LLM_OPERATIONS)),
                    Sql("spans.operation IS NULL AND spans.model IS NOT NULL")])
+
+
+ATTR_PREFIX = "attr:"
+"""``--by attr:app.feature``: a grouping key naming a span or resource attribute."""
+
+
+def attribute(dialect: str, column: str, key: str, numeric: bool = False) -> Sql:
+    """Attribute ``key`` of the JSON column ``column`` (``spans.attributes``...) as text, or as a
+    number only when it IS a JSON number (a CAST of ``"good"`` would be 0.0 on SQLite and an error
+    on Postgres).  The key is a bound parameter, never SQL text.  As text, JSON booleans read
+    ``true`` / ``false`` on both stores (SQLite's json_extract alone gives 1 / 0)."""
+    if dialect == "postgresql":
+        if numeric:
+            return Sql(f"CASE WHEN jsonb_typeof({column} -> CAST(? AS TEXT)) = 'number' "
+                       f"THEN CAST({column} ->> CAST(? AS TEXT) AS DOUBLE PRECISION) END", key, key)
+        return Sql(f"{column} ->> CAST(? AS TEXT)", key)
+    path = '$."' + key.replace('"', '""') + '"'
+    if numeric:
+        return Sql(f"CASE WHEN json_type({column}, ?) IN ('integer', 'real') "
+                   f"THEN json_extract({column}, ?) END", path, path)
+    return Sql(f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+               f"ELSE CAST(json_extract({column}, ?) AS TEXT) END", path, path)
+
+
+def attribute_value(dialect: str, key: str) -> Sql:
+    """A span's attribute ``key`` as text, else its resource's (``tenant.id`` is usually set
+    once per process, ``app.feature`` per call): what ``--attr`` and ``--by attr:KEY`` read."""
+    return Sql.compose("coalesce({}, {})", attribute(dialect, "spans.attributes", key),
+                       attribute(dialect, "spans.resource_attributes", key))

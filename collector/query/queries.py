@@ -1,11 +1,12 @@
 """Read models for every query command, written once in SQL both SQLite and Postgres run.
 
-Results are plain dicts whose keys are the documented, stable JSON field names (README, section
-"Query CLI"); the renderers only format them.
+Results are plain dicts whose keys are the documented, stable JSON field names (docs/querying.md,
+"JSON fields"); the renderers only format them.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
@@ -13,7 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import orjson
 
 from collector.model import STATUS_NAMES
-from collector.query.filters import NS_PER_MS, Filters, genai_call, llm_call
+from collector.query.filters import NS_PER_MS, Filters, attribute, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Connection, Store
 from exporters.storage.search import like_contains
@@ -21,7 +22,8 @@ from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
 
 __all__ = [
     "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
-    "session_ids_with_prefix", "get_session", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
+    "session_ids_with_prefix", "get_session", "BadId", "find_trace", "resolve_trace_id", "find_session", "list_calls",
+    "CALL_SORTS", "trace_detail", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
 
 
@@ -165,6 +167,86 @@ def get_trace(store: Store, trace_id: str) -> list[dict]:
         return [span_record(r) for r in conn.rows(_spans_where([Sql("spans.trace_id = ?", trace_id)]))]
 
 
+DETAIL_COLUMNS = ("kind", "attributes", "content_attributes", "resource_attributes", "events", "links")
+"""What a trace's page shows of each span besides :func:`span_record`: the raw OTLP data."""
+
+_HAS_LOGS = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'logs'",
+    "postgresql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+                  "AND table_name = 'logs'",
+}
+
+
+def trace_detail(store: Store, trace_id: str) -> dict | None:
+    """One trace for the web UI and the HTTP API: every span as :func:`span_record` plus its raw
+    attributes, resource, events and links, and the log records of the trace (``logs`` is empty
+    on a store without a logs table); ``None`` when unknown."""
+    query = Sql(f"SELECT {SPAN_COLUMNS}, {', '.join('spans.' + c for c in DETAIL_COLUMNS)} "
+                f"FROM spans WHERE spans.trace_id = ? ORDER BY {SPAN_ORDER}", trace_id)
+    with store.connect() as conn:
+        rows = conn.rows(query)
+        if not rows:
+            return None
+        logs = _trace_logs(conn, trace_id)
+    spans = [{**span_record(r), "kind": r["kind"],
+              **{c: _json(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
+    return {"trace_id": trace_id, "spans": spans, "logs": logs}
+
+
+def _trace_logs(conn: Connection, trace_id: str) -> list[dict]:
+    """The trace's log records, every column as stored (JSON columns decoded), oldest first."""
+    if not conn.scalar(Sql(_HAS_LOGS[conn.dialect])):
+        return []
+    rows = conn.rows(Sql("SELECT * FROM logs WHERE trace_id = ? LIMIT 10000", trace_id))
+    records = [{k: _json(v) if k != "trace_id" else v for k, v in r.items()} for r in rows]
+    return sorted(records, key=lambda r: r.get("time_unix_nano") or r.get("observed_time_unix_nano") or 0)
+
+
+CALL_SORTS = {
+    "time": "spans.start_time_unix_nano DESC",
+    "cost": "spans.cost_usd DESC NULLS LAST",
+    "latency": "spans.duration_ms DESC NULLS LAST",
+    "tokens": "coalesce(spans.input_tokens, 0) + coalesce(spans.output_tokens, 0) DESC",
+    "ttft": "spans.ttft_ms DESC NULLS LAST",
+}
+"""Calls listing ``sort`` -> ORDER BY (largest / newest first; the same NULL order on both stores)."""
+
+
+def list_calls(store: Store, f: Filters, sort: str, limit: int, offset: int) -> list[dict]:
+    """A page of GenAI calls (spans with a model) as :func:`span_record`, newest first by
+    default: the calls table of the web UI (``export`` gives the same records oldest first)."""
+    with store.connect() as conn:
+        where = [genai_call(), *f.span_clauses(conn)]
+        query = Sql.compose(f"SELECT {SPAN_COLUMNS} FROM spans WHERE {{}} ORDER BY {CALL_SORTS[sort]}, "
+                            f"spans.span_id DESC LIMIT {{}} OFFSET {{}}", all_of(where), Sql("?", limit),
+                            Sql("?", offset))
+        return [span_record(r) for r in conn.rows(query)]
+
+
+class BadId(ValueError):
+    """A trace / session id that is malformed, or a prefix that names more than one."""
+
+
+_TRACE_ID = re.compile(r"^[0-9a-fA-F]{6,32}$")
+
+
+def resolve_trace_id(store: Store, text: str) -> str | None:
+    """A full trace id, or a unique prefix of at least 6 hex digits (listings show 8) -> the
+    stored id, ``None`` when none matches; :class:`BadId` when malformed or ambiguous."""
+    if not _TRACE_ID.match(text):
+        raise BadId(f"{text!r} is not a trace id (32 hex characters, or a unique prefix of at least 6)")
+    matches = trace_ids_with_prefix(store, text.lower())
+    if len(matches) > 1:
+        raise BadId(f"trace id prefix {text} is ambiguous ({', '.join(matches)}...)")
+    return matches[0] if matches else None
+
+
+def find_trace(store: Store, text: str) -> tuple[str, list[dict]]:
+    """The id :func:`resolve_trace_id` finds and its spans (none when unknown)."""
+    trace_id = resolve_trace_id(store, text)
+    return (trace_id, get_trace(store, trace_id)) if trace_id else (text.lower(), [])
+
+
 # -------------------------------------------------------------------------------------------------
 # sessions
 
@@ -199,6 +281,19 @@ def get_session(store: Store, session_id: str) -> dict | None:
         turns = [span_record(r) for r in conn.rows(_spans_where([Sql("spans.session_id = ?", session_id),
                                                                  llm_call()]))]
     return {"session": _session_record(found[0]), "turns": turns}
+
+
+def find_session(store: Store, text: str) -> dict | None:
+    """A session by id, or by a unique prefix (tables cut long ids, maybe copied with their "…");
+    ``None`` when unknown, :class:`BadId` when the prefix is ambiguous."""
+    found = get_session(store, text)
+    if found is None:
+        prefix = text.removesuffix("\u2026")
+        matches = session_ids_with_prefix(store, prefix) if prefix else []
+        if len(matches) > 1:
+            raise BadId(f"session id prefix {prefix!r} is ambiguous ({', '.join(matches)}...)")
+        found = get_session(store, matches[0]) if matches else None
+    return found
 
 
 # -------------------------------------------------------------------------------------------------
@@ -238,25 +333,10 @@ def _refusal() -> Sql:
     return any_of(like_contains(text, p.lower()) for p in REFUSAL_PHRASES)
 
 
-def _attribute(dialect: str, key: str, numeric: bool) -> Sql:
-    """One span attribute as text, or as a number only when it IS a JSON number (a CAST of
-    ``"good"`` would be 0.0 on SQLite and an error on Postgres)."""
-    if dialect == "postgresql":
-        if numeric:
-            return Sql("CASE WHEN jsonb_typeof(spans.attributes -> CAST(? AS TEXT)) = 'number' "
-                       "THEN CAST(spans.attributes ->> CAST(? AS TEXT) AS DOUBLE PRECISION) END", key, key)
-        return Sql("spans.attributes ->> CAST(? AS TEXT)", key)
-    path = '$."' + key.replace('"', '""') + '"'
-    if numeric:
-        return Sql("CASE WHEN json_type(spans.attributes, ?) IN ('integer', 'real') "
-                   "THEN json_extract(spans.attributes, ?) END", path, path)
-    return Sql("CAST(json_extract(spans.attributes, ?) AS TEXT)", path)
-
-
 def _negative_feedback(dialect: str) -> Sql:
-    clauses = [in_list(Sql.compose("lower({})", _attribute(dialect, k, False)), NEGATIVE_FEEDBACK)
+    clauses = [in_list(Sql.compose("lower({})", attribute(dialect, "spans.attributes", k)), NEGATIVE_FEEDBACK)
                for k in FEEDBACK_KEYS]
-    clauses += [Sql.compose("{} < 0.5", _attribute(dialect, k, True)) for k in FEEDBACK_SCORE_KEYS]
+    clauses += [Sql.compose("{} < 0.5", attribute(dialect, "spans.attributes", k, numeric=True)) for k in FEEDBACK_SCORE_KEYS]
     return any_of(clauses)
 
 

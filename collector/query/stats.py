@@ -26,11 +26,11 @@ from collections import defaultdict
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from collector.query.filters import Filters, genai_call
+from collector.query.filters import ATTR_PREFIX, Filters, attribute_value, genai_call
 from collector.query.percentile import nearest_rank, percentile_disc
 from collector.query.queries import iso
 from collector.query.store import Connection, Store
-from exporters.storage.sqltext import Sql, all_of
+from exporters.storage.sqltext import Sql, all_of, join
 
 __all__ = ["stats", "PERCENTILES"]
 
@@ -57,7 +57,14 @@ GROUP_COLUMNS = {
     "day": f"spans.start_time_unix_nano / {NS_PER_DAY}",
     "hour": f"spans.start_time_unix_nano / {NS_PER_HOUR}",
 }
-"""``--by`` key -> SQL expression."""
+"""``--by`` key -> SQL expression (``attr:KEY`` keys: :func:`group_expression`)."""
+
+
+def group_expression(key: str, dialect: str) -> Sql:
+    """The SQL a grouping key reads: a column, a time bucket, or a span/resource attribute."""
+    if key.startswith(ATTR_PREFIX):
+        return attribute_value(dialect, key[len(ATTR_PREFIX):])
+    return Sql(GROUP_COLUMNS[key])
 
 
 def _group_value(key: str, value: Any) -> Any:
@@ -103,15 +110,18 @@ SUMS = ("count(*), sum(CASE WHEN spans.status_code = 2 THEN 1 ELSE 0 END), sum(s
 """Per group: requests, errors, input tokens, output tokens, cost (what _group_record takes)."""
 
 
-def _grouped(select: str, where: list[Sql], group_by: Sequence[str]) -> Sql:
-    return Sql.compose(f"SELECT {select} FROM spans WHERE {{}}"
-                       + (f" GROUP BY {', '.join(group_by)}" if group_by else ""), all_of(where))
+def _grouped(select: Sequence[Sql | str], where: list[Sql], nkeys: int) -> Sql:
+    """``SELECT select FROM spans WHERE ... GROUP BY`` the first ``nkeys`` columns, by position:
+    a key holding bound parameters (``attr:KEY``) is then one expression to Postgres, which
+    would see ``$1`` in the SELECT and ``$5`` in the GROUP BY as two."""
+    group_by = f" GROUP BY {', '.join(str(i) for i in range(1, nkeys + 1))}" if nkeys else ""
+    return Sql.compose("SELECT {} FROM spans WHERE {}" + group_by, join(select, ", "), all_of(where))
 
 
 def _groups(conn: Connection, where: list[Sql], by: Sequence[str]) -> list[dict]:
-    keys = [GROUP_COLUMNS[k] for k in by]
+    keys = [group_expression(k, conn.dialect) for k in by]
     percentiles = [percentile_disc(col, which) for col, which, _ in METRICS.values()]
-    query = _grouped(", ".join([*keys, SUMS, *percentiles]), where, keys)
+    query = _grouped([*keys, SUMS, *percentiles], where, len(keys))
     width = len(by)
     out = []
     for row in conn.execute(query).fetchall():
@@ -124,8 +134,8 @@ def _groups(conn: Connection, where: list[Sql], by: Sequence[str]) -> list[dict]
 
 
 def _cost_per_call(conn: Connection, where: list[Sql]) -> list[dict]:
-    query = _grouped(f"spans.model, count(*), sum(spans.cost_usd), "
-                     f"{percentile_disc('spans.cost_usd', COST_PERCENTILES)}", where, ["spans.model"])
+    query = _grouped([f"spans.model, count(*), sum(spans.cost_usd), "
+                      f"{percentile_disc('spans.cost_usd', COST_PERCENTILES)}"], where, 1)
     return [_per_call_record(row[0], row[1], row[2], *_filled(row[3], COST_PERCENTILES))
             for row in conn.execute(query).fetchall()]
 
@@ -156,19 +166,19 @@ def _sqlite_stats(store: Store, where: list[Sql], by: Sequence[str],
 
 def _group_sums(conn: Connection, where: list[Sql], by: Sequence[str]) -> dict[tuple, tuple]:
     """Group key -> the :data:`SUMS`."""
-    keys = [GROUP_COLUMNS[k] for k in by]
+    keys = [group_expression(k, conn.dialect) for k in by]
     width = len(by)
     return {tuple(row[:width]): tuple(row[width:])
-            for row in conn.execute(_grouped(", ".join([*keys, SUMS]), where, keys)).fetchall()}
+            for row in conn.execute(_grouped([*keys, SUMS], where, width)).fetchall()}
 
 
 def _value_scan(conn: Connection, where: list[Sql],
                 by: Sequence[str]) -> tuple[dict[tuple, dict[str, list]], list[dict]]:
     """Percentiles per group and the cost per call by model, from the sorted values of every
     (group, model) bucket of one scan."""
-    keys = [GROUP_COLUMNS[k] for k in by] + ([] if "model" in by else ["spans.model"])
+    keys = [group_expression(k, conn.dialect) for k in by] + ([] if "model" in by else [Sql("spans.model")])
     values = ["spans.cost_usd", *(col for col, _, _ in METRICS.values())]
-    buckets = sorted_by_key(conn.execute(_grouped(", ".join(keys + values), where, [])).fetchall(), len(keys))
+    buckets = sorted_by_key(conn.execute(_grouped([*keys, *values], where, 0)).fetchall(), len(keys))
     width = len(by)
     i_model = list(by).index("model") if "model" in by else width
     runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets

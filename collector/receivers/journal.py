@@ -40,7 +40,8 @@ _WAIT_FOR_CACHE = 1.0  # longest the feeder waits for a fresh request to registe
 class StorageConfig:
     directory: str = setting(doc="intake journal directory (created if missing); one collector per directory")
     max_size: ByteSize = setting(1 << 30, min=1 << 20, doc="disk cap of the journal; requests get "
-                                                           "RESOURCE_EXHAUSTED / 429 when it is full")
+                                                           "RESOURCE_EXHAUSTED / 429 when it is full. At least "
+                                                           "twice the largest request a protocol accepts")
     memory_cache: ByteSize = setting(32 << 20, min=0, doc="encoded bytes of fresh requests kept decoded "
                                                           "in memory so the feeder skips decoding them again")
 
@@ -69,6 +70,9 @@ class IntakeJournal:
         self.dropped = ctx.counter("journal_dropped_spans",
                                    "Journaled spans an exporter refused for good (logged, not retried).")
         ctx.gauge("journal_bytes", "Bytes of intake journal files on disk.", lambda: self.queue.disk_bytes)
+        ctx.gauge("journal_damaged_requests", "Journaled requests lost to damage on disk (a bad checksum, "
+                  "garbage, a missing segment); each loss is logged with its seqs.",
+                  lambda: self.queue.corrupt_records)
         ctx.gauge("journal_pending_requests", "Journaled requests not yet completed by the pipelines.",
                   lambda: self.queue.pending)
         if self.queue.pending:

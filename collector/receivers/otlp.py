@@ -20,7 +20,6 @@ import zlib
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -33,61 +32,59 @@ from collector.receivers.journal import JSON_TAG, PROTO_TAG, IntakeJournal, Stor
 from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, server_ssl_context
 from config.files import read_config_file
 from collector.telemetry import parse_address
-from config.schema import ByteSize, ConfigError, Duration, build, setting
+from config.schema import ByteSize, ConfigError, Duration, setting
 
 __all__ = ["OtlpReceiver", "OtlpReceiverConfig"]
 
 _ADDRESS = r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$"
-_ABSENT: Any = object()
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 
 @dataclass
 class GrpcConfig:
-    endpoint: str = setting("127.0.0.1:4317", pattern=_ADDRESS)
-    max_recv_msg_size_mib: int = setting(16, min=1, max=2047)
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests handled at once")
-    tls: TlsConfig | None = None
-    auth: AuthConfig | None = None
+    endpoint: str = setting("127.0.0.1:4317", pattern=_ADDRESS,
+                            doc="host:port to listen on (0.0.0.0:4317 for every interface)")
+    max_recv_msg_size_mib: int = setting(16, min=1, max=2047, doc="larger messages get RESOURCE_EXHAUSTED")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="worker threads; up to 4x this many calls "
+                                           "may queue, beyond that gRPC answers RESOURCE_EXHAUSTED")
+    tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
+    auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
 
 @dataclass
 class HttpConfig:
-    endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS)
-    traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$")
-    max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1)
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests handled at once; beyond, 429")
-    tls: TlsConfig | None = None
-    auth: AuthConfig | None = None
+    endpoint: str = setting("127.0.0.1:4318", pattern=_ADDRESS,
+                            doc="host:port to listen on (0.0.0.0:4318 for every interface)")
+    traces_url_path: str = setting("/v1/traces", pattern=r"^/\S*$", doc="path of the traces endpoint")
+    max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1, doc="cap on the body, before and "
+                                              "after decompression (413 beyond)")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests processed at once (bounds "
+                                           "memory); beyond, 429")
+    tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
+    auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
 
 @dataclass
 class ProtocolsConfig:
     """``grpc:`` / ``http:`` present (even empty) enables that protocol."""
 
-    grpc: Any = _ABSENT
-    http: Any = _ABSENT
+    grpc: GrpcConfig | None = setting(None, null_enables=True, doc="OTLP/gRPC; present (even empty) enables it")
+    http: HttpConfig | None = setting(None, null_enables=True, doc="OTLP/HTTP; present (even empty) enables it")
 
     def validate(self) -> list:
-        problems: list = []
-        for name, cls in (("grpc", GrpcConfig), ("http", HttpConfig)):
-            raw = getattr(self, name)
-            if raw is _ABSENT:
-                setattr(self, name, None)
-                continue
-            obj, errors = build(cls, raw if raw is not None else {}, (name,))
-            problems.extend(errors)
-            setattr(self, name, obj)
-        if not problems and self.grpc is None and self.http is None:
-            problems.append(ConfigError("", "must enable at least one protocol (grpc, http)"))
-        return problems
+        if self.grpc is None and self.http is None:
+            return [ConfigError("", "must enable at least one protocol (grpc, http)")]
+        return []
 
 
 @dataclass
 class OtlpReceiverConfig:
-    protocols: ProtocolsConfig
-    ack_timeout: Duration = setting(30.0, doc="longest a request waits for its spans to be written")
-    storage: StorageConfig | None = None
+    protocols: ProtocolsConfig = setting(doc="which protocols to serve (at least one)")
+    ack_timeout: Duration = setting(30.0, doc="longest a request waits for its spans to be safe; then "
+                                    "UNAVAILABLE / 503 (the data stays queued and is still written; a retry "
+                                    "is deduplicated by the storage upsert). A shorter gRPC client deadline wins")
+    storage: StorageConfig | None = setting(None, doc="intake journal: acknowledge once the request is fsync'd "
+                                            "on disk instead of once exporters committed it (off when unset)")
 
     def validate(self) -> list:
         """A journal smaller than the largest accepted request would refuse that request forever."""
@@ -531,4 +528,16 @@ class OtlpReceiver:
             self.ingest.journal.shutdown(self.ingest.ack_timeout)
 
 
-FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx))
+FACTORY = Factory("otlp", OtlpReceiverConfig, lambda cfg, ctx: OtlpReceiver(cfg, ctx),
+                  doc="OTLP over gRPC and HTTP (protobuf and JSON); acknowledges only what is safely written",
+                  example="""\
+protocols:
+  grpc:
+    endpoint: 127.0.0.1:4317
+  http:
+    endpoint: 127.0.0.1:4318
+    auth: {bearer_token_file: /etc/genai-collector/tokens}
+storage:                 # optional intake journal: acknowledge on fsync
+  directory: /var/lib/genai-collector/intake
+  max_size: 1GiB
+""")

@@ -30,10 +30,11 @@ class TlsConfig:
 
 @dataclass
 class AuthConfig:
-    bearer_token: str = setting("", doc="the token clients must send as 'Authorization: Bearer <token>'")
+    bearer_token: str = setting("", doc="the token clients must send as 'Authorization: Bearer <token>' "
+                                  "(gRPC metadata authorization); set this or bearer_token_file")
     bearer_token_file: str = setting("", doc="file with one token per line (any of them is accepted); "
                                              "re-read when it changes, so tokens rotate without a restart")
-    scheme: str = setting("Bearer", pattern=r"^\S*$", doc="the scheme word before the token")
+    scheme: str = setting("Bearer", pattern=r"^\S*$", doc="the scheme word before the token (\"\": the whole header is the token)")
 
     def validate(self) -> list:
         if bool(self.bearer_token) == bool(self.bearer_token_file):

@@ -58,7 +58,7 @@ CALL_INDEX_COLUMNS: tuple[str, ...] = (
 """Columns of ``ix_spans_calls`` (GenAI calls: ``model IS NOT NULL``), led by time: every column a
 ``stats`` query groups by (but ``session``) or aggregates, so it is answered from the index alone.
 It replaced the ``(model, start)`` index of revision 0001, with which every call a ``stats``
-query counted was a lookup of its wide ``spans`` row (see README, Query CLI: Performance)."""
+query counted was a lookup of its wide ``spans`` row (see docs/performance.md, Query CLI)."""
 
 metadata = sa.MetaData()
 
