@@ -23,8 +23,9 @@ import logging
 import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import orjson
 import sqlalchemy as sa
@@ -86,6 +87,21 @@ class Retention:
 
     # -- one pass --------------------------------------------------------------------------------
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction under the store's lock.  On SQLite with ``secure_delete``: what
+        retention deletes or nulls is overwritten with zeros in the file, not left in free space
+        where any reader of the file (a backup, a copied disk) would still find it.  Only here:
+        on the ingest path it would cost ~8 % CPU (rollup upserts free space too) for no privacy."""
+        with self.store.locked(), self.store.engine.begin() as conn:
+            if self.store.dialect.sqlite:
+                conn.exec_driver_sql("PRAGMA secure_delete = ON")
+            try:
+                yield conn
+            finally:
+                if self.store.dialect.sqlite:
+                    conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+
     def run_once(self) -> RetentionReport:
         report = RetentionReport()
         now_ns = int(self.clock() * 1e9)
@@ -115,7 +131,7 @@ class Retention:
                       .where(spans.c.start_time_unix_nano >= self._content_watermark,
                              spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
                       .limit(CHUNK))
-            with self.store.locked(), self.store.engine.begin() as conn:
+            with self._transaction() as conn:
                 rows = conn.execute(select).all()
                 if rows:
                     conn.execute(spans.update().where(spans.c.id.in_([r.id for r in rows])).values(nulls))
@@ -135,12 +151,12 @@ class Retention:
         expired = sa.select(traces.c.trace_id).where(traces.c.end_time_unix_nano < cutoff_ns)
         while self._delete_traces(expired.limit(CHUNK), report) == CHUNK:
             pass
-        with self.store.locked(), self.store.engine.begin() as conn:
+        with self._transaction() as conn:
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
 
     def _delete_traces(self, select_ids: sa.Select, report: RetentionReport) -> int:
-        with self.store.locked(), self.store.engine.begin() as conn:
+        with self._transaction() as conn:
             ids = list(conn.execute(select_ids).scalars())
             if ids:
                 report.deleted_spans += conn.execute(spans.delete().where(spans.c.trace_id.in_(ids))).rowcount
@@ -165,7 +181,7 @@ class Retention:
             if not deleted:
                 break
             to_delete -= deleted
-        with self.store.locked(), self.store.engine.begin() as conn:
+        with self._transaction() as conn:
             first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
@@ -177,7 +193,7 @@ class Retention:
         still holds page images from before the purge until a checkpoint truncates it."""
         if not self.store.dialect.sqlite or not (report.purged_spans or report.deleted_spans):
             return
-        with self.store.locked(), self.store.engine.begin() as conn:
+        with self._transaction() as conn:
             if fts_enabled(conn):
                 conn.exec_driver_sql("INSERT INTO spans_fts (spans_fts) VALUES ('optimize')")
         self.store.sqlite_maintenance(vacuum=True)

@@ -631,10 +631,6 @@ def _sqlite_pragmas(synchronous: str, busy_timeout: float):
             # Only possible before the first table: lets retention give space back to the OS.
             cur.execute("PRAGMA auto_vacuum = INCREMENTAL")
         cur.execute("PRAGMA journal_mode = WAL")
-        # Deleted and overwritten content is zeroed in the file, not left in free space where any
-        # reader of the file (a backup, a copied laptop disk) would still find it: content_ttl,
-        # ttl and max_size_mb must remove prompts for real.  Inserts do not pay for it.
-        cur.execute("PRAGMA secure_delete = ON")
         cur.execute(f"PRAGMA synchronous = {synchronous}")
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         # Checkpoints run in the background (_Checkpointer); this is only the safety net.
