@@ -41,6 +41,7 @@ _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
 _MAX_CACHED_CHARS = 65536
 _MAX_KEYS = 65536  # attribute keys whose classification is remembered
+_JSON_CACHE_ENTRIES = 2048  # JSON documents remembered (each twice: as sent and compact)
 _MAX_KEY_SETS = 4096  # attribute key sets (one per instrumentation and span type) remembered
 
 
@@ -229,7 +230,9 @@ class RedactionProcessor:
         self._drop_when = dict(config.drop_content_when)
         self._kinds: dict[str, int] = {}
         self._key_sets: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
-        self._json_cache = LruCache(config.cache_size)
+        # Whole JSON documents rarely repeat (system prompts and tool schemas do, and a span's
+        # messages are looked up once more by _walk_structure): a smaller cache, less memory.
+        self._json_cache = LruCache(min(config.cache_size, _JSON_CACHE_ENTRIES))
         self._resource_kinds: dict[str, bool] = {}
         self._redacted = ctx.counter("redacted_values", "PII values and blocked values redacted") if ctx else None
         self._errors = ctx.counter("redaction_errors", "spans whose content was dropped because "
@@ -393,13 +396,23 @@ class RedactionProcessor:
         return text
 
     def _walk_structure(self, value: list | dict, stats: _Stats, label: str) -> Any:
-        """:meth:`_walk` for a list/dict, skipped when its JSON encoding (one C call) is surely
-        clean: then no string in it can be either (structured messages are mostly prose)."""
+        """:meth:`_walk` for a list/dict (the normalised messages), with two shortcuts on its
+        compact JSON encoding (one C call): the same document already redacted as an attribute of
+        this span (cached by :meth:`_json` under its compact encoding: the normaliser keeps the
+        current dialect's messages as they came), or an encoding that is surely clean."""
         try:
-            if self.engine.surely_clean(orjson.dumps(value).decode()):
-                return value
+            dump = orjson.dumps(value)
         except (TypeError, ValueError):  # bytes, big integers or other non-JSON values inside: walk it
-            pass
+            return self._walk(value, stats, label)
+        cached = self._json_cache.get(dump)
+        if cached is not None:
+            new, count, types = cached
+            if not count:
+                return value
+            stats.add(label, count, types)
+            return _DROP if new is _DROP else orjson.loads(new)
+        if self.engine.surely_clean(dump.decode()):
+            return value
         return self._walk(value, stats, label)
 
     def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
@@ -419,6 +432,10 @@ class RedactionProcessor:
                 return None
         if not isinstance(parsed, (list, dict)):
             return None
+        try:
+            compact = orjson.dumps(parsed)  # the key under which _walk_structure finds it
+        except (TypeError, ValueError):
+            compact = None
         stats = _Stats()
         new = self._walk(parsed, stats, "")
         if new is not _DROP:
@@ -426,6 +443,8 @@ class RedactionProcessor:
         result = (new, stats.count, stats.types)
         if len(raw) <= _MAX_CACHED_CHARS:
             self._json_cache.put(raw, result)
+            if compact is not None:
+                self._json_cache.put(compact, result)
         return result
 
     def _mask_blocked(self, attrs: dict[str, Any], key: str, stats: _Stats) -> None:
