@@ -86,6 +86,7 @@ _MAX_LEAD = 10  # phonenumbers' candidate may start with up to 2 x (lead char + 
 _SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
 _MIN_SEGMENTED = 120
 _LOOKUP_FIRST = 64  # texts from this length are looked up in the cache before being screened
+_SHORT_CLEAN_ENTRIES = 4096  # short texts remembered as clean (roles, part types, finish reasons)
 _NOT_DIGIT = bytes(b for b in range(256) if not 48 <= b <= 57)
 
 
@@ -421,6 +422,7 @@ class PiiEngine:
         self._anonymizer: tuple[Any, dict[str, Any]] | None = None  # built when findings first overlap
         self._drop = frozenset(e for e, op in self._operator_names.items() if op == "drop")
         self._texts = LruCache(cache_size)
+        self._short_clean: dict[str, bool] = {}
         self._windows = LruCache(cache_size)
         self._group_regions = LruCache(max(cache_size, 1024))
 
@@ -660,7 +662,12 @@ class PiiEngine:
         A long text is looked up before it is screened: the same message is seen twice per span
         (the raw attribute and the normalised messages), and a lookup costs less than a scan."""
         if len(text) < _LOOKUP_FIRST:
+            if text in self._short_clean:  # "user", "text", "stop": one dict lookup
+                return CLEAN
             if self.surely_clean(text):
+                if len(self._short_clean) >= _SHORT_CLEAN_ENTRIES:
+                    self._short_clean.clear()
+                self._short_clean[text] = True
                 return CLEAN
             cached = self._texts.get(text)
         else:
