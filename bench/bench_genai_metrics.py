@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=512)
     args = parser.parse_args(argv)
-    logging.getLogger().setLevel(logging.ERROR)
     payload = make_mix(args.spans)
     results = {"default": run(payload, args.runs, args.batch),
                "two extra dimensions": run(payload, args.runs, args.batch,

@@ -243,20 +243,31 @@ def time_inprocess(db: str, argv: list[str], runs: int) -> dict:
     return _summary(wall, cpu)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def store_args(description: str, runs: int) -> argparse.Namespace:
+    """The command line of this benchmark and of bench_ui.py, which reads the same store."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--spans", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--db", help="SQLite file (default: a file in the temp dir, reused)")
     parser.add_argument("--postgres", metavar="URL", help="also bench this Postgres database "
                         "(it is dropped and rebuilt unless it already holds --spans spans)")
-    args = parser.parse_args()
-    anchor = (time.time_ns() // (86400 * NS)) * 86400 * NS  # today 00:00 UTC: reusable all day
+    return parser.parse_args()
+
+
+def stores_of(args: argparse.Namespace) -> tuple[int, dict[str, tuple[str, str]]]:
+    """Today 00:00 UTC (the store's end: reusable all day) and store name -> (URL, --db value)."""
+    anchor = (time.time_ns() // (86400 * NS)) * 86400 * NS
     day = time.strftime("%Y%m%d", time.gmtime(anchor / NS))
     path = args.db or os.path.join(tempfile.gettempdir(), f"gc_bench_query_{args.spans}_{day}.db")
     stores = {"sqlite": (f"sqlite:///{path}", path)}
     if args.postgres:
         stores["postgres"] = (args.postgres, args.postgres)
+    return anchor, stores
+
+
+def main() -> None:
+    args = store_args(__doc__.splitlines()[0], runs=5)
+    anchor, stores = stores_of(args)
     workloads = {
         "stats --by model,day --since 30d": ["stats", "--by", "model,day", "--since", "30d"],
         "traces --since 7d --model gpt-4o --status error --limit 20":

@@ -5,6 +5,7 @@
 Prints one JSON object with the median of ``--runs`` runs for each figure:
 * ``decode_<format>_spans_per_s``: one thread decoding + validating requests of 100 spans
   (protobuf, OTLP/JSON, and OTLP/JSON through protobuf's generic ``json_format`` for reference);
+  ``decode_<format>_log_records_per_s``: the same for 100 GenAI message log events (a body map);
 * ``diskqueue_appends_per_s``: 8 threads appending 2 KiB records, each append fsync'd (group commit),
   and ``diskqueue_appends_per_fsync``, how many appends one fsync covered on average;
   ``diskqueue_single_thread_appends_per_s``: the same with one thread (one fsync per append);
@@ -89,6 +90,29 @@ def _request_bytes(seed: int, spans: int) -> bytes:
     return req.SerializeToString()
 
 
+def _logs_request_bytes(records: int) -> bytes:
+    """A request of ``records`` deprecated-convention GenAI message events (content in the body)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "bench"
+    sl = rl.scope_logs.add()
+    for i in range(records):
+        rec = sl.log_records.add(time_unix_nano=1_700_000_000_000_000_000 + i, severity_number=9,
+                                 trace_id=os.urandom(16), span_id=os.urandom(8), event_name="gen_ai.user.message")
+        rec.attributes.add(key="gen_ai.provider.name").value.string_value = "openai"
+        rec.body.kvlist_value.values.add(key="content").value.string_value = "hello " * 40
+    return req.SerializeToString()
+
+
+def _hex_ids(node):
+    """protobuf's JSON mapping (base64 ids) to OTLP/JSON (hex ids)."""
+    if isinstance(node, dict):
+        return {k: base64.b64decode(v).hex() if k in ("traceId", "spanId") else _hex_ids(v) for k, v in node.items()}
+    return [_hex_ids(v) for v in node] if isinstance(node, list) else node
+
+
 def bench_decode(spans: int = 100, rounds: int = 30) -> dict[str, float]:
     """Spans/s decoded and validated in one thread: protobuf, OTLP/JSON, and (for reference)
     OTLP/JSON through protobuf's generic ``json_format`` parser."""
@@ -100,10 +124,7 @@ def bench_decode(spans: int = 100, rounds: int = 30) -> dict[str, float]:
     body = _request_bytes(1, spans)
     data = json_format.MessageToDict(ExportTraceServiceRequest.FromString(body))
     base64_body = json.dumps(data).encode()  # protobuf's JSON mapping: ids in base64
-    for span in data["resourceSpans"][0]["scopeSpans"][0]["spans"]:
-        for key in ("traceId", "spanId"):
-            span[key] = base64.b64decode(span[key]).hex()
-    json_body = json.dumps(data).encode()  # OTLP/JSON: ids in hex
+    json_body = json.dumps(_hex_ids(data)).encode()  # OTLP/JSON: ids in hex
 
     def rate(fn) -> float:
         started = time.perf_counter()
@@ -111,7 +132,13 @@ def bench_decode(spans: int = 100, rounds: int = 30) -> dict[str, float]:
             fn()
         return spans * rounds / (time.perf_counter() - started)
 
-    return {"decode_protobuf_spans_per_s": rate(lambda: decode(body, False)),
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    logs_body = _logs_request_bytes(spans)
+    logs_json = json.dumps(_hex_ids(json_format.MessageToDict(ExportLogsServiceRequest.FromString(logs_body))))
+    return {"decode_protobuf_log_records_per_s": rate(lambda: decode(logs_body, False, "logs")),
+            "decode_json_log_records_per_s": rate(lambda: decode(logs_json.encode(), True, "logs")),
+            "decode_protobuf_spans_per_s": rate(lambda: decode(body, False)),
             "decode_json_spans_per_s": rate(lambda: decode(json_body, True)),
             "decode_json_via_json_format_spans_per_s": rate(
                 lambda: json_format.Parse(base64_body, ExportTraceServiceRequest()))}

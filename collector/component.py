@@ -14,14 +14,17 @@ import importlib
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
-if TYPE_CHECKING:  # the query CLI imports registries too: it must not pay for protobuf
-    from collector.model import SpanBatch
+from collector.model import LOGS, SIGNALS, TRACES, Batch  # light: protobuf loads only where items are encoded
+
+if TYPE_CHECKING:
+    from collector.pipeline import IntakeSettings
     from collector.telemetry import Telemetry
 
 __all__ = [
-    "Processor", "Exporter", "Receiver", "Connector", "Consumer", "Factory", "ConnectorFactory", "ComponentContext", "Registry",
+    "Component", "Processor", "IntakeProcessor", "Exporter", "Receiver", "Connector", "Consumer", "Consumers",
+    "Factory", "ConnectorFactory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY", "TRACES_AND_LOGS",
     "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
 ]
 
@@ -54,74 +57,128 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
-@runtime_checkable
-class Processor(Protocol):
-    def process(self, batch: SpanBatch) -> SpanBatch:
-        """Return the batch to pass on; may drop, enrich or rewrite spans (in place is fine)."""
+ALL_SIGNALS: frozenset[str] = frozenset(SIGNALS)
+TRACES_ONLY: frozenset[str] = frozenset({TRACES})
+TRACES_AND_LOGS: frozenset[str] = frozenset({TRACES, LOGS})
+
+
+class Component:
+    """What every component can be asked: release its resources (flush first, for exporters)."""
 
     def shutdown(self) -> None:
-        ...
+        """Flush and release resources; the default has nothing to do."""
 
 
-@runtime_checkable
-class Exporter(Protocol):
-    durable: bool
-    """True when a successful ``export`` means the spans are safe on disk (storage, persistent
-    queue): only then may a receiver acknowledge on its completion."""
+class Processor(Component):
+    """A pipeline stage: ``process`` may drop, enrich or rewrite items (in place is fine).
 
-    def export(self, batch: SpanBatch) -> None:
-        """Deliver the batch; raise RetryableError / PermanentError.  Must not modify spans."""
+    Capabilities are declared, not discovered: a processor that keeps data back (tail sampling)
+    sets ``holds_data`` and returns what it releases from ``flush``, which the pipeline then calls
+    every ``FLUSH_INTERVAL`` and at shutdown.
+    """
 
-    def shutdown(self) -> None:
-        """Flush and release resources."""
+    holds_data: ClassVar[bool] = False
 
-    # Optional, all three or none (see ``ExporterHandle`` in collector/pipeline.py): an exporter
-    # whose export is CPU work then I/O can split it, and the pipeline runs ``prepare`` for the
-    # next batch while ``export_prepared`` writes the previous one:
-    #   prepare(batch) -> P, merge_prepared(parts: list[P]) -> P, export_prepared(prepared: P)
+    def process(self, batch: Batch) -> Batch:
+        return batch
+
+    def flush(self, final: bool = False) -> Batch | None:
+        """Items held back that are now ready to go on (``final``: everything, we are stopping)."""
+        return None
+
+
+class IntakeProcessor(Processor):
+    """A processor that configures the pipeline's intake instead of transforming batches.
+
+    Admission (``memory_limiter``) and batching (``batch``) happen where requests enter the
+    pipeline, before any processor runs, because an acknowledgement waits for the export (see
+    ``collector/pipeline.py``).  Listing one after a transforming processor would suggest it runs
+    there, so ``validate`` requires intake processors first, ordered by their factory's
+    ``intake_rank`` (``memory_limiter`` before ``batch``: admission, then grouping).
+    """
+
+    def configure(self, intake: "IntakeSettings") -> "IntakeSettings":
+        """Return the pipeline's intake settings with this processor's part applied."""
+        return intake
+
+
+class Exporter(Component):
+    """Delivers batches; ``export`` raises :class:`RetryableError` / :class:`PermanentError`.
+
+    ``durable``: a successful ``export`` means the data is safe on disk (storage, persistent
+    queue), so a receiver may acknowledge on its completion.
+
+    ``prepares``: the exporter splits its work into CPU work without I/O and the write, so the
+    pipeline runs ``prepare`` for the next batch (in the process stage, possibly while the same
+    exporter writes another batch) and ``export_prepared`` in the export stage.  ``prepare`` may
+    return None for a batch it does not prepare (then ``export`` gets the batch);
+    ``merge_prepared`` joins prepared parts in order; ``export_prepared`` has the semantics of
+    ``export`` and may be called again with the same object after a RetryableError.
+    """
+
+    durable: bool = False
+    prepares: ClassVar[bool] = False
+
+    def export(self, batch: Batch) -> None:
+        """Deliver the batch; raise RetryableError / PermanentError.  Must not modify the items."""
+        raise NotImplementedError
+
+    def prepare(self, batch: Batch) -> Any:
+        return None
+
+    def merge_prepared(self, parts: list) -> Any:
+        raise NotImplementedError
+
+    def export_prepared(self, prepared: Any) -> None:
+        raise NotImplementedError
 
 
 class Consumer(Protocol):
-    """What a receiver hands decoded spans to (the pipelines it feeds).
+    """What a receiver hands one signal's batches to (every pipeline of that signal that lists it).
 
     ``consume`` returns once every pipeline has handled the batch *durably*; it raises
     :class:`Overloaded` at once when the data cannot be admitted, ``PermanentError`` when an
     exporter refused it for good, and ``TimeoutError`` when ``timeout`` elapsed first (the data
-    then stays in the pipeline and will still be written).
+    then stays in the pipeline and will still be written).  ``reserve`` admits the encoded size
+    before decoding; ``submit`` hands over without waiting and returns the tickets.
     """
 
-    def consume(self, batch: SpanBatch, timeout: float | None = None) -> None:
-        ...
+    def reserve(self, nbytes: int) -> Any: ...
+
+    def consume(self, batch: Batch, timeout: float | None = None, reservation: Any = None) -> None: ...
+
+    def submit(self, batch: Batch, reservation: Any = None) -> list: ...
 
 
-@runtime_checkable
-class Receiver(Protocol):
-    def start(self, consumer: Consumer) -> None:
+class Consumers(Protocol):
+    """The typed interface between a receiver and the pipelines: one :class:`Consumer` per signal.
+
+    ``get(signal)`` is None when no pipeline of that signal lists the receiver; the receiver
+    then refuses the data and calls ``unrouted(signal)``, which counts it and tells the user
+    (once per signal) what to add to the config.
+    """
+
+    def get(self, signal: str) -> Consumer | None: ...
+
+    def unrouted(self, signal: str) -> str: ...
+
+
+class Receiver(Component):
+    """Takes data in and hands it to ``consumers``; ``shutdown`` stops accepting, finishes in-flight requests."""
+
+    def start(self, consumers: Consumers) -> None:
         """Bind and start serving; raise OSError with a clear message when the port is taken."""
-
-    def shutdown(self) -> None:
-        """Stop accepting new data and finish requests in flight."""
+        raise NotImplementedError
 
 
-@runtime_checkable
-class Connector(Protocol):
+class Connector(Exporter, Receiver):
     """An exporter of one pipeline and a receiver of another (``connectors:`` in the config).
 
     The service makes one instance per id, exports the upstream pipelines' batches to it and
-    ``start``s it with the downstream pipelines as its consumer; it stops after the upstream
-    pipelines have drained, so what they held still reaches the downstream ones.
+    ``start``s it with the downstream pipelines as its consumers (one :class:`Consumer` per
+    signal, as a receiver gets); it stops after the upstream pipelines have drained, so what they
+    held still reaches the downstream ones.
     """
-
-    durable: bool
-
-    def export(self, batch) -> None:
-        ...
-
-    def start(self, consumer: Consumer) -> None:
-        ...
-
-    def shutdown(self) -> None:
-        ...
 
 
 @dataclass
@@ -146,7 +203,9 @@ class ComponentContext:
 
 @dataclass(frozen=True)
 class Factory:
-    """How to make one type of component: its config dataclass and a constructor."""
+    """How to make one type of component: its config dataclass, a constructor, and the signals
+    it supports (declared here, not on the instance, so ``validate`` can check pipelines
+    without building anything)."""
 
     type: str
     config_class: type
@@ -155,6 +214,10 @@ class Factory:
     """One line: what the component is for (the README's component index and its reference page)."""
     example: str = ""
     """YAML of a typical config body, shown on the reference page (a test builds it)."""
+    signals: frozenset[str] = TRACES_ONLY
+    intake_rank: int | None = None
+    """Set for an :class:`IntakeProcessor`: it must be listed before every other processor, and
+    before intake processors of a higher rank."""
 
 
 @dataclass(frozen=True)

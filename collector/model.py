@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # protobuf loads only where spans are encoded: the query CLI 
     from opentelemetry.proto.trace.v1 import trace_pb2
 
 __all__ = [
-    "SIGNALS", "TRACES", "LOGS", "METRICS", "Batch",
+    "SIGNALS", "TRACES", "LOGS", "METRICS", "UNITS", "Batch",
     "Resource", "Scope", "Event", "Link", "GenAI", "Span", "SpanBatch",
     "attributes_from_proto", "attributes_to_proto", "value_from_proto", "value_to_proto",
     "LLM_OPERATIONS",
@@ -35,6 +35,8 @@ __all__ = [
 TRACES, LOGS, METRICS = "traces", "logs", "metrics"
 SIGNALS: tuple[str, ...] = (TRACES, LOGS, METRICS)
 """The OTLP signals, as pipeline ids spell them (``traces``, ``logs/audit``...)."""
+UNITS: dict[str, str] = {TRACES: "spans", LOGS: "log_records", METRICS: "metric_points"}
+"""What counters count per signal, as the OTel Collector names them (``otelcol_exporter_sent_spans``)."""
 
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 STATUS_NAMES = {STATUS_UNSET: "unset", STATUS_OK: "ok", STATUS_ERROR: "error"}
@@ -200,7 +202,7 @@ class Batch:
     ``nbytes`` is the encoded size the batch arrived with; admission (memory_limiter) counts it.
     """
 
-    __slots__ = ("_items", "nbytes")
+    __slots__ = ("_items", "nbytes", "__weakref__")  # weakref: exporters key retry state by batch
     signal: ClassVar[str]
     unit: ClassVar[str]
     """Counter unit, as the OTel Collector names it: ``spans``, ``log_records``, ``metric_points``."""
@@ -251,7 +253,7 @@ class SpanBatch(Batch):
 
     __slots__ = ()
     signal = TRACES
-    unit = "spans"
+    unit = UNITS[TRACES]
 
     @property
     def spans(self) -> list[Span]:

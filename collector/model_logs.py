@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from collector.model import (
     LOGS,
+    UNITS,
     Batch,
     Resource,
     Scope,
@@ -99,7 +100,7 @@ class LogBatch(Batch):
 
     __slots__ = ()
     signal = LOGS
-    unit = "log_records"
+    unit = UNITS[LOGS]
 
     @property
     def records(self) -> list[LogRecord]:

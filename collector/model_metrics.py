@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
-from collector.model import METRICS, Batch, Resource, Scope, resource_from_proto, scope_from_proto
+from collector.model import METRICS, UNITS, Batch, Resource, Scope, resource_from_proto, scope_from_proto
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -63,7 +63,7 @@ class MetricBatch(Batch):
 
     __slots__ = ("points",)
     signal = METRICS
-    unit = "metric_points"
+    unit = UNITS[METRICS]
 
     def __init__(self, resource_metrics: list | None = None, nbytes: int = 0) -> None:
         super().__init__(resource_metrics, nbytes)

@@ -28,11 +28,12 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from collector.component import Exporter, Overloaded, PermanentError, Processor, RetryableError
-from collector.model import SpanBatch
+from collector.component import Exporter, IntakeProcessor, Overloaded, PermanentError, Processor, RetryableError
+from collector.model import SIGNALS, UNITS, Batch
 from collector.telemetry import Telemetry
 
-__all__ = ["BatchPolicy", "Pipeline", "Ticket", "Fanout", "Reservation", "ExporterHandle", "DEFAULT_LIMIT_BYTES"]
+__all__ = ["BatchPolicy", "IntakeSettings", "Pipeline", "Ticket", "Fanout", "Router", "Reservation",
+           "ExporterHandle", "DEFAULT_LIMIT_BYTES", "UNITS"]
 
 log = logging.getLogger("genai_collector.pipeline")
 
@@ -53,15 +54,31 @@ class BatchPolicy:
     timeout: float = 0.0
 
 
+@dataclass(frozen=True)
+class IntakeSettings:
+    """What the intake processors (``memory_limiter``, ``batch``) set for their pipeline."""
+
+    policy: BatchPolicy = BatchPolicy()
+    limit_bytes: int = DEFAULT_LIMIT_BYTES
+
+    @classmethod
+    def of(cls, processors: list[tuple[str, Processor]]) -> "IntakeSettings":
+        settings = cls()
+        for _, p in processors:
+            if isinstance(p, IntakeProcessor):
+                settings = p.configure(settings)
+        return settings
+
+
 class Ticket:
     """Completion of one submitted batch: set once, with an optional error."""
 
-    __slots__ = ("_event", "error", "spans")
+    __slots__ = ("_event", "error", "count")
 
-    def __init__(self, spans: int) -> None:
+    def __init__(self, count: int) -> None:
         self._event = threading.Event()
         self.error: BaseException | None = None
-        self.spans = spans
+        self.count = count
 
     def done(self, error: BaseException | None = None) -> None:
         self.error = error
@@ -75,37 +92,40 @@ class Ticket:
 
 
 class ExporterHandle:
-    """One exporter instance, shared by every pipeline that lists it; calls are serialised."""
+    """One exporter instance, shared by every pipeline that lists it; calls are serialised.
+
+    Its counters are per signal (``otelcol_exporter_sent_spans``, ``..._log_records``,
+    ``..._metric_points``), as the OTel Collector names them.
+    """
 
     def __init__(self, exporter_id: str, exporter: Exporter, telemetry: Telemetry) -> None:
         self.id = exporter_id
         self.exporter = exporter
-        self.durable = bool(getattr(exporter, "durable", False))
+        self.durable = exporter.durable
+        self.prepares = exporter.prepares
         self.lock = threading.Lock()
-        self.sent = telemetry.counter("otelcol_exporter_sent_spans", "Spans delivered by the exporter.",
-                                      exporter=exporter_id)
-        self.failed = telemetry.counter("otelcol_exporter_send_failed_spans",
-                                        "Spans the exporter failed to deliver for good.", exporter=exporter_id)
+        self.telemetry = telemetry
         self.retries = telemetry.counter("otelcol_exporter_retries",
                                          "Export attempts that failed with a retryable error.", exporter=exporter_id)
+        self._counters: dict[str, tuple] = {}
 
-    def export(self, batch: SpanBatch) -> None:
+    def counters(self, unit: str) -> tuple:
+        """(sent, failed) counters for ``unit`` (spans, log_records, metric_points)."""
+        c = self._counters.get(unit)
+        if c is None:
+            t = self.telemetry
+            c = self._counters[unit] = (
+                t.counter(f"otelcol_exporter_sent_{unit}", "Items delivered by the exporter.", exporter=self.id),
+                t.counter(f"otelcol_exporter_send_failed_{unit}", "Items the exporter failed to deliver for good.",
+                          exporter=self.id))
+        return c
+
+    def export(self, batch: Batch) -> None:
         with self.lock:
             self.exporter.export(batch)
 
-    # Optional exporter protocol for the two-stage worker: ``prepare(batch)`` does the CPU work
-    # that needs no I/O (called from the process stage, without the handle's lock, possibly
-    # while the same exporter writes another batch), ``merge_prepared(parts)`` joins prepared
-    # batches in order into one, and ``export_prepared(prepared)`` delivers it with the
-    # semantics of ``export`` (it may be called again with the same object after a
-    # RetryableError).
-
-    @property
-    def prepares(self) -> bool:
-        e = self.exporter
-        return all(callable(getattr(e, m, None)) for m in ("prepare", "merge_prepared", "export_prepared"))
-
-    def prepare(self, batch: SpanBatch):
+    def prepare(self, batch: Batch):
+        """Called without the lock (see :class:`collector.component.Exporter`)."""
         return self.exporter.prepare(batch)
 
     def merge_prepared(self, parts: list):
@@ -119,7 +139,7 @@ class ExporterHandle:
 class _Item:
     __slots__ = ("batch", "ticket")
 
-    def __init__(self, batch: SpanBatch, ticket: Ticket | None) -> None:
+    def __init__(self, batch: Batch, ticket: Ticket | None) -> None:
         self.batch = batch
         self.ticket = ticket
 
@@ -130,7 +150,7 @@ class _Work:
 
     __slots__ = ("items", "batch", "nbytes", "prepared")
 
-    def __init__(self, items: list[_Item], batch: SpanBatch, nbytes: int, prepared: list | None) -> None:
+    def __init__(self, items: list[_Item], batch: Batch, nbytes: int, prepared: list | None) -> None:
         self.items = items
         self.batch = batch
         self.nbytes = nbytes
@@ -138,10 +158,16 @@ class _Work:
 
 
 class Pipeline:
+    """One ``service.pipelines`` entry; its signal is the part of its id before ``/``."""
+
     def __init__(self, name: str, processors: list[tuple[str, Processor]], exporters: list[ExporterHandle],
                  telemetry: Telemetry, policy: BatchPolicy | None = None,
                  limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         self.name = name
+        self.signal = name.partition("/")[0]
+        if self.signal not in SIGNALS:
+            raise ValueError(f"pipeline {name!r}: unknown signal (expected one of {', '.join(SIGNALS)})")
+        unit = self.unit = UNITS[self.signal]
         self.processors = processors
         self.exporters = exporters
         self.policy = policy or BatchPolicy()
@@ -149,7 +175,7 @@ class Pipeline:
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._in_flight_bytes = 0
-        self._queued_spans = 0
+        self._queued = 0
         self._stopping = False
         self._abandon = False
         self._thread: threading.Thread | None = None
@@ -157,36 +183,37 @@ class Pipeline:
         # process stage -> export stage
         self._out: deque[_Work] = deque()
         self._out_cond = threading.Condition()
-        self._out_spans = 0
+        self._out_count = 0
         self._out_closed = False
         self._preparing = [h.prepares for h in exporters]
         t = telemetry
-        self.refused = t.counter("otelcol_pipeline_refused_spans",
-                                 "Spans refused at admission (memory limit reached).", pipeline=name)
-        self.failed = t.counter("otelcol_pipeline_failed_spans",
-                                "Spans whose processing failed (the client got an error).", pipeline=name)
-        t.gauge("otelcol_pipeline_queue_size", "Spans waiting for the pipeline worker.",
-                lambda: self._queued_spans, pipeline=name)
+        self.refused = t.counter(f"otelcol_pipeline_refused_{unit}",
+                                 "Items refused at admission (memory limit reached).", pipeline=name)
+        self.failed = t.counter(f"otelcol_pipeline_failed_{unit}",
+                                "Items whose processing failed (the client got an error).", pipeline=name)
+        t.gauge("otelcol_pipeline_queue_size", "Items waiting for the pipeline worker.",
+                lambda: self._queued, pipeline=name)
         t.gauge("otelcol_pipeline_bytes_in_flight", "Encoded bytes admitted and not yet exported.",
                 lambda: self._in_flight_bytes, pipeline=name)
         t.gauge("otelcol_pipeline_bytes_limit", "Admission limit in bytes.", lambda: self.limit_bytes, pipeline=name)
         self._proc_counters = [
-            (t.counter("otelcol_processor_incoming_spans", "Spans into the processor.", processor=pid, pipeline=name),
-             t.counter("otelcol_processor_outgoing_spans", "Spans out of the processor.", processor=pid, pipeline=name),
-             t.counter("otelcol_processor_dropped_spans", "Spans the processor dropped.", processor=pid, pipeline=name))
+            (t.counter(f"otelcol_processor_incoming_{unit}", "Items into the processor.", processor=pid, pipeline=name),
+             t.counter(f"otelcol_processor_outgoing_{unit}", "Items out of the processor.", processor=pid, pipeline=name),
+             t.counter(f"otelcol_processor_dropped_{unit}", "Items the processor dropped.", processor=pid, pipeline=name))
             for pid, _ in processors
         ]
-        self._flushers = [(i, p) for i, (_, p) in enumerate(processors) if callable(getattr(p, "flush", None))]
+        self._exporter_counters = [h.counters(unit) for h in exporters]
+        self._flushers = [(i, p) for i, (_, p) in enumerate(processors) if p.holds_data]
 
     # -- intake -------------------------------------------------------------------------------
 
-    def admit(self, nbytes: int, nspans: int) -> None:
+    def admit(self, nbytes: int, count: int) -> None:
         """Reserve room for a batch or raise Overloaded (always admits into an empty pipeline)."""
         with self._cond:
             if self._stopping:
                 raise Overloaded("the collector is shutting down", retry_after=5.0)
             if self._in_flight_bytes and self._in_flight_bytes + nbytes > self.limit_bytes:
-                self.refused.add(nspans)
+                self.refused.add(count)
                 raise Overloaded(f"pipeline {self.name}: memory limit reached "
                                  f"({self._in_flight_bytes + nbytes} > {self.limit_bytes} bytes in flight)")
             self._in_flight_bytes += nbytes
@@ -195,16 +222,16 @@ class Pipeline:
         with self._cond:
             self._in_flight_bytes -= nbytes
 
-    def enqueue(self, batch: SpanBatch) -> Ticket:
+    def enqueue(self, batch: Batch) -> Ticket:
         """Queue an admitted batch; the ticket completes once every exporter has it."""
         ticket = Ticket(len(batch))
         with self._cond:
             self._queue.append(_Item(batch, ticket))
-            self._queued_spans += len(batch)
+            self._queued += len(batch)
             self._cond.notify()
         return ticket
 
-    def submit(self, batch: SpanBatch) -> Ticket:
+    def submit(self, batch: Batch) -> Ticket:
         self.admit(batch.nbytes, len(batch))
         return self.enqueue(batch)
 
@@ -243,7 +270,7 @@ class Pipeline:
                 if remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
-            self._queued_spans -= count
+            self._queued -= count
             return items
 
     def _run(self) -> None:
@@ -280,7 +307,7 @@ class Pipeline:
             return
         self._hand_off(_Work(items, out, nbytes, self._prepare(out)))
 
-    def _prepare(self, batch: SpanBatch) -> list | None:
+    def _prepare(self, batch: Batch) -> list | None:
         if not any(self._preparing):
             return None
         prepared: list = []
@@ -297,10 +324,10 @@ class Pipeline:
     def _hand_off(self, work: _Work) -> None:
         """Queue a processed batch for the export stage; waits while a full export is queued."""
         with self._out_cond:
-            while self._out_spans >= self.policy.send_batch_size and not self._abandon:
+            while self._out_count >= self.policy.send_batch_size and not self._abandon:
                 self._out_cond.wait(FLUSH_INTERVAL)
             self._out.append(work)
-            self._out_spans += len(work.batch)
+            self._out_count += len(work.batch)
             self._out_cond.notify_all()
 
     def _run_exports(self) -> None:
@@ -321,7 +348,7 @@ class Pipeline:
                         break
                     group.append(self._out.popleft())
                     count += nxt
-                self._out_spans -= count
+                self._out_count -= count
                 self._out_cond.notify_all()
             self._export_group(group)
             del group  # not held (spans, rows) while waiting for the next
@@ -353,22 +380,22 @@ class Pipeline:
             error = exc
         self._finish(items, nbytes, sum(len(it.batch) for it in items), error)
 
-    def _finish(self, items: list[_Item], nbytes: int, nspans: int, exc: BaseException | None) -> None:
+    def _finish(self, items: list[_Item], nbytes: int, count: int, exc: BaseException | None) -> None:
         """Release the admitted bytes and complete the tickets (with the client-facing error)."""
         error: BaseException | None = None
         if exc is not None:
             error = exc if isinstance(exc, (PermanentError, Overloaded)) else PermanentError(
                 f"pipeline {self.name}: {type(exc).__name__}: {exc}")
-            self.failed.add(nspans)
+            self.failed.add(count)
             if not isinstance(exc, (PermanentError, Overloaded)):
-                log.error("pipeline %s: processing failed; %d spans refused", self.name, nspans,
+                log.error("pipeline %s: processing failed; %d %s refused", self.name, count, self.unit,
                           exc_info=(type(exc), exc, exc.__traceback__))
         self.release(nbytes)
         for it in items:
             if it.ticket is not None:
                 it.ticket.done(error)
 
-    def _process(self, batch: SpanBatch, start: int) -> SpanBatch:
+    def _process(self, batch: Batch, start: int) -> Batch:
         for i in range(start, len(self.processors)):
             pid, proc = self.processors[i]
             incoming, outgoing, dropped = self._proc_counters[i]
@@ -382,7 +409,7 @@ class Pipeline:
         return batch
 
     def _flush_processors(self, final: bool) -> None:
-        """Spans held by a processor (tail sampling) continue through the rest of the chain."""
+        """Items held by a processor (tail sampling) continue through the rest of the chain."""
         for i, proc in self._flushers:
             try:
                 released = proc.flush(final=final)
@@ -393,7 +420,7 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 log.exception("pipeline %s: flushing processor %s failed", self.name, self.processors[i][0])
 
-    def _export(self, batch: SpanBatch, prepared: list | None = None) -> None:
+    def _export(self, batch: Batch, prepared: list | None = None) -> None:
         if not len(batch):
             return
         pending = list(range(len(self.exporters)))
@@ -403,33 +430,34 @@ class Pipeline:
             hint = None
             for i in pending:
                 handle = self.exporters[i]
+                sent, failed = self._exporter_counters[i]
                 try:
                     part = prepared[i] if prepared is not None else None
                     if part is not None:
                         handle.export_prepared(part)
                     else:
                         handle.export(batch)
-                    handle.sent.add(len(batch))
+                    sent.add(len(batch))
                 except RetryableError as exc:
                     handle.retries.add(1)
                     retry.append(i)
                     hint = exc.retry_after if exc.retry_after is not None else hint
                     log.warning("exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
                 except PermanentError as exc:
-                    handle.failed.add(len(batch))
-                    log.error("exporter %s: dropping %d spans: %s", handle.id, len(batch), exc)
+                    failed.add(len(batch))
+                    log.error("exporter %s: dropping %d %s: %s", handle.id, len(batch), self.unit, exc)
                     if handle.durable:
                         raise
                 except Exception as exc:  # noqa: BLE001 - a buggy exporter is a permanent failure
-                    handle.failed.add(len(batch))
-                    log.exception("exporter %s failed; dropping %d spans", handle.id, len(batch))
+                    failed.add(len(batch))
+                    log.exception("exporter %s failed; dropping %d %s", handle.id, len(batch), self.unit)
                     if handle.durable:
                         raise PermanentError(f"exporter {handle.id}: {type(exc).__name__}: {exc}") from exc
             pending = retry
             if pending:
                 if self._abandon:
                     for i in pending:
-                        self.exporters[i].failed.add(len(batch))
+                        self._exporter_counters[i][1].add(len(batch))
                     raise Overloaded("shutdown deadline passed before the exporters recovered")
                 time.sleep(min(hint or delay, RETRY_MAX))
                 delay = min(delay * 2, RETRY_MAX)
@@ -490,9 +518,10 @@ class Reservation:
 
 
 class Fanout:
-    """The consumer a receiver feeds: every pipeline that lists the receiver.
+    """The :class:`collector.component.Consumer` of one signal for one receiver: every pipeline of
+    that signal that lists the receiver.
 
-    With several pipelines each gets its own copy of the spans (processors modify spans in
+    With several pipelines each gets its own copy of the batch (processors modify items in
     place), and ``consume`` returns once all of them are done.
     """
 
@@ -504,14 +533,14 @@ class Fanout:
         self._admit(nbytes, 0)
         return Reservation(self, nbytes)
 
-    def consume(self, batch: SpanBatch, timeout: float | None = None,
+    def consume(self, batch: Batch, timeout: float | None = None,
                 reservation: Reservation | None = None) -> None:
         tickets = self.submit(batch, reservation)
         deadline = None if timeout is None else time.monotonic() + timeout
         for ticket in tickets:
             ticket.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def submit(self, batch: SpanBatch, reservation: Reservation | None = None) -> list[Ticket]:
+    def submit(self, batch: Batch, reservation: Reservation | None = None) -> list[Ticket]:
         if reservation is None or reservation.taken:
             self._admit(batch.nbytes, len(batch))
         else:
@@ -519,17 +548,60 @@ class Fanout:
             if reservation.nbytes != batch.nbytes:
                 for p in self.pipelines:
                     p.release(reservation.nbytes - batch.nbytes)
-        # copy before the first enqueue: a worker may start modifying spans at once
+        # copy before the first enqueue: a worker may start modifying items at once
         batches = [batch] + [batch.copy() for _ in self.pipelines[1:]]
         return [p.enqueue(b) for p, b in zip(self.pipelines, batches)]
 
-    def _admit(self, nbytes: int, nspans: int) -> None:
+    def _admit(self, nbytes: int, count: int) -> None:
         admitted: list[Pipeline] = []
         try:
             for p in self.pipelines:
-                p.admit(nbytes, nspans)
+                p.admit(nbytes, count)
                 admitted.append(p)
         except Overloaded:
             for p in admitted:
                 p.release(nbytes)
             raise
+
+
+class Router:
+    """The :class:`collector.component.Consumers` a receiver is started with: a :class:`Fanout`
+    per signal that has a pipeline listing the receiver.
+
+    Data of a signal without one is refused by the receiver; ``unrouted`` counts it
+    (``otelcol_receiver_unrouted_requests{signal}``) and logs, once per signal, the config that
+    would take it.
+    """
+
+    def __init__(self, receiver_id: str, fanouts: dict[str, Fanout], telemetry: Telemetry) -> None:
+        self.receiver_id = receiver_id
+        self.fanouts = fanouts
+        self.telemetry = telemetry
+        self._told: set[str] = set()
+        self._lock = threading.Lock()
+
+    def get(self, signal: str) -> Fanout | None:
+        return self.fanouts.get(signal)
+
+    def submit(self, batch: Batch) -> list[Ticket]:
+        """Hand a batch to its signal's pipelines without waiting (the intake journal's feeder)."""
+        fanout = self.fanouts.get(batch.signal)
+        if fanout is None:  # journaled before a config change removed the pipeline
+            raise PermanentError(self.unrouted(batch.signal))
+        return fanout.submit(batch)
+
+    def unrouted(self, signal: str) -> str:
+        """Count a request of ``signal`` that no pipeline takes; the message for the client."""
+        self.telemetry.counter("otelcol_receiver_unrouted_requests",
+                               "Requests of a signal no pipeline takes from this receiver (refused).",
+                               receiver=self.receiver_id, signal=signal).add(1)
+        message = (f"no {signal} pipeline takes data from receiver {self.receiver_id!r}; to accept {signal}, "
+                   f"add to the config: service::pipelines::{signal}: {{receivers: [{self.receiver_id}], "
+                   f"exporters: [...]}}")
+        with self._lock:
+            first = signal not in self._told
+            self._told.add(signal)
+        if first:
+            log.warning("receiver %s: refusing %s (counted in otelcol_receiver_unrouted_requests): %s",
+                        self.receiver_id, signal, message)
+        return message

@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from collector.component import ComponentContext
-from collector.pipeline import DEFAULT_LIMIT_BYTES, BatchPolicy, ExporterHandle, Fanout, Pipeline
+from collector.model import SIGNALS
+from collector.pipeline import ExporterHandle, Fanout, IntakeSettings, Pipeline, Router
 from collector.telemetry import Telemetry, TelemetryServer
 from config.service import CollectorConfig, ComponentSpec
 
@@ -70,9 +71,8 @@ class Service:
             for pipeline in self.pipelines.values():
                 pipeline.start()
             for rid, receiver in self.receivers.items():
-                consumer = Fanout([self.pipelines[pid] for pid, pc in self.config.service.pipelines.items()
-                                   if rid in pc.receivers])
-                self._start_component("receiver", rid, lambda r=receiver, c=consumer: r.start(c))
+                router = self._router(rid)
+                self._start_component("receiver", rid, lambda r=receiver, c=router: r.start(c))
                 self._started_receivers.append((rid, receiver))
         except StartupError:
             self.shutdown(timeout=5.0)
@@ -80,6 +80,16 @@ class Service:
         self._set_status("ready")
         log.info("collector ready: %d pipeline(s), receivers %s, exporters %s",
                  len(self.pipelines), sorted(self.receivers), sorted(self.exporters))
+
+    def _router(self, rid: str) -> Router:
+        """A Fanout per signal over the pipelines of that signal that list receiver ``rid``."""
+        fanouts = {}
+        for signal in SIGNALS:
+            pipelines = [p for pid, p in self.pipelines.items()
+                         if p.signal == signal and rid in self.config.service.pipelines[pid].receivers]
+            if pipelines:
+                fanouts[signal] = Fanout(pipelines)
+        return Router(rid, fanouts, self.telemetry)
 
     def _start_component(self, kind: str, cid: str, start) -> None:
         try:
@@ -100,10 +110,9 @@ class Service:
                     exporter = self._connector(eid) if eid in cfg.connectors else _create(cfg.exporters[eid], t)
                     self.exporters[eid] = ExporterHandle(eid, exporter, t)
             processors = [(proc_id, _create(cfg.processors[proc_id], t, pid)) for proc_id in pc.processors]
-            policy = next((p.batch_policy for _, p in processors if hasattr(p, "batch_policy")), BatchPolicy())
-            limit = next((p.limit_bytes for _, p in processors if hasattr(p, "limit_bytes")), DEFAULT_LIMIT_BYTES)
+            intake = IntakeSettings.of(processors)
             self.pipelines[pid] = Pipeline(pid, processors, [self.exporters[e] for e in pc.exporters], t,
-                                           policy, limit)
+                                           intake.policy, intake.limit_bytes)
             for rid in pc.receivers:
                 if rid not in self.receivers:
                     self.receivers[rid] = self._connector(rid) if rid in cfg.connectors else _create(cfg.receivers[rid], t)

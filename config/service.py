@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from collector.component import ID_TYPE_RE, Factory, Registry, split_id
+from collector.model import SIGNALS
 from config.files import CONFIG_FILE_LIMIT, read_bounded
 from config.loader import load_yaml
 from config.schema import ConfigError, ConfigErrors, Duration, build, setting
@@ -20,7 +21,6 @@ from config.schema import ConfigError, ConfigErrors, Duration, build, setting
 __all__ = ["CollectorConfig", "ComponentSpec", "PipelineConfig", "ServiceConfig", "load_config",
            "parse_config", "registries"]
 
-SIGNALS = ("traces", "metrics")
 _NAME_RE = r"^[^\s/]*$"
 
 
@@ -181,7 +181,7 @@ def parse_config(text: str, source: str = "config") -> CollectorConfig:
     service, service_errors = build(ServiceConfig, raw.get("service") or {}, ("service",), lines)
     errors.extend(service_errors)
     if service is not None:
-        _check_service(service, configured, err)
+        _check_service(service, configured, sections, err)
         _check_connectors(service, sections["connectors"], configured, err)
 
     if errors:
@@ -208,7 +208,8 @@ def _build_component(kind, registry, comp_id, comp_raw, lines, err, errors) -> C
     return ComponentSpec(comp_id, kind[:-1], type_name, factory, obj)
 
 
-def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) -> None:
+def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]],
+                   sections: dict[str, dict[str, ComponentSpec]], err) -> None:
     if not service.pipelines:
         err(("service", "pipelines"), "at least one pipeline is required (e.g. traces)")
     for pid, pipeline in service.pipelines.items():
@@ -226,11 +227,8 @@ def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) ->
                 if cid in seen:
                     err(path + (kind,), f'references {kind[:-1]} "{cid}" multiple times')
                 seen.add(cid)
-        if signal != "traces":  # until the receivers take metrics, only a connector feeds them
-            for rid in pipeline.receivers:
-                if rid in raw_ids["receivers"]:
-                    err(path + ("receivers",), f'receiver "{rid}" does not support {signal}; '
-                                               f'a {signal} pipeline takes connectors (e.g. genai_metrics)')
+        _check_signals(signal, pipeline, sections, path, err)
+        _check_intake_order(pipeline.processors, sections["processors"], path + ("processors",), err)
         if not pipeline.receivers:
             err(path + ("receivers",), "must have at least one receiver")
         if not pipeline.exporters:
@@ -238,6 +236,40 @@ def _check_service(service: ServiceConfig, raw_ids: dict[str, set[str]], err) ->
     for ext in service.extensions:
         if ext not in raw_ids["extensions"]:
             err(("service", "extensions"), f'references extension "{ext}" which is not configured')
+
+
+def _check_signals(signal: str, pipeline: PipelineConfig, sections: dict[str, dict[str, ComponentSpec]],
+                   path: tuple[str, ...], err) -> None:
+    """Every component of a pipeline must support its signal (as its factory declares)."""
+    for kind, ids in (("receivers", pipeline.receivers), ("processors", pipeline.processors),
+                      ("exporters", pipeline.exporters)):
+        for cid in ids:
+            spec = sections[kind].get(cid)
+            if spec is not None and signal not in spec.factory.signals:
+                supported = ", ".join(sorted(spec.factory.signals))
+                err(path + (kind,), f'{kind[:-1]} "{cid}" does not support {signal} '
+                                    f'(type {spec.type} supports: {supported})')
+
+
+def _check_intake_order(ids: list[str], processors: dict[str, ComponentSpec], path: tuple[str, ...], err) -> None:
+    """Intake processors (memory_limiter, batch) act where data enters the pipeline, before any
+    processor runs: they must be listed first, in rank order, so the list reads as what happens."""
+    first_other: str | None = None
+    highest: tuple[int, str] | None = None  # the intake processor of the highest rank so far
+    for cid in ids:
+        spec = processors.get(cid)
+        rank = spec.factory.intake_rank if spec is not None else None
+        if spec is None:
+            continue
+        if rank is None:
+            first_other = first_other or cid
+        elif first_other is not None:
+            err(path, f'processor "{cid}" acts at the pipeline intake (before any processor runs), so it must '
+                      f'be listed before "{first_other}"')
+        elif highest is not None and rank < highest[0]:
+            err(path, f'processor "{cid}" must be listed before "{highest[1]}" (admission comes before batching)')
+        if rank is not None and (highest is None or rank > highest[0]):
+            highest = (rank, cid)
 
 
 def _check_connectors(service: ServiceConfig, connectors: dict[str, ComponentSpec],

@@ -4,6 +4,7 @@ from collector.component import Registry
 
 EXPORTERS = Registry("exporter", {
     "debug": "exporters.debug",
+    "nop": "exporters.nop",
     "sqlite": "exporters.sqlite",
     "postgres": "exporters.postgres",
     "otlp": "exporters.otlp",

@@ -1,4 +1,4 @@
-"""``otlp`` exporter: forward spans to an upstream over OTLP/gRPC (another collector, Tempo, Jaeger...).
+"""``otlp`` exporter: forward traces, logs and metrics to an upstream over OTLP/gRPC (another collector...).
 
 Config, queue and retries are shared with ``otlphttp`` (see :mod:`exporters.otlp_common`).  What
 is gRPC-specific is the endpoint and how a status maps to a decision, following the OTLP spec:
@@ -15,16 +15,14 @@ from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
 from collector import __version__
-from collector.component import ComponentContext, Factory, PermanentError, RetryableError
+from collector.component import ALL_SIGNALS, ComponentContext, Factory, PermanentError, RetryableError
+from collector.otlp import OTLP_SIGNALS
 from config.schema import ConfigError
 from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_tls_file
 
 __all__ = ["OtlpExporterConfig", "GrpcSender", "retry_delay_from"]
 
-METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RETRYABLE = frozenset({
     grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
     grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
@@ -95,12 +93,15 @@ class GrpcSender:
             self.channel = grpc.secure_channel(target, creds, options)
         else:
             self.channel = grpc.insecure_channel(target, options)
-        self._call = self.channel.unary_unary(METHOD, request_serializer=None,
-                                              response_deserializer=ExportTraceServiceResponse.FromString)
+        self._calls = {
+            name: self.channel.unary_unary(f"/{sig.grpc_service}/Export", request_serializer=None,
+                                           response_deserializer=sig.response_class.FromString)
+            for name, sig in OTLP_SIGNALS.items()}
 
-    def send(self, payload: bytes) -> ExportTraceServiceResponse:
+    def send(self, signal: str, payload: bytes):
         try:
-            return self._call(payload, timeout=self.timeout, metadata=self.metadata, compression=self.compression)
+            return self._calls[signal](payload, timeout=self.timeout, metadata=self.metadata,
+                                       compression=self.compression)
         except grpc.RpcError as err:
             raise self._classify(err) from None
 
@@ -124,7 +125,7 @@ def create(cfg: OtlpExporterConfig, ctx: ComponentContext) -> UpstreamExporter:
     return UpstreamExporter(cfg, ctx, GrpcSender(cfg))
 
 
-FACTORY = Factory("otlp", OtlpExporterConfig, create,
+FACTORY = Factory("otlp", OtlpExporterConfig, create, signals=ALL_SIGNALS,
                   doc="OTLP/gRPC to an upstream collector or backend, with retries and a sending queue",
                   example="""\
 endpoint: otel-collector.internal:4317

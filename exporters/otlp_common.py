@@ -1,8 +1,9 @@
 """What the ``otlp`` (gRPC) and ``otlphttp`` exporters share: config, retry policy, sending queue.
 
-The transports differ only in how one encoded ``ExportTraceServiceRequest`` travels and how the
-answer maps to "retry" or "give up"; everything else is here, as the OTel Collector's
-exporterhelper does it:
+Both send traces, logs and metrics: a batch is re-encoded from the internal model (every field;
+metrics are the very messages that arrived) into its signal's ``Export*ServiceRequest``.  The
+transports differ only in how one encoded request travels and how the answer maps to "retry" or
+"give up"; everything else is here, as the OTel Collector's exporterhelper does it:
 
 * ``retry_on_failure``: exponential backoff (``initial_interval`` x ``multiplier`` up to
   ``max_interval``, +-``randomization_factor``), at least the server's RetryInfo / Retry-After
@@ -16,6 +17,9 @@ exporterhelper does it:
 * Without a queue ``export`` sends synchronously and raises ``RetryableError`` for the pipeline to
   retry, with the retry policy's delay as the hint, so the pipeline's own retry loop follows
   ``retry_on_failure`` and the outage turns into backpressure, not loss.
+* One instance may serve traces, logs and metrics pipelines at once: the retry state (first
+  failure, attempts, requests of a split batch already queued) is kept per batch object, so a
+  batch one pipeline retries is never confused with another pipeline's.
 """
 
 from __future__ import annotations
@@ -25,14 +29,14 @@ import re
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
-from collector.component import ComponentContext, PermanentError, RetryableError
-from collector.model import SpanBatch, spans_to_request
+from collector.component import ComponentContext, Exporter, PermanentError, RetryableError
+from collector.model import SIGNALS, UNITS, Batch
+from collector.otlp import OTLP_SIGNALS
 from config.files import read_config_file
 from config.schema import ByteSize, ConfigError, Duration, setting
 
@@ -42,7 +46,8 @@ __all__ = [
 ]
 
 QUEUE_FULL_RETRY_AFTER = 0.5  # seconds the pipeline waits before offering a refused batch again
-_COUNT = struct.Struct("<I")  # span count prefixed to each queued request
+_COUNT = struct.Struct("<I")  # item count prefixed to each persisted request, the signal in its top 2 bits
+_SIGNAL_SHIFT, _COUNT_MASK = 30, (1 << 30) - 1  # traces are 0 there: queues written before logs/metrics read the same
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -156,33 +161,36 @@ class RetryPolicy:
 
 
 class Sender(Protocol):
-    """One transport.  ``send`` raises RetryableError / PermanentError; returns the response."""
+    """One transport.  ``send`` raises RetryableError / PermanentError; returns the signal's
+    ``Export*ServiceResponse`` (or None when the upstream sent no body)."""
 
     endpoint: str
     timeout: float
 
-    def send(self, payload: bytes) -> ExportTraceServiceResponse | None: ...
+    def send(self, signal: str, payload: bytes) -> Any: ...
 
     def close(self) -> None: ...
 
 
-def encode_requests(batch: SpanBatch, limit: int) -> list[tuple[bytes, int]]:
-    """Encode ``batch`` as (request bytes, span count) pairs, each under ``limit`` where possible.
+def encode_requests(batch: Batch, limit: int) -> list[tuple[bytes, int]]:
+    """Encode ``batch`` as (request bytes, item count) pairs, each under ``limit`` where possible.
 
     A batch that encodes too large is split in proportion to its size and re-encoded; a single
-    span larger than the limit is sent alone (the upstream decides).
+    item (span, log record, ResourceMetrics) larger than the limit is sent alone (the upstream
+    decides).
     """
     out: list[tuple[bytes, int]] = []
-    todo = [batch.spans]
+    todo = [batch]
     while todo:
-        spans = todo.pop()
-        payload = spans_to_request(spans).SerializeToString()
-        if len(payload) <= limit or len(spans) == 1:
-            out.append((payload, len(spans)))
+        part = todo.pop()
+        payload = part.to_request().SerializeToString()
+        items = part.items
+        if len(payload) <= limit or len(items) == 1:
+            out.append((payload, len(part)))
             continue
-        parts = min(len(spans), -(-len(payload) // limit) + 1)
-        step = -(-len(spans) // parts)
-        todo.extend(reversed([spans[i:i + step] for i in range(0, len(spans), step)]))
+        pieces = min(len(items), -(-len(payload) // limit) + 1)
+        step = -(-len(items) // pieces)
+        todo.extend(reversed([part.with_items(items[i:i + step]) for i in range(0, len(items), step)]))
     return out
 
 
@@ -194,23 +202,24 @@ class QueueFull(Exception):
 
 
 class _Item:
-    __slots__ = ("payload", "spans", "token")
+    __slots__ = ("payload", "signal", "count", "token")
 
-    def __init__(self, payload: bytes, spans: int, token: object = None) -> None:
+    def __init__(self, payload: bytes, signal: str, count: int, token: object = None) -> None:
         self.payload = payload
-        self.spans = spans
+        self.signal = signal
+        self.count = count
         self.token = token
 
 
 class MemoryQueue:
-    """A bounded FIFO of encoded requests; the bound counts requests, spans or bytes (``sizer``)."""
+    """A bounded FIFO of encoded requests; the bound counts requests, items or bytes (``sizer``)."""
 
     durable = False
 
     def __init__(self, capacity: int, sizer: str) -> None:
         self.capacity = capacity
         self.sizer = sizer
-        self._size_of = {"requests": lambda it: 1, "items": lambda it: it.spans,
+        self._size_of = {"requests": lambda it: 1, "items": lambda it: it.count,
                          "bytes": lambda it: len(it.payload)}[sizer]
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -218,9 +227,9 @@ class MemoryQueue:
         self.nbytes = 0
         self._closed = False
 
-    def put(self, payload: bytes, spans: int) -> None:
+    def put(self, payload: bytes, signal: str, count: int) -> None:
         """An empty queue takes any request, so an oversized one cannot stall forever."""
-        item = _Item(payload, spans)
+        item = _Item(payload, signal, count)
         need = self._size_of(item)
         with self._cond:
             if self.size and self.size + need > self.capacity:
@@ -258,7 +267,7 @@ class MemoryQueue:
 
 
 class PersistentQueue:
-    """The sending queue on a :class:`collector.diskqueue.DiskQueue`; records carry their span count."""
+    """The sending queue on a :class:`collector.diskqueue.DiskQueue`; records carry their signal and item count."""
 
     durable = True
 
@@ -268,12 +277,13 @@ class PersistentQueue:
         self.disk = DiskQueue(cfg.directory, max_bytes=cfg.max_size)
         self.capacity = cfg.max_size
 
-    def put(self, payload: bytes, spans: int) -> None:
+    def put(self, payload: bytes, signal: str, count: int) -> None:
         """Returns once the record is fsync'd (group commit with concurrent appends)."""
         from collector.diskqueue import QueueFull as DiskFull
 
+        header = SIGNALS.index(signal) << _SIGNAL_SHIFT | min(count, _COUNT_MASK)
         try:
-            self.disk.append(_COUNT.pack(spans) + payload)
+            self.disk.append(_COUNT.pack(header) + payload)
         except DiskFull as exc:
             raise QueueFull(str(exc)) from None
 
@@ -281,8 +291,9 @@ class PersistentQueue:
         record = self.disk.read(timeout=timeout)
         if record is None:
             return None
-        (spans,) = _COUNT.unpack_from(record.payload)
-        return _Item(record.payload[_COUNT.size:], spans, record.seq)
+        (header,) = _COUNT.unpack_from(record.payload)
+        return _Item(record.payload[_COUNT.size:], SIGNALS[header >> _SIGNAL_SHIFT], header & _COUNT_MASK,
+                     record.seq)
 
     def ack(self, item: _Item) -> None:
         self.disk.ack(item.token)
@@ -307,28 +318,30 @@ class PersistentQueue:
 
 
 class _BatchRetry:
-    """The batch the pipeline is retrying with us (it offers the same object again), and since when."""
+    """A batch the pipeline is retrying with us (it offers the same object again), and since when."""
 
-    __slots__ = ("key", "since", "attempts", "done")
+    __slots__ = ("since", "attempts", "done")
 
     def __init__(self) -> None:
-        self.key: int | None = None
-        self.since = 0.0
+        self.since = time.monotonic()
         self.attempts = 0
         self.done = 0  # requests of a split batch already delivered: not sent twice
 
-    def track(self, batch: SpanBatch) -> bool:
-        """Start tracking ``batch``; True when it is a new one (not a retry)."""
-        if self.key == id(batch):
-            return False
-        self.key, self.since, self.attempts, self.done = id(batch), time.monotonic(), 0, 0
-        return True
 
-    def clear(self) -> None:
-        self.key = None
+class _Counters:
+    """The exporter's counters for one signal's unit (``delivered_spans``, ``..._log_records``...)."""
+
+    def __init__(self, ctx: ComponentContext, unit: str) -> None:
+        self.delivered = ctx.counter(f"delivered_{unit}", "Items the upstream acknowledged.")
+        self.failed = ctx.counter(f"send_failed_{unit}", "Items the exporter failed to deliver for good.")
+        self.rejected = ctx.counter(f"upstream_rejected_{unit}",
+                                    "Items the upstream rejected in a partial success response.")
+        self.enqueue_failed = ctx.counter(f"enqueue_failed_{unit}",
+                                          "Items refused because the sending queue was full (backpressure, "
+                                          "not loss: the pipeline holds them and receivers refuse new data).")
 
 
-class UpstreamExporter:
+class UpstreamExporter(Exporter):
     """An exporter over a :class:`Sender`, with the sending queue and retry policy of the config."""
 
     def __init__(self, cfg: UpstreamConfig, ctx: ComponentContext, sender: Sender) -> None:
@@ -341,21 +354,17 @@ class UpstreamExporter:
         if q.enabled and q.storage:  # a record must be able to fit once the queue has drained
             self.max_request_size = min(cfg.max_request_size, q.storage.max_size // 4)
         self.drain_timeout = q.drain_timeout
-        self._retry = _BatchRetry()
+        # Retry state per batch object, dropped with the batch: pipelines of several signals may
+        # share this exporter, each retrying its own batch (calls are serialised by the pipeline).
+        self._retries: weakref.WeakKeyDictionary[Batch, _BatchRetry] = weakref.WeakKeyDictionary()
         self._stop = threading.Event()
         self._drain_deadline = float("inf")
-        self.delivered = ctx.counter("delivered_spans", "Spans the upstream acknowledged.")
-        self.failed = ctx.counter("send_failed_spans", "Spans the exporter failed to deliver for good.")
         self.retries = ctx.counter("retries", "Export attempts that failed with a retryable error.")
-        self.rejected = ctx.counter("upstream_rejected_spans",
-                                    "Spans the upstream rejected in a partial success response.")
-        self.enqueue_failed = ctx.counter("enqueue_failed_spans",
-                                          "Spans refused because the sending queue was full (backpressure, "
-                                          "not loss: the pipeline holds them and receivers refuse new data).")
+        self._counters = {signal: _Counters(ctx, UNITS[signal]) for signal in SIGNALS}
         self.queue: MemoryQueue | PersistentQueue | None = None
         if q.enabled:
             self.queue = PersistentQueue(q.storage) if q.storage else MemoryQueue(q.queue_size, q.sizer)
-            ctx.gauge("queue_size", "Current size of the sending queue (requests, spans or bytes; "
+            ctx.gauge("queue_size", "Current size of the sending queue (requests, items or bytes; "
                       "pending requests for a persistent queue).", lambda: self.queue.size)
             ctx.gauge("queue_capacity", "Capacity of the sending queue (bytes on disk when persistent).",
                       lambda: self.queue.capacity)
@@ -372,7 +381,7 @@ class UpstreamExporter:
 
     # -- export (the pipeline's thread) -----------------------------------------------------------
 
-    def export(self, batch: SpanBatch) -> None:
+    def export(self, batch: Batch) -> None:
         """Queue (or, without a queue, send) the batch; RetryableError asks the pipeline to offer it again.
 
         The pipeline offers the *same* batch object again after a RetryableError, which is how a
@@ -381,43 +390,48 @@ class UpstreamExporter:
         """
         if not len(batch):
             return
-        new = self._retry.track(batch)
+        state = self._retries.get(batch)
+        new = state is None
+        if new:
+            state = self._retries[batch] = _BatchRetry()
         records = encode_requests(batch, self.max_request_size)
-        if self.queue is None:
-            self._send_now(records)
-        else:
-            self._enqueue(records, len(batch), new)
-        self._retry.clear()
+        try:
+            if self.queue is None:
+                self._send_now(batch.signal, records, state)
+            else:
+                self._enqueue(batch.signal, records, len(batch), new, state)
+        except RetryableError:
+            raise  # the pipeline offers this batch again: keep its state
+        except BaseException:
+            del self._retries[batch]
+            raise
+        del self._retries[batch]
 
-    def _enqueue(self, records: list[tuple[bytes, int]], spans: int, new: bool) -> None:
-        state = self._retry
+    def _enqueue(self, signal: str, records: list[tuple[bytes, int]], count: int, new: bool,
+                 state: _BatchRetry) -> None:
         for payload, n in records[state.done:]:  # a split batch partly queued resumes where it stopped
             try:
-                self.queue.put(payload, n)
+                self.queue.put(payload, signal, n)
             except QueueFull as exc:
                 if new:
-                    self.enqueue_failed.add(spans)
-                    self.log.warning("sending queue full (upstream %s slow or down): holding %d spans; receivers "
-                                     "refuse new data until it drains: %s", self.sender.endpoint, spans, exc)
+                    self._counters[signal].enqueue_failed.add(count)
+                    self.log.warning("sending queue full (upstream %s slow or down): holding %d %s; receivers "
+                                     "refuse new data until it drains: %s", self.sender.endpoint, count,
+                                     UNITS[signal], exc)
                 raise RetryableError(str(exc), retry_after=QUEUE_FULL_RETRY_AFTER) from None
             state.done += 1
 
-    def _send_now(self, records: list[tuple[bytes, int]]) -> None:
+    def _send_now(self, signal: str, records: list[tuple[bytes, int]], state: _BatchRetry) -> None:
         """No queue: deliver now; a retryable failure goes back to the pipeline with our backoff."""
-        state = self._retry
-        for payload, spans in records[state.done:]:
+        for payload, count in records[state.done:]:
             try:
-                self._send_one(payload, spans)
+                self._send_one(signal, payload, count)
             except RetryableError as exc:
                 delay = self.policy.delay(state.attempts, exc.retry_after)
                 state.attempts += 1
                 if self.policy.gives_up(state.since, delay):
-                    state.clear()
                     raise PermanentError(self._give_up_text(exc, state.attempts)) from None
                 raise RetryableError(str(exc), retry_after=delay) from None
-            except PermanentError:
-                state.clear()
-                raise
             state.done += 1
 
     def _give_up_text(self, exc: Exception, attempts: int) -> str:
@@ -425,17 +439,20 @@ class UpstreamExporter:
             return f"{exc} (retry_on_failure is disabled)"
         return f"{exc}; giving up after {attempts} attempts (retry_on_failure::max_elapsed_time reached)"
 
-    def _send_one(self, payload: bytes, spans: int) -> None:
-        response = self.sender.send(payload)
+    def _send_one(self, signal: str, payload: bytes, count: int) -> None:
+        response = self.sender.send(signal, payload)
+        counters = self._counters[signal]
+        rejected = 0
         if response is not None and response.HasField("partial_success"):
             ps = response.partial_success
-            if ps.rejected_spans:
-                self.rejected.add(ps.rejected_spans)
-                self.log.warning("upstream %s rejected %d of %d spans: %s", self.sender.endpoint,
-                                 ps.rejected_spans, spans, ps.error_message)
+            rejected = getattr(ps, OTLP_SIGNALS[signal].rejected_field)
+            if rejected:
+                counters.rejected.add(rejected)
+                self.log.warning("upstream %s rejected %d of %d %s: %s", self.sender.endpoint,
+                                 rejected, count, UNITS[signal], ps.error_message)
             elif ps.error_message:
                 self.log.info("upstream %s: %s", self.sender.endpoint, ps.error_message)
-        self.delivered.add(spans - (response.partial_success.rejected_spans if response is not None else 0))
+        counters.delivered.add(count - rejected)
 
     # -- consumers (background threads) ---------------------------------------------------------
 
@@ -461,28 +478,28 @@ class UpstreamExporter:
         started, attempt = time.monotonic(), 0
         while True:
             try:
-                self._send_one(item.payload, item.spans)
+                self._send_one(item.signal, item.payload, item.count)
                 return True
             except PermanentError as exc:
-                self._drop(item.spans, str(exc))
+                self._drop(item.signal, item.count, str(exc))
                 return True
             except RetryableError as exc:
                 self.retries.add(1)
                 delay = self.policy.delay(attempt, exc.retry_after)
                 attempt += 1
                 if self.policy.gives_up(started, delay):
-                    self._drop(item.spans, self._give_up_text(exc, attempt))
+                    self._drop(item.signal, item.count, self._give_up_text(exc, attempt))
                     return True
-                self.log.warning("upstream %s: %s; retrying %d spans in %.1fs", self.sender.endpoint, exc,
-                                 item.spans, delay)
+                self.log.warning("upstream %s: %s; retrying %d %s in %.1fs", self.sender.endpoint, exc,
+                                 item.count, UNITS[item.signal], delay)
                 if not self._sleep(delay):
                     if self.durable:
                         return False  # stays on disk, sent after the next start
-                    self._drop(item.spans, "shutdown: sending_queue::drain_timeout passed")
+                    self._drop(item.signal, item.count, "shutdown: sending_queue::drain_timeout passed")
                     return True
             except Exception as exc:  # noqa: BLE001 - a transport bug must not kill the consumer
                 self.log.exception("upstream %s: unexpected error", self.sender.endpoint)
-                self._drop(item.spans, f"{type(exc).__name__}: {exc}")
+                self._drop(item.signal, item.count, f"{type(exc).__name__}: {exc}")
                 return True
 
     def _sleep(self, delay: float) -> bool:
@@ -499,9 +516,9 @@ class UpstreamExporter:
             else:  # draining a memory queue: keep retrying until the deadline
                 time.sleep(min(end - now, self._drain_deadline - now, 0.1))
 
-    def _drop(self, spans: int, why: str) -> None:
-        self.failed.add(spans)
-        self.log.error("dropping %d spans for upstream %s: %s", spans, self.sender.endpoint, why)
+    def _drop(self, signal: str, count: int, why: str) -> None:
+        self._counters[signal].failed.add(count)
+        self.log.error("dropping %d %s for upstream %s: %s", count, UNITS[signal], self.sender.endpoint, why)
 
     # -- shutdown -------------------------------------------------------------------------------
 
@@ -517,10 +534,11 @@ class UpstreamExporter:
                 # a send in flight at the deadline may take up to the transport timeout to return
                 t.join(max(0.0, deadline - time.monotonic()) + self.sender.timeout + 1.0)
             left = self.queue.close()
-            lost = sum(it.spans for it in left)
-            if lost:
-                self._drop(lost, "shutdown: the in-memory queue could not drain in time")
-            elif self.durable and self.queue.pending():
+            for signal in SIGNALS:
+                lost = sum(it.count for it in left if it.signal == signal)
+                if lost:
+                    self._drop(signal, lost, "shutdown: the in-memory queue could not drain in time")
+            if not left and self.durable and self.queue.pending():
                 self.log.warning("%d requests stay in the persistent queue for the next start",
                                  self.queue.pending())
         self.sender.close()

@@ -1,8 +1,8 @@
-"""``otlphttp`` exporter: forward spans over OTLP/HTTP, protobuf-encoded (Phoenix, Langfuse, vendors).
+"""``otlphttp`` exporter: forward traces, logs and metrics over OTLP/HTTP, protobuf-encoded.
 
-Config, queue and retries are shared with ``otlp`` (see :mod:`exporters.otlp_common`).  The
-request goes to ``traces_endpoint``, or ``endpoint`` + ``/v1/traces``, as the OTel Collector's
-otlphttp exporter does.  Answers, per the OTLP/HTTP spec: 2xx is success (a body may carry a
+Config, queue and retries are shared with ``otlp`` (see :mod:`exporters.otlp_common`).  A request
+goes to ``traces_endpoint`` / ``logs_endpoint`` / ``metrics_endpoint``, or ``endpoint`` +
+``/v1/traces`` / ``/v1/logs`` / ``/v1/metrics``, as the OTel Collector's otlphttp exporter does.  Answers, per the OTLP/HTTP spec: 2xx is success (a body may carry a
 partial success); 429, 502, 503 and 504 are retried, honouring ``Retry-After`` (seconds or an
 HTTP date); every other status is permanent, with the ``google.rpc.Status`` message from the body
 in the log.  Connection errors and timeouts are retried.
@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import urllib3
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-
 from collector import __version__
-from collector.component import ComponentContext, Factory, PermanentError, RetryableError
+from collector.component import ALL_SIGNALS, ComponentContext, Factory, PermanentError, RetryableError
+from collector.model import LOGS, METRICS, TRACES
+from collector.otlp import OTLP_SIGNALS
 from config.schema import ConfigError, setting
 from exporters.otlp_common import UpstreamConfig, UpstreamExporter, read_tls_file
 
@@ -35,21 +36,25 @@ _URL = r"^$|^https?://\S+$"
 
 @dataclass
 class OtlpHttpExporterConfig(UpstreamConfig):
-    traces_endpoint: str = setting("", pattern=_URL, doc="full URL; default: endpoint + /v1/traces")
+    traces_endpoint: str = setting("", pattern=_URL, doc="full URL for traces; default: endpoint + /v1/traces")
+    logs_endpoint: str = setting("", pattern=_URL, doc="full URL for logs; default: endpoint + /v1/logs")
+    metrics_endpoint: str = setting("", pattern=_URL, doc="full URL for metrics; default: endpoint + /v1/metrics")
 
     def validate(self) -> list:
         problems = self.header_problems()
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
             problems.append(ConfigError("endpoint", f"invalid URL {self.endpoint!r} (expected http://host:port "
                                                     "or https://...)"))
-        if not self.endpoint and not self.traces_endpoint:
+        if not self.endpoint and not any(self.urls().values()):
             problems.append(ConfigError("endpoint", "required (base URL such as http://host:4318), or set "
-                                                    "traces_endpoint"))
+                                                    "traces_endpoint, logs_endpoint or metrics_endpoint"))
         return problems
 
-    @property
-    def url(self) -> str:
-        return self.traces_endpoint or self.endpoint.rstrip("/") + "/v1/traces"
+    def urls(self) -> dict[str, str]:
+        """Signal -> URL ("" when neither ``endpoint`` nor the signal's own URL is set)."""
+        own = {TRACES: self.traces_endpoint, LOGS: self.logs_endpoint, METRICS: self.metrics_endpoint}
+        base = self.endpoint.rstrip("/")
+        return {signal: url or (base + OTLP_SIGNALS[signal].http_path if base else "") for signal, url in own.items()}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -95,27 +100,28 @@ def _read_capped(resp: urllib3.BaseHTTPResponse) -> bytes:
     return body
 
 
-def _response(resp: urllib3.BaseHTTPResponse, body: bytes) -> ExportTraceServiceResponse | None:
+def _response(signal: str, resp: urllib3.BaseHTTPResponse, body: bytes):
     """Partial success from a 2xx body (protobuf, or JSON from servers that answer in JSON)."""
     if not body:
         return None
-    out = ExportTraceServiceResponse()
+    sig = OTLP_SIGNALS[signal]
+    out = sig.response_class()
     ctype = (resp.headers.get("Content-Type") or "").lower()
     try:
         if "json" in ctype:
-            ps = json.loads(body).get("partialSuccess") or {}
-            out.partial_success.rejected_spans = int(ps.get("rejectedSpans", 0))
-            out.partial_success.error_message = str(ps.get("errorMessage", ""))
+            json_format.ParseDict({"partialSuccess": json.loads(body).get("partialSuccess") or {}}, out,
+                                  ignore_unknown_fields=True)
         else:
             out.ParseFromString(body)
-    except (DecodeError, ValueError, TypeError, AttributeError):
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, AttributeError):
         return None  # the data was accepted; an unreadable body is not a reason to resend it
     return out
 
 
 class HttpSender:
     def __init__(self, cfg: OtlpHttpExporterConfig, connections: int) -> None:
-        self.endpoint = cfg.url
+        self.urls = cfg.urls()
+        self.endpoint = cfg.endpoint or next(url for url in self.urls.values() if url)
         self.timeout = cfg.timeout
         self.gzip = cfg.compression == "gzip"
         self.headers = {"User-Agent": f"genai-collector/{__version__}", **cfg.headers,
@@ -124,7 +130,7 @@ class HttpSender:
             self.headers["Content-Encoding"] = "gzip"
         t = cfg.tls
         tls: dict = {}
-        if self.endpoint.startswith("https://"):
+        if any(url.startswith("https://") for url in self.urls.values()):
             tls = {"cert_reqs": "CERT_NONE" if t.insecure_skip_verify else "CERT_REQUIRED",
                    "ca_certs": t.ca_file or None, "cert_file": t.cert_file or None, "key_file": t.key_file or None}
         for key in ("ca_file", "cert_file", "key_file"):  # fail at start, naming the key
@@ -133,15 +139,18 @@ class HttpSender:
         self.pool = urllib3.PoolManager(num_pools=2, maxsize=connections, block=False, retries=False,
                                         timeout=urllib3.Timeout(total=cfg.timeout), **tls)
 
-    def send(self, payload: bytes) -> ExportTraceServiceResponse | None:
+    def send(self, signal: str, payload: bytes):
+        url = self.urls[signal]
+        if not url:
+            raise PermanentError(f"no URL for {signal}: set endpoint or {signal}_endpoint")
         body = gzip.compress(payload, compresslevel=1) if self.gzip else payload
         try:
-            resp = self.pool.request("POST", self.endpoint, body=body, headers=self.headers, preload_content=False)
+            resp = self.pool.request("POST", url, body=body, headers=self.headers, preload_content=False)
         except urllib3.exceptions.HTTPError as exc:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from None
         answer = _read_capped(resp)
         if 200 <= resp.status < 300:
-            return _response(resp, answer)
+            return _response(signal, resp, answer)
         text = f"HTTP {resp.status}: {_error_text(resp, answer)}"
         if resp.status in RETRYABLE_STATUS:
             raise RetryableError(text, retry_after=parse_retry_after(resp.headers.get("Retry-After")))
@@ -156,7 +165,7 @@ def create(cfg: OtlpHttpExporterConfig, ctx: ComponentContext) -> UpstreamExport
     return UpstreamExporter(cfg, ctx, HttpSender(cfg, q.num_consumers if q.enabled else 1))
 
 
-FACTORY = Factory("otlphttp", OtlpHttpExporterConfig, create,
+FACTORY = Factory("otlphttp", OtlpHttpExporterConfig, create, signals=ALL_SIGNALS,
                   doc="OTLP/HTTP (protobuf) to an upstream collector or backend, with retries and a sending queue",
                   example="""\
 endpoint: http://127.0.0.1:6006      # Phoenix; /v1/traces is appended

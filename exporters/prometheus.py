@@ -12,7 +12,9 @@ in ``_total``; histograms are ``_bucket``/``_sum``/``_count``.  Attribute keys b
 the same way (``gen_ai.request.model`` -> ``gen_ai_request_model``).  The resource gives ``job``
 (``service.namespace/service.name``) and ``instance`` (``service.instance.id``); its other
 attributes go to one ``target_info`` series per resource, or onto every series with
-``resource_to_telemetry_conversion.enabled``.
+``resource_to_telemetry_conversion.enabled``.  The instrumentation scope gives ``otel_scope_name``
+and ``otel_scope_version`` (as the Collector's exporter does): that is how the ``genai_metrics``
+connector's series (scope ``genai_metrics``) are told from an app's own metrics of the same name.
 
 The encoding is ``prometheus_client``'s (a custom collector whose families its exposition and
 OpenMetrics generators write, and its HTTP server with content negotiation and gzip): the text
@@ -27,10 +29,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Exporter, Factory
+from collector.model import METRICS
 from config.schema import Duration, setting
+
+if TYPE_CHECKING:
+    from collector.model_metrics import MetricBatch
 
 __all__ = ["PrometheusConfig", "PrometheusExporter", "FACTORY", "metric_name", "label_name"]
 
@@ -50,6 +56,7 @@ _ANNOTATION = re.compile(r"\{[^}]*\}")
 _IDENTITY = ("service.name", "service.namespace", "service.instance.id")
 
 GAUGE, COUNTER, HISTOGRAM, SUMMARY = "gauge", "counter", "histogram", "summary"
+_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 
 
 def _clean(name: str, pattern: re.Pattern) -> str:
@@ -133,10 +140,8 @@ class _Family:
         self.series: dict[tuple, list] = {}  # label items -> [updated (monotonic s), value...]
 
 
-class PrometheusExporter:
+class PrometheusExporter(Exporter):
     """Keeps the latest value of every series and serves them; one instance per config id."""
-
-    durable = False
 
     def __init__(self, config: PrometheusConfig, ctx: ComponentContext) -> None:
         self.config = config
@@ -159,7 +164,8 @@ class PrometheusExporter:
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import start_http_server
 
-        from collector.telemetry import parse_address
+        from collector.netserver import harden_started_server
+        from collector.telemetry import IDLE_TIMEOUT, parse_address
 
         host, port = parse_address(self.config.endpoint)
         registry = CollectorRegistry(auto_describe=False)
@@ -168,6 +174,7 @@ class PrometheusExporter:
             self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             raise OSError(f"cannot listen on {self.config.endpoint}: {exc.strerror or exc}") from None
+        harden_started_server(self._server, IDLE_TIMEOUT)
         self.log.info("prometheus exporter: serving metrics on http://%s/metrics", self.config.endpoint)
 
     @property
@@ -182,8 +189,8 @@ class PrometheusExporter:
 
     # -- intake -------------------------------------------------------------------------------
 
-    def export(self, batch) -> None:
-        self.export_resource_metrics(batch.items)
+    def export(self, batch: MetricBatch) -> None:
+        self.export_resource_metrics(batch.resource_metrics)
 
     def export_resource_metrics(self, resource_metrics: Iterable) -> None:
         """Fold OTLP ``ResourceMetrics`` messages into the served series."""
@@ -195,8 +202,12 @@ class PrometheusExporter:
                 if not self.to_labels:
                     self._target_info(resource, base, now)
                 for sm in rm.scope_metrics:
+                    labels = base
+                    if sm.scope.name or sm.scope.version:
+                        labels = {**base, **{k: v for k, v in (("otel_scope_name", sm.scope.name),
+                                                             ("otel_scope_version", sm.scope.version)) if v}}
                     for m in sm.metrics:
-                        self._metric(m, base, now)
+                        self._metric(m, labels, now)
 
     def _resource_labels(self, resource: dict[str, Any]) -> dict[str, str]:
         labels: dict[str, str] = dict(_labels(resource)) if self.to_labels else {}
@@ -247,11 +258,14 @@ class PrometheusExporter:
         name, unit = metric_name(m.name, m.unit, kind, self.config.namespace)
         family = self._family(name, kind, m.description or m.name, unit)
         for p in points:
+            if p.flags & _NO_RECORDED_VALUE:  # a staleness marker: nothing to serve
+                continue
             key = tuple(sorted({**_labels(_attributes(p.attributes)), **base}.items()))
             if kind == HISTOGRAM:
                 value = [list(p.explicit_bounds), list(p.bucket_counts), p.sum, p.count]
             elif kind == SUMMARY:
-                value = [[], [], p.sum, p.count]
+                value = [[q.quantile for q in p.quantile_values], [q.value for q in p.quantile_values],
+                         p.sum, p.count]
             else:
                 value = [p.as_double if p.WhichOneof("value") == "as_double" else float(p.as_int)]
             old = family.series.get(key) if delta else None
@@ -287,6 +301,9 @@ class PrometheusExporter:
                 if kind == HISTOGRAM:
                     for le, count in _buckets(value[1], value[2]):
                         out.samples.append(Sample(f"{name}_bucket", {**labels, "le": le}, count))
+                elif kind == SUMMARY:
+                    for quantile, q_value in zip(value[1], value[2]):
+                        out.samples.append(Sample(name, {**labels, "quantile": _float_text(quantile)}, q_value))
                 if kind in (HISTOGRAM, SUMMARY):
                     out.samples.append(Sample(f"{name}_count", labels, value[4]))
                     out.samples.append(Sample(f"{name}_sum", labels, value[3]))
@@ -336,5 +353,5 @@ def _create(config: PrometheusConfig, ctx: ComponentContext) -> PrometheusExport
     return exporter
 
 
-FACTORY = Factory("prometheus", PrometheusConfig, _create,
+FACTORY = Factory("prometheus", PrometheusConfig, _create, signals=frozenset({METRICS}),
                   doc="serves the pipelines' metrics for Prometheus to scrape (text or OpenMetrics)")

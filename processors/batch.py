@@ -8,18 +8,17 @@ together), unlike the OTel Collector's 200ms, which would add 200ms to every ack
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from collector.component import Factory
-from collector.model import SpanBatch
-from collector.pipeline import BatchPolicy
+from collector.component import ALL_SIGNALS, Factory, IntakeProcessor
+from collector.pipeline import BatchPolicy, IntakeSettings
 from config.schema import Duration, setting
 
 
 @dataclass
 class BatchConfig:
-    send_batch_size: int = setting(8192, min=1, doc="spans that make a batch full")
-    send_batch_max_size: int = setting(0, min=0, doc="never merge requests beyond this many spans (0 = no cap)")
+    send_batch_size: int = setting(8192, min=1, doc="items (spans, log records, metric points) that make a batch full")
+    send_batch_max_size: int = setting(0, min=0, doc="never merge requests beyond this many items (0 = no cap)")
     timeout: Duration = setting(0.0, doc="longest wait for a batch to fill; 0 = group commit")
 
     def validate(self) -> list[str]:
@@ -28,20 +27,18 @@ class BatchConfig:
         return []
 
 
-class BatchProcessor:
-    """Passes batches through unchanged; the pipeline reads ``batch_policy``."""
+class BatchProcessor(IntakeProcessor):
+    """Passes batches through unchanged; sets the pipeline's batch policy."""
 
     def __init__(self, config: BatchConfig) -> None:
         self.batch_policy = BatchPolicy(config.send_batch_size, config.send_batch_max_size, config.timeout)
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
-        return batch
-
-    def shutdown(self) -> None:
-        pass
+    def configure(self, intake: IntakeSettings) -> IntakeSettings:
+        return replace(intake, policy=self.batch_policy)
 
 
 FACTORY = Factory("batch", BatchConfig, lambda cfg, ctx: BatchProcessor(cfg),
+                  signals=ALL_SIGNALS, intake_rank=1,
                   doc="groups queued requests into batches (group commit by default)",
                   example="""\
 send_batch_size: 8192

@@ -33,7 +33,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, Callable
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import GenAI, SpanBatch
 from config.schema import ConfigError, setting
 from processors.genai_conventions import GENAI_PRICES_PROVIDER, normalize_provider
@@ -335,7 +335,7 @@ class _UserPrice:
 # --------------------------------------------------------------------------------------------
 # the processor
 
-class GenAICostProcessor:
+class GenAICostProcessor(Processor):
     def __init__(self, config: GenAICostConfig, ctx: ComponentContext) -> None:
         self.override = config.override
         self.aliases = {k.lower(): v for k, v in config.model_aliases.items()}

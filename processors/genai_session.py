@@ -35,7 +35,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import GenAI, Span, SpanBatch
 from collector.sqlite_bulk import insert_rows
 from config.schema import ConfigError, Duration, setting
@@ -309,7 +309,7 @@ def _first_id(attrs: dict[str, Any], keys: list[str]) -> Any:
 _PRUNE_EVERY = 60.0  # seconds between pruning passes
 
 
-class SessionProcessor:
+class SessionProcessor(Processor):
     """See the module docstring.  The pipeline calls one instance from one worker thread."""
 
     def __init__(self, config: SessionConfig, ctx: ComponentContext, wall_ns=time.time_ns) -> None:

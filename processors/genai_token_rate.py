@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from collector.component import ComponentContext, Factory
+from collector.component import ComponentContext, Factory, Processor
 from collector.model import GenAI, Span, SpanBatch
 from config.schema import setting
 from processors.genai_conventions import FIRST_CHUNK_EVENT_NAMES
@@ -67,7 +67,7 @@ def compute_rates(span: Span, g: GenAI) -> float:
     return latency_ms
 
 
-class GenAITokenRateProcessor:
+class GenAITokenRateProcessor(Processor):
     def __init__(self, config: GenAITokenRateConfig, ctx: ComponentContext) -> None:
         self.write = config.write_attributes
 

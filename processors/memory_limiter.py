@@ -8,10 +8,10 @@ spans take several times their encoded size in Python, which ``limit_mib`` must 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from collector.component import Factory
-from collector.model import SpanBatch
+from collector.component import ALL_SIGNALS, Factory, IntakeProcessor
+from collector.pipeline import IntakeSettings
 from config.schema import setting
 
 
@@ -20,20 +20,18 @@ class MemoryLimiterConfig:
     limit_mib: int = setting(64, min=1, max=1 << 20, doc="encoded MiB admitted and not yet exported")
 
 
-class MemoryLimiterProcessor:
-    """Passes batches through unchanged; the pipeline reads ``limit_bytes`` for admission."""
+class MemoryLimiterProcessor(IntakeProcessor):
+    """Passes batches through unchanged; sets the pipeline's admission limit."""
 
     def __init__(self, config: MemoryLimiterConfig) -> None:
         self.limit_bytes = config.limit_mib * 1024 * 1024
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
-        return batch
-
-    def shutdown(self) -> None:
-        pass
+    def configure(self, intake: IntakeSettings) -> IntakeSettings:
+        return replace(intake, limit_bytes=self.limit_bytes)
 
 
 FACTORY = Factory("memory_limiter", MemoryLimiterConfig, lambda cfg, ctx: MemoryLimiterProcessor(cfg),
+                  signals=ALL_SIGNALS, intake_rank=0,
                   doc="caps the bytes a pipeline holds; beyond it receivers push back",
                   example="""\
 limit_mib: 64

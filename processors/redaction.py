@@ -28,8 +28,9 @@ from typing import Any, Literal
 
 import orjson
 
-from collector.component import ComponentContext, Factory
-from collector.model import Span, SpanBatch
+from collector.component import TRACES_AND_LOGS, ComponentContext, Factory, Processor
+from collector.model import TRACES, Batch, Span
+from collector.model_logs import LogRecord
 from config.schema import ConfigError, setting
 from processors.genai_content import CONTENT_GENAI_FIELDS, is_content_event_attribute, is_content_key
 
@@ -201,7 +202,7 @@ _DROP = object()  # a walked value whose attribute must be removed
 _CONTENT, _HASH, _BLOCKED, _NOT_ALLOWED = 1, 2, 4, 8
 
 
-class RedactionProcessor:
+class RedactionProcessor(Processor):
     def __init__(self, config: RedactionConfig, ctx: ComponentContext | None = None) -> None:
         from processors.pii import CustomPattern, LruCache, PiiEngine
 
@@ -241,23 +242,28 @@ class RedactionProcessor:
 
     # -- pipeline protocol ---------------------------------------------------------------------------
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
+    def process(self, batch: Batch) -> Batch:
+        """Spans or log records: the same rules, and a log record's body counts as content."""
         total = errors = 0
         resources: set[int] = set()
-        for span in batch.spans:
+        if batch.signal == TRACES:
+            redact, drop = self._redact_span, self._drop_content
+        else:
+            redact, drop = self._redact_record, self._drop_record_content
+        for item in batch.items:
             stats = _Stats()
             try:
-                if self._resource_patterns and id(span.resource) not in resources:
-                    resources.add(id(span.resource))
-                    self._redact_resource(span.resource.attributes, stats)
-                self._redact_span(span, stats)
+                if self._resource_patterns and id(item.resource) not in resources:
+                    resources.add(id(item.resource))
+                    self._redact_resource(item.resource.attributes, stats)
+                redact(item, stats)
             except Exception as exc:  # fail closed: never pass content we could not check
                 errors += 1
-                self._drop_content(span, stats)
+                drop(item, stats)
                 if self._log:  # the exception type only: its message may quote the content
-                    self._log.warning("redaction failed for %r, content dropped: %s", span, type(exc).__name__)
+                    self._log.warning("redaction failed for %r, content dropped: %s", item, type(exc).__name__)
             total += stats.count
-            self._summarize(span, stats)
+            self._summarize(item.attributes, stats)
         if self._redacted is not None:
             self._redacted.add(total)
             self._errors.add(errors)
@@ -299,8 +305,29 @@ class RedactionProcessor:
 
     def _redact_span(self, span: Span, stats: _Stats) -> None:
         attrs = span.attributes
-        if self._drop_when and any(str(attrs.get(k)) == v for k, v in self._drop_when.items() if k in attrs):
+        if self._drops(attrs):
             self._drop_content(span, stats)
+        hashed = self._redact_attributes(attrs, stats)
+        genai = span.genai
+        if genai is not None:
+            if hashed and genai.user_id in hashed:
+                genai.user_id = hashed[genai.user_id]
+            for name in CONTENT_GENAI_FIELDS:
+                value = getattr(genai, name)
+                if value:
+                    new = self._walk_structure(value, stats, "genai." + name)
+                    setattr(genai, name, None if new is _DROP else new)
+        for event in span.events:
+            for key in list(event.attributes):
+                self._redact_attribute(event.attributes, key, stats, f"event.{event.name}.{key}")
+
+    def _drops(self, attrs: dict[str, Any]) -> bool:
+        """Whether ``drop_content_when`` matches these attributes."""
+        return bool(self._drop_when) and any(str(attrs.get(k)) == v for k, v in self._drop_when.items() if k in attrs)
+
+    def _redact_attributes(self, attrs: dict[str, Any], stats: _Stats) -> dict[str, str]:
+        """Apply the key rules and content redaction to one attribute map; returns original -> hash
+        of the values hashed (so the canonical user id can follow)."""
         hashed: dict[str, str] = {}
         for key, kind in self._keyed(attrs):
             if key not in attrs:  # removed by drop_content_when
@@ -320,18 +347,37 @@ class RedactionProcessor:
                 self._redact_attribute(attrs, key, stats)
             if self._blocked_values is not None and key in attrs:
                 self._mask_blocked(attrs, key, stats)
-        genai = span.genai
-        if genai is not None:
-            if hashed and genai.user_id in hashed:
-                genai.user_id = hashed[genai.user_id]
-            for name in CONTENT_GENAI_FIELDS:
-                value = getattr(genai, name)
-                if value:
-                    new = self._walk_structure(value, stats, "genai." + name)
-                    setattr(genai, name, None if new is _DROP else new)
-        for event in span.events:
-            for key in list(event.attributes):
-                self._redact_attribute(event.attributes, key, stats, f"event.{event.name}.{key}")
+        return hashed
+
+    # -- log records -----------------------------------------------------------------------------------
+
+    def _redact_record(self, record: LogRecord, stats: _Stats) -> None:
+        """A log record as a span: its attributes by the same rules, and its body as content (a
+        prompt in a body is redacted as one in ``gen_ai.input.messages``); in a ``gen_ai.*`` event
+        every attribute but the metadata ones is content, as in span events."""
+        attrs = record.attributes
+        if self._drops(attrs):
+            self._drop_record_content(record, stats)
+        self._redact_attributes(attrs, stats)
+        name = record.name
+        for key in [k for k in attrs if is_content_event_attribute(name, k) and not self._kind(k) & _CONTENT]:
+            self._redact_attribute(attrs, key, stats, f"event.{name}.{key}")
+        if record.body is not None:
+            holder = {"body": record.body}
+            self._redact_attribute(holder, "body", stats)
+            record.body = holder.get("body")
+
+    def _drop_record_content(self, record: LogRecord, stats: _Stats) -> None:
+        """Keep only metadata: the body and content attributes go."""
+        attrs = record.attributes
+        for key in list(attrs):
+            if is_content_event_attribute(record.name, key) or self._kind(key) & _CONTENT:
+                del attrs[key]
+                stats.add(key, 1)
+        if record.body is not None:
+            record.body = None
+            stats.add("body", 1)
+        attrs["redaction.content.dropped"] = True
 
     def _redact_resource(self, attrs: dict[str, Any], stats: _Stats) -> None:
         for key in list(attrs):
@@ -478,10 +524,9 @@ class RedactionProcessor:
 
         return hmac_hex(self._secret, value)
 
-    def _summarize(self, span: Span, stats: _Stats) -> None:
+    def _summarize(self, attrs: dict[str, Any], stats: _Stats) -> None:
         if self.config.summary == "silent" or not stats.count:
             return
-        attrs = span.attributes
         attrs["redaction.redacted.count"] = stats.count
         if stats.types:
             attrs["redaction.redacted.types"] = sorted(stats.types)
@@ -490,6 +535,7 @@ class RedactionProcessor:
 
 
 FACTORY = Factory("redaction", RedactionConfig, lambda cfg, ctx: RedactionProcessor(cfg, ctx),
+                  signals=TRACES_AND_LOGS,
                   doc="redact PII (presidio) and blocked keys/values from GenAI content",
                   example="""\
 operators:

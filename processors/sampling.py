@@ -17,6 +17,14 @@ Three stages, per trace:
    (``content_sampling.percentage`` of kept traces keep their messages; the rest are stripped of
    prompts, completions, messages and tool arguments in every dialect, keeping every metric).
 
+Log records (the same processor id listed in a ``logs`` pipeline) follow their trace: the
+instances of one ``sampling`` id in a collector share their decisions, so a record whose trace was
+kept passes (stripped of its body and content attributes when the trace lost content sampling),
+one whose trace was dropped is dropped.  A record that arrives before its trace is decided takes
+the hash decision when that is "keep" (or no keep rule could change it), and otherwise waits up to
+``decision_wait`` for the trace, then is dropped if nothing kept it.  Records outside any trace
+(no trace id) always pass.
+
 Acknowledgement semantics: the pipeline acknowledges a request once the spans this processor
 *returned* are committed.  Kept spans are returned at once, so the ack still means "durable" for
 them and nothing waits ``decision_wait``.  Held spans are the ones that were going to be dropped
@@ -29,15 +37,19 @@ from __future__ import annotations
 
 import re
 import struct
+import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from collector.component import ComponentContext, Factory
-from collector.model import STATUS_ERROR, Span, SpanBatch
+from collector.component import TRACES_AND_LOGS, ComponentContext, Factory, Processor
+from collector.model import LOGS, STATUS_ERROR, Batch, Span, SpanBatch
+from collector.model_logs import LogBatch, LogRecord
 from config.schema import ConfigError, Duration, setting
-from processors.genai_content import CONTENT_GENAI_FIELDS, strip_attributes, strip_event_attributes
+from processors.genai_content import (CONTENT_GENAI_FIELDS, event_body_is_content, strip_attributes,
+                                     strip_event_attributes)
 
 __all__ = [
     "SamplingConfig", "SamplingProcessor", "FACTORY", "fnv1a32_seeded", "hash_seed_threshold",
@@ -108,6 +120,15 @@ class _TraceHasher:
 
 # ---------------------------------------------------------------------------------------------
 # Content stripping
+
+def strip_record_content(record: LogRecord) -> int:
+    """Remove content from one log record: content attributes, and the body of a content event."""
+    removed = strip_event_attributes(record.name, record.attributes)
+    if record.body is not None and event_body_is_content(record.name):
+        record.body = None
+        removed += 1
+    return removed
+
 
 def strip_content(span: Span) -> int:
     """Remove content from one span (attributes, event attributes, canonical messages), as
@@ -363,8 +384,47 @@ class _TokenBucket:
 KEPT, DROPPED = True, False
 
 
-class SamplingProcessor:
+class _Decisions:
+    """Keep/drop per trace id, remembered for late data; shared by the traces and logs pipelines
+    of one sampler id (each pipeline builds its own instance and runs in its own thread)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.lock = threading.Lock()
+        self.map: OrderedDict[bytes, bool] = OrderedDict()
+
+    def get(self, trace_id: bytes) -> bool | None:
+        with self.lock:
+            return self.map.get(trace_id)
+
+    def set(self, trace_id: bytes, keep: bool) -> None:
+        with self.lock:
+            self.map[trace_id] = keep
+            if len(self.map) > self.capacity:
+                self.map.popitem(last=False)
+
+
+_SHARED: "weakref.WeakKeyDictionary[Any, dict[str, _Decisions]]" = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_decisions(ctx: ComponentContext, capacity: int) -> _Decisions:
+    """The decisions of sampler ``ctx.id`` in the collector that owns ``ctx.telemetry``."""
+    with _SHARED_LOCK:
+        per_collector = _SHARED.setdefault(ctx.telemetry, {})
+        decisions = per_collector.get(ctx.id)
+        if decisions is None:
+            decisions = per_collector[ctx.id] = _Decisions(capacity)
+        return decisions
+
+
+_NO_TRACE = (b"", bytes(16))
+
+
+class SamplingProcessor(Processor):
     """See the module docstring.  Not thread-safe: one pipeline calls ``process`` at a time."""
+
+    holds_data = True  # traces wait for their decision; ``flush`` releases them
 
     def __init__(self, config: SamplingConfig, ctx: ComponentContext, clock=time.monotonic) -> None:
         self.config = config
@@ -380,7 +440,9 @@ class SamplingProcessor:
         self.bucket = _TokenBucket(config.rate_limit, clock) if config.rate_limit else None
         self.held: OrderedDict[bytes, _Held] = OrderedDict()
         self.held_spans = 0
-        self.decided: OrderedDict[bytes, bool] = OrderedDict()
+        self.decisions = _shared_decisions(ctx, config.decision_cache)
+        self.logs = (ctx.pipeline or "").partition("/")[0] == LOGS
+        self.held_records: OrderedDict[bytes, tuple[float, list[LogRecord]]] = OrderedDict()
         self._ctx = ctx
         self._trace_counters: dict[tuple[str, str], Any] = {}
         self.kept_spans = ctx.counter("sampling_kept_spans", "spans passed on by the sampler")
@@ -389,6 +451,8 @@ class SamplingProcessor:
         self.evicted = ctx.counter("sampling_evicted_traces",
                                    "held traces decided early because max_traces/max_spans was reached")
         self.stripped = ctx.counter("sampling_content_stripped_spans", "spans whose content was removed")
+        self.kept_records = ctx.counter("sampling_kept_log_records", "log records passed on (their trace was kept)")
+        self.dropped_records = ctx.counter("sampling_dropped_log_records", "log records dropped with their trace")
         ctx.gauge("sampling_held_traces", "traces waiting for a decision", lambda: len(self.held))
         ctx.gauge("sampling_held_spans", "spans waiting for a decision", lambda: self.held_spans)
 
@@ -404,10 +468,7 @@ class SamplingProcessor:
     # -- decisions -----------------------------------------------------------------------------
 
     def _remember(self, trace_id: bytes, keep: bool) -> None:
-        decided = self.decided
-        decided[trace_id] = keep
-        if len(decided) > self.config.decision_cache:
-            decided.popitem(last=False)
+        self.decisions.set(trace_id, keep)
 
     def _keep(self, trace_id: bytes, spans: list[Span], reason: str, out: list[Span]) -> None:
         """Decide a new trace "keep" (unless the rate limit says no) and emit its spans."""
@@ -481,7 +542,9 @@ class SamplingProcessor:
                 self.evicted.add(1)
             self._drop(trace_id, entry.spans, "probabilistic")
 
-    def process(self, batch: SpanBatch) -> SpanBatch:
+    def process(self, batch: Batch) -> Batch:
+        if self.logs:
+            return self._process_records(batch)
         by_trace: dict[bytes, list[Span]] = {}
         for span in batch.spans:
             spans = by_trace.get(span.trace_id)
@@ -492,7 +555,7 @@ class SamplingProcessor:
         out: list[Span] = []
         now = self.clock()
         for trace_id, spans in by_trace.items():
-            decision = self.decided.get(trace_id)
+            decision = self.decisions.get(trace_id)
             if decision is not None:
                 self._late(trace_id, spans, decision, out)
             elif self.hasher.sampled(trace_id):
@@ -505,15 +568,73 @@ class SamplingProcessor:
         nbytes = batch.nbytes * len(out) // len(batch.spans) if batch.spans else 0
         return SpanBatch(out, nbytes)
 
-    def flush(self, final: bool = False) -> SpanBatch:
+    def flush(self, final: bool = False) -> Batch:
         """The pipeline's timer hook (every 0.5 s, and ``final`` at shutdown).
 
-        It only ever *drops*: a trace is released the moment a rule matches, inside ``process``,
-        so a held trace whose wait ends has lost.  Calling it keeps memory and the counters
-        current when no traffic arrives.  At shutdown every held trace is decided the same way.
+        For traces it only ever *drops*: a trace is released the moment a rule matches, inside
+        ``process``, so a held trace whose wait ends has lost.  Calling it keeps memory and the
+        counters current when no traffic arrives.  At shutdown every held trace is decided the
+        same way.  For log records it releases those whose trace has been decided "keep".
         """
+        if self.logs:
+            out: list[LogRecord] = []
+            self._release_records(float("inf") if final else self.clock(), out)
+            return LogBatch(out)
         self._expire(float("inf") if final else self.clock())
         return SpanBatch()
+
+    # -- log records ------------------------------------------------------------------------------
+
+    def _process_records(self, batch: Batch) -> Batch:
+        out: list[LogRecord] = []
+        now = self.clock()
+        for record in batch.items:
+            trace_id = record.trace_id
+            if trace_id in _NO_TRACE:
+                out.append(record)
+                continue
+            decision = self.decisions.get(trace_id)
+            if decision is None and (self.hasher.sampled(trace_id) or not self.rules.any):
+                decision = self.hasher.sampled(trace_id)
+            if decision is None:
+                held = self.held_records.get(trace_id)
+                if held is None:
+                    held = self.held_records[trace_id] = (now + self.config.decision_wait, [])
+                held[1].append(record)
+                if len(self.held_records) > self.config.max_traces:
+                    self._release_oldest(out)
+            else:
+                self._emit_record(trace_id, record, decision, out)
+        self._release_records(now, out)
+        nbytes = batch.nbytes * len(out) // len(batch) if len(batch) else 0
+        return LogBatch(out, nbytes)
+
+    def _emit_record(self, trace_id: bytes, record: LogRecord, keep: bool, out: list[LogRecord]) -> None:
+        if not keep:
+            self.dropped_records.add(1)
+            return
+        if self.content is not None and not self.content.sampled(trace_id):
+            strip_record_content(record)
+            record.attributes["sampling.content"] = "stripped"
+        self.kept_records.add(1)
+        out.append(record)
+
+    def _release_records(self, now: float, out: list[LogRecord]) -> None:
+        """Held records whose trace got decided follow the decision; expired ones are dropped."""
+        for trace_id in list(self.held_records):
+            deadline, records = self.held_records[trace_id]
+            decision = self.decisions.get(trace_id)
+            if decision is None and deadline > now:
+                continue
+            del self.held_records[trace_id]
+            for record in records:
+                self._emit_record(trace_id, record, bool(decision), out)
+
+    def _release_oldest(self, out: list[LogRecord]) -> None:
+        trace_id, (_, records) = self.held_records.popitem(last=False)
+        decision = bool(self.decisions.get(trace_id))
+        for record in records:
+            self._emit_record(trace_id, record, decision, out)
 
     def shutdown(self) -> None:
         self.flush(final=True)
@@ -523,7 +644,7 @@ def _create(config: SamplingConfig, ctx: ComponentContext) -> SamplingProcessor:
     return SamplingProcessor(config, ctx)
 
 
-FACTORY = Factory("sampling", SamplingConfig, _create,
+FACTORY = Factory("sampling", SamplingConfig, _create, signals=TRACES_AND_LOGS,
                   doc="probabilistic (OTel hash_seed) + keep rules + rate limit + content sampling",
                   example="""\
 probabilistic: {sampling_percentage: 25, hash_seed: 42}

@@ -134,7 +134,7 @@ def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector"
     return running
 
 
-BASIC_CONFIG = """
+OTLP_RECEIVERS = """
 receivers:
   otlp:
     protocols:
@@ -142,7 +142,16 @@ receivers:
         endpoint: 127.0.0.1:{grpc_port}
       http:
         endpoint: 127.0.0.1:{http_port}
-processors:
+"""
+"""The OTLP receiver on the ports ``start_collector`` fills in (the head of a test config)."""
+
+TELEMETRY = """  telemetry:
+    metrics:
+      address: 127.0.0.1:{metrics_port}
+"""
+"""The ``service.telemetry`` part with the port ``start_collector`` fills in (a config's tail)."""
+
+BASIC_CONFIG = OTLP_RECEIVERS + """processors:
   batch:
 exporters:
   debug:
@@ -153,10 +162,7 @@ service:
       receivers: [otlp]
       processors: [batch]
       exporters: [debug]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+""" + TELEMETRY
 
 
 @pytest.fixture

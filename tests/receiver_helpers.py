@@ -2,7 +2,8 @@
 
 ``testsqlite`` is a durable exporter that commits (trace_id, span_id) rows to a SQLite file with
 ``synchronous=FULL`` and upserts like the real storage exporter (a re-delivered span bumps
-``deliveries`` instead of adding a row) and can be slowed down.  It is registered only in
+``deliveries`` instead of adding a row) and can be slowed down.  It keeps log records too, keyed by
+their body (the tests make every body unique), so the durability tests cover logs.  It is registered only in
 processes that import this module: ``python -m tests.receiver_helpers run --config F`` starts the
 collector with it.  The crash tests use the real ``sqlite`` exporter.
 """
@@ -18,8 +19,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from collector.component import Factory, RetryableError
-from collector.model import SpanBatch
+from collector.component import TRACES_AND_LOGS, Exporter, Factory, RetryableError
+from collector.model import Batch, SpanBatch
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from config.schema import Duration, setting
 from exporters import EXPORTERS
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -34,7 +36,7 @@ class TestSqliteConfig:
     down_while: str = setting("", doc="while this file exists, exports fail with a retryable error (an outage)")
 
 
-class TestSqliteExporter:
+class TestSqliteExporter(Exporter):
     durable = True
 
     def __init__(self, cfg: TestSqliteConfig) -> None:
@@ -44,13 +46,20 @@ class TestSqliteExporter:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS spans (trace_id TEXT, span_id TEXT, name TEXT, "
                         "deliveries INTEGER DEFAULT 1, PRIMARY KEY (trace_id, span_id))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS logs (body TEXT PRIMARY KEY, deliveries INTEGER DEFAULT 1)")
         self.db.commit()
 
-    def export(self, batch: SpanBatch) -> None:
+    def export(self, batch: Batch) -> None:
         if self.cfg.delay:
             time.sleep(self.cfg.delay)
         if self.cfg.down_while and os.path.exists(self.cfg.down_while):
             raise RetryableError("test database is down", retry_after=0.1)
+        if not isinstance(batch, SpanBatch):
+            with self.db:
+                self.db.executemany("INSERT INTO logs (body) VALUES (?) "
+                                    "ON CONFLICT (body) DO UPDATE SET deliveries = deliveries + 1",
+                                    [(str(r.body),) for r in batch])
+            return
         with self.db:
             self.db.executemany(
                 "INSERT INTO spans (trace_id, span_id, name) VALUES (?, ?, ?) "
@@ -61,7 +70,7 @@ class TestSqliteExporter:
         self.db.close()
 
 
-FACTORY = Factory("testsqlite", TestSqliteConfig, lambda cfg, ctx: TestSqliteExporter(cfg))
+FACTORY = Factory("testsqlite", TestSqliteConfig, lambda cfg, ctx: TestSqliteExporter(cfg), signals=TRACES_AND_LOGS)
 
 
 def durable_exporter_config(db_path: str, real: bool = False) -> tuple[str, dict]:
@@ -89,7 +98,38 @@ def stored_spans(db_path: str) -> dict[tuple[str, str], int]:
         db.close()
 
 
+def stored_logs(db_path: str) -> dict[str, int]:
+    """Log body -> deliveries, in ``testsqlite``'s ``logs`` table."""
+    if not os.path.exists(db_path):
+        return {}
+    db = sqlite3.connect(db_path, timeout=10)
+    try:
+        return dict(db.execute("SELECT body, deliveries FROM logs"))
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+    finally:
+        db.close()
+
+
 # -- payloads ---------------------------------------------------------------------------------
+
+
+def make_logs_request(n: int, seed: int) -> ExportLogsServiceRequest:
+    """A request of ``n`` log records with bodies unique per seed and index, in a trace."""
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.add(key="service.name").value.string_value = "test"
+    sl = rl.scope_logs.add()
+    for i in range(n):
+        rec = sl.log_records.add(time_unix_nano=1_700_000_000_000_000_000, severity_number=9, severity_text="INFO",
+                                 trace_id=seed.to_bytes(12, "big") + (1).to_bytes(4, "big"),
+                                 span_id=(seed * 100_000 + i + 1).to_bytes(8, "big"))
+        rec.body.string_value = f"log {seed}-{i}"
+    return req
+
+
+def log_bodies(req: ExportLogsServiceRequest) -> set[str]:
+    return {r.body.string_value for rl in req.resource_logs for sl in rl.scope_logs for r in sl.log_records}
 
 
 def make_request(n: int, seed: int, name: str = "op") -> ExportTraceServiceRequest:
@@ -185,8 +225,9 @@ class InProcessCollector:
 
 def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "", http_extra: str = "",
                    receiver_extra: str = "", exporter_extra: str = "", processors: str = "",
-                   real_storage: bool = False) -> str:
-    """A config with the otlp receiver on both protocols feeding a durable exporter."""
+                   real_storage: bool = False, logs: bool = False) -> str:
+    """A config with the otlp receiver on both protocols feeding a durable exporter (``logs``:
+    a logs pipeline too, into the same exporter, which must then be ``testsqlite``)."""
     exporter_id, exporter_cfg = durable_exporter_config(os.path.join(tmp, "spans.sqlite"), real_storage)
     exporter_cfg = "\n".join(f"    {k}: {v}" for k, v in exporter_cfg.items())
     processors_section = ""
@@ -195,6 +236,8 @@ def collector_yaml(tmp: str, grpc_port: int, http_port: int, grpc_extra: str = "
         processors_section = "processors:\n" + processors
         processor_ids = [line.strip().rstrip(":") for line in processors.splitlines()
                          if line.startswith("  ") and not line.startswith("    ")]
+    logs_pipeline = (f"    logs:\n      receivers: [otlp]\n      processors: [{', '.join(processor_ids)}]\n"
+                     f"      exporters: [{exporter_id}]") if logs else ""
     return f"""
 receivers:
   otlp:
@@ -217,6 +260,7 @@ service:
       receivers: [otlp]
       processors: [{", ".join(processor_ids)}]
       exporters: [{exporter_id}]
+{logs_pipeline}
   telemetry:
     metrics:
       address: "127.0.0.1:0"

@@ -130,8 +130,22 @@ def test_missing_file_is_one_clear_line(tmp_path):
      "service::pipelines::traces::receivers: must have at least one receiver"),
     ("exporters: {'9bad': {}}\nservice: {pipelines: {}}", 'exporters::9bad: invalid id "9bad"'),
     ("receivers: {otlp: {protocols: {grpc: }}}\nexporters: {debug: }\nservice: {pipelines: "
-     "{logs: {receivers: [otlp], exporters: [debug]}}}",
-     'service::pipelines::logs: unsupported signal "logs" (supported: traces, metrics)'),
+     "{profiles: {receivers: [otlp], exporters: [debug]}}}",
+     'service::pipelines::profiles: unsupported signal "profiles" (supported: traces, logs, metrics)'),
+    ("receivers: {otlp: {protocols: {grpc: }}}\nexporters: {sqlite: {path: x.db}}\nservice: {pipelines: "
+     "{metrics/app: {receivers: [otlp], exporters: [sqlite]}}}",
+     'service::pipelines::metrics/app::exporters: exporter "sqlite" does not support metrics '
+     '(type sqlite supports: logs, traces)'),
+    ("receivers: {otlp: {protocols: {grpc: }}}\nprocessors: {genai_cost: }\nexporters: {debug: }\n"
+     "service: {pipelines: {logs: {receivers: [otlp], processors: [genai_cost], exporters: [debug]}}}",
+     'service::pipelines::logs::processors: processor "genai_cost" does not support logs'),
+    ("receivers: {otlp: {protocols: {grpc: }}}\nprocessors: {batch: , genai_cost: }\nexporters: {debug: }\n"
+     "service: {pipelines: {traces: {receivers: [otlp], processors: [genai_cost, batch], exporters: [debug]}}}",
+     'service::pipelines::traces::processors: processor "batch" acts at the pipeline intake (before any '
+     'processor runs), so it must be listed before "genai_cost"'),
+    ("receivers: {otlp: {protocols: {grpc: }}}\nprocessors: {batch: , memory_limiter: }\nexporters: {debug: }\n"
+     "service: {pipelines: {traces: {receivers: [otlp], processors: [batch, memory_limiter], exporters: [debug]}}}",
+     'service::pipelines::traces::processors: processor "memory_limiter" must be listed before "batch"'),
     ("processors: {batch: {timeout: soon}}\nservice: {pipelines: {}}",
      "processors::batch::timeout: invalid duration 'soon'"),
     ("processors: {batch: {send_batch_size: 'many'}}\nservice: {pipelines: {}}",

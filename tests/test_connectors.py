@@ -71,8 +71,8 @@ def test_a_connector_joins_a_traces_and_a_metrics_pipeline():
      "pipeline (it takes traces as an exporter)"),
     ("traces: {receivers: [otlp], exporters: [genai_metrics/x]}",
      'references exporter "genai_metrics/x" which is not configured'),
-    ("metrics: {receivers: [otlp], exporters: [prometheus]}",
-     'receiver "otlp" does not support metrics'),
+    ("logs: {receivers: [otlp], exporters: [prometheus]}",
+     'exporter "prometheus" does not support logs'),
 ])
 def test_pairing_and_signal_errors(pipelines, expected):
     text = HEAD + "service:\n  pipelines:\n    " + pipelines + "\n"
@@ -127,3 +127,48 @@ def test_service_runs_one_instance_and_flushes_it_before_the_metrics_pipeline_dr
     assert families["gen_ai_client_cost_USD"].samples[0].value == 0.25
     with pytest.raises(OSError):  # and the exporter's server is closed
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_the_connector_output_goes_upstream_through_otlp_and_otlphttp():
+    import time
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from tests.upstream_support import FakeUpstream
+
+    upstream = FakeUpstream()
+    text = HEAD.replace("{port}", "0").replace("  genai_metrics:\n", "  genai_metrics:\n    metrics_flush_interval: 100ms\n", 1) + f"""
+  otlp:
+    endpoint: "127.0.0.1:{upstream.grpc_port}"
+    tls: {{insecure: true}}
+  otlphttp:
+    endpoint: "http://127.0.0.1:{upstream.http_port}"
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [genai_metrics]
+    metrics/upstream:
+      receivers: [genai_metrics]
+      exporters: [otlp, otlphttp]
+"""
+    service = Service(parse_config(text))
+    service.start()
+    try:
+        s = span()
+        s.genai = GenAI(provider="openai", operation="chat", request_model="gpt-4o", input_tokens=5, cost_usd=0.25)
+        service.pipelines["traces"].submit(SpanBatch([s], 100)).wait(10)
+        deadline = time.monotonic() + 30
+        sent = lambda eid: service.telemetry.value("otelcol_exporter_sent_metric_points", exporter=eid)  # noqa: E731
+        while not (sent("otlp") and sent("otlphttp")):
+            assert time.monotonic() < deadline, "no metrics upstream"
+            time.sleep(0.1)
+    finally:
+        service.shutdown(timeout=20)
+        upstream.close()
+    assert len(upstream.received["metrics"]) >= 2
+    for body in upstream.received["metrics"]:
+        request = ExportMetricsServiceRequest.FromString(body)
+        names = {m.name: m for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        assert names["gen_ai.client.calls"].sum.data_points[0].as_int == 1
+        assert names["gen_ai.client.cost"].sum.data_points[0].as_double == 0.25

@@ -34,6 +34,25 @@ def test_readme_is_a_short_contract_that_reaches_every_key_in_two_clicks():
             assert f"| `{row.path}` |" in page, f"{link} lacks key {row.path}; run {docgen.COMMAND}"
 
 
+def test_readme_command_table_lists_every_command():
+    from collector.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    missing = [name for name in sub.choices if f"`genai-collector {name}" not in readme
+               and not re.search(rf"`genai-collector \w+` / `{name}\b", readme)]
+    assert not missing, f"README's command table lacks: {missing}"
+
+
+def test_ci_runs_the_readme_commands():
+    """.ci/run installs and tests the way the README's quick start says; neither may drift alone."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for step in ('pip install -e ".[test]"', "python -m pytest -q"):
+        assert step in readme, f"README's test command lacks {step!r}"
+        assert re.search(re.escape(step).replace("install", r"install(?: -q)?"), ci), f".ci/run lacks {step!r}"
+
+
 def _markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
@@ -70,9 +89,12 @@ def test_docs_index_lists_every_page():
 
 def test_code_points_only_to_files_that_exist():
     """Comments and docstrings once sent readers to a DESIGN.md that is not in the repository."""
-    offenders = [str(p.relative_to(ROOT)) for d in ("collector", "config", "processors", "exporters", "bench")
-                 for p in (ROOT / d).rglob("*.py") if "DESIGN.md" in p.read_text(encoding="utf-8")]
-    assert not offenders, f"these refer to DESIGN.md, which is not in the repository: {offenders}"
+    mention = re.compile(r"(?<![\w/])(docs/[\w./-]+\.md|[A-Z][A-Z_]+\.md)")
+    missing = sorted({f"{p.relative_to(ROOT)}: {m}"
+                      for d in ("collector", "config", "processors", "exporters", "bench", "tests")
+                      for p in (ROOT / d).rglob("*.py") if p != Path(__file__).resolve()
+                      for m in mention.findall(p.read_text(encoding="utf-8")) if not (ROOT / m).exists()})
+    assert not missing, f"code refers to files that are not in the repository: {missing}"
 
 
 # --- the generator is generic: any config dataclass, any registry kind ---------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from collector.component import ComponentContext, Overloaded
 from collector.model import GenAI, Resource, SpanBatch
+from collector.pipeline import Router
 from collector.telemetry import Telemetry
 from config.schema import build
 from connectors import CONNECTORS
@@ -120,6 +121,13 @@ def test_no_user_or_session_dimension_by_default_and_extra_dimensions_on_request
     assert found == {("support", "refunds"), ("triage", None)}
 
 
+def test_a_user_or_session_id_dimension_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        make({"dimensions": ["langfuse.session.id", "gen_ai.agent.name"]})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "langfuse.session.id is a user or session id" in warnings[0]
+
+
 def test_max_series_sends_new_sets_to_one_counted_overflow_series():
     connector, telemetry = make({"max_series": 2})
     connector.export(SpanBatch([call(f"model-{i}") for i in range(5)] + [call("model-0")]))
@@ -171,6 +179,14 @@ def test_metrics_expiration_drops_idle_series():
     assert telemetry.value("otelcol_connector_expired_series", connector="genai_metrics") == 1
 
 
+def test_a_negative_or_not_finite_cost_never_moves_the_cost_counter():
+    connector, _ = make()
+    connector.export(SpanBatch([call(cost=0.5), call(cost=-1.0), call(cost=float("nan")), call(cost=float("inf"))]))
+    out = connector.collect()
+    assert by_model(out, "gen_ai.client.cost")["gpt-4o"].as_double == 0.5
+    assert by_model(out, "gen_ai.client.calls")["gpt-4o"].as_int == 4
+
+
 def test_spans_that_are_not_genai_calls_are_ignored_and_empty_state_sends_nothing():
     connector, _ = make()
     connector.export(SpanBatch([span()]))
@@ -191,7 +207,7 @@ def test_flush_thread_emits_and_a_refused_flush_is_counted():
             raise Overloaded("pipeline full")
 
     connector.export(SpanBatch([call()]))
-    connector.start(Refusing())
+    connector.start(Router("genai_metrics", {"metrics": Refusing()}, Telemetry()))
     assert got.wait(10)
     connector.shutdown()
     assert len(emitted[0]) == 7  # one series: input + output tokens, duration, TTFC, rate, cost, calls

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from collector.component import Overloaded, PermanentError, RetryableError
+from collector.component import Exporter, Overloaded, PermanentError, Processor, RetryableError
 from collector.model import Resource, Scope, Span, SpanBatch
 from collector.pipeline import BatchPolicy, ExporterHandle, Fanout, Pipeline
 from collector.telemetry import Telemetry
@@ -20,7 +20,7 @@ def make_batch(n: int, nbytes: int = 1000, name: str = "s") -> SpanBatch:
     return SpanBatch(spans, nbytes)
 
 
-class RecordingExporter:
+class RecordingExporter(Exporter):
     """Remembers what it was given; can be told to fail or to block."""
 
     def __init__(self, durable: bool = True) -> None:
@@ -40,7 +40,7 @@ class RecordingExporter:
         pass
 
 
-class Renamer:
+class Renamer(Processor):
     def __init__(self, suffix: str) -> None:
         self.suffix = suffix
 
@@ -232,8 +232,10 @@ def test_drain_deadline_gives_up_on_an_exporter_that_never_recovers():
 
 
 def test_timed_flush_hands_held_spans_to_the_rest_of_the_chain():
-    class Holder:
+    class Holder(Processor):
         """Holds spans like a tail sampler and releases them on the timer."""
+
+        holds_data = True
 
         def __init__(self) -> None:
             self.held: list = []

@@ -38,7 +38,7 @@ def test_unused_reservation_is_given_back():
 
 
 def test_all_pipelines_reserve_or_none_do():
-    small, big = pipeline([RecordingExporter()], limit=500, name="a"), pipeline([RecordingExporter()], name="b")
+    small, big = pipeline([RecordingExporter()], limit=500, name="traces/a"), pipeline([RecordingExporter()], name="traces/b")
     small.admit(400, 0)  # something already in flight in the small pipeline
     with pytest.raises(Overloaded):
         Fanout([big, small]).reserve(300)

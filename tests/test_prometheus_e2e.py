@@ -22,26 +22,19 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO, free_port, http_get, sdk_tracer_provider
+from tests.conftest import OTLP_RECEIVERS, REPO, TELEMETRY, free_port, http_get, sdk_tracer_provider
 from tests.genai_helpers import make_processor, make_span, run
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 RULES = REPO / "config" / "prometheus" / "genai-rules.yml"
+SCOPE = '{otel_scope_name="genai_metrics"}'  # the connector's series, not the app's of the same name
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(PROMETHEUS) and os.environ.get("CI") != "true",
     reason="needs Debian's prometheus package (/usr/bin/prometheus); .ci/run installs it")
 
-CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-      http:
-        endpoint: 127.0.0.1:{http_port}
-processors:
+CONFIG = OTLP_RECEIVERS + """processors:
   genai_normalize:
   genai_cost:
   genai_token_rate:
@@ -60,10 +53,10 @@ service:
     metrics/genai:
       receivers: [genai_metrics]
       exporters: [prometheus]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+    metrics:              # the app's own metrics, through the same exporter (as the shipped config)
+      receivers: [otlp]
+      exporters: [prometheus]
+""" + TELEMETRY
 
 CALLS = [  # model, input tokens, output tokens, error type
     ("gpt-4o", 1200, 300, None), ("gpt-4o", 800, 150, None), ("gpt-4o", 40, 0, "openai.RateLimitError"),
@@ -80,6 +73,8 @@ def attributes(model: str, input_tokens: int, output_tokens: int, error: str | N
              "user.id": "u-42", "session.id": "s-7"}
     if error:
         attrs["error.type"] = error
+    else:
+        attrs["gen_ai.response.time_to_first_chunk"] = 0.25  # seconds (a streamed call)
     return attrs
 
 
@@ -96,6 +91,25 @@ def send(endpoint: str, calls: list) -> None:
             span.set_status(Status(StatusCode.ERROR, "rate limited"))
         span.end(end_time=start + i * 10**6 + 1_500_000_000)
     provider.shutdown()
+
+
+def send_app_token_metrics(endpoint: str, calls: list) -> None:
+    """What openai-v2 also reports for the same calls: gen_ai.client.token.usage, via the SDK."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, timeout=10),
+                                           export_interval_millis=3_600_000)
+    meters = MeterProvider(resource=Resource.create({"service.name": "support-bot"}), metric_readers=[reader])
+    usage = meters.get_meter("opentelemetry.instrumentation.openai_v2").create_histogram(
+        "gen_ai.client.token.usage", unit="{token}")
+    for model, tin, tout, _ in calls:
+        usage.record(tin, {"gen_ai.request.model": model, "gen_ai.token.type": "input"})
+        usage.record(tout, {"gen_ai.request.model": model, "gen_ai.token.type": "output"})
+    assert reader.force_flush(10_000)
+    meters.shutdown()
 
 
 def expected_cost(calls: list) -> dict[str, float]:
@@ -217,6 +231,7 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
     prometheus = Prometheus(tmp_path, exporter_port, fast_rules(tmp_path))
     try:
         send(collector.http_url, CALLS)
+        send_app_token_metrics(collector.http_url.replace("/v1/traces", "/v1/metrics"), CALLS)
         calls, tokens, costs = {}, {}, expected_cost(CALLS)
         for model, tin, tout, _ in CALLS:
             calls[model] = calls.get(model, 0) + 1
@@ -224,19 +239,26 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
             tokens[f"{model}/output"] = tokens.get(f"{model}/output", 0) + tout
         assert set(costs) == set(calls) and all(c > 0 for c in costs.values())
 
-        prometheus.wait_for("sum by (gen_ai_request_model) (gen_ai_client_calls_total)",
+        prometheus.wait_for(f"sum by (gen_ai_request_model) (gen_ai_client_calls_total{SCOPE})",
                             "gen_ai_request_model", calls)
-        prometheus.wait_for('sum by (gen_ai_request_model) (gen_ai_client_calls_total{error_type!=""})',
+        prometheus.wait_for('sum by (gen_ai_request_model) (gen_ai_client_calls_total{otel_scope_name="genai_metrics",error_type!=""})',
                             "gen_ai_request_model", {"gpt-4o": 1})
         got_tokens = {f'{r["metric"]["gen_ai_request_model"]}/{r["metric"]["gen_ai_token_type"]}': float(r["value"][1])
                       for r in prometheus.query("sum by (gen_ai_request_model, gen_ai_token_type) "
-                                                "(gen_ai_client_token_usage_sum)")}
+                                                f"(gen_ai_client_token_usage_sum{SCOPE})")}
         assert got_tokens == tokens
-        prometheus.wait_for("sum by (gen_ai_request_model) (gen_ai_client_cost_USD_total)",
+        # the app reported the same calls: without the scope they count twice (docs/metrics.md)
+        doubled = prometheus.wait_for("sum(gen_ai_client_token_usage_sum)", "", {"": 2 * sum(tokens.values())})
+        assert doubled
+        prometheus.wait_for(f"sum by (gen_ai_request_model) (gen_ai_client_cost_USD_total{SCOPE})",
                             "gen_ai_request_model", costs, approx=1e-9)
-        durations = prometheus.by("sum by (gen_ai_request_model) (gen_ai_client_operation_duration_seconds_count)",
+        durations = prometheus.by(f"sum by (gen_ai_request_model) (gen_ai_client_operation_duration_seconds_count{SCOPE})",
                                   "gen_ai_request_model")
         assert durations == calls
+        ttfc = prometheus.by("sum by (gen_ai_request_model) "
+                             "(gen_ai_client_operation_time_to_first_chunk_seconds_sum)", "gen_ai_request_model")
+        ok_calls = {m: sum(1 for c in CALLS if c[0] == m and not c[3]) for m in calls}
+        assert ttfc == pytest.approx({m: 0.25 * n for m, n in ok_calls.items()}, abs=1e-9)
         # no user or session id became a label
         series = prometheus.query("gen_ai_client_calls_total")
         assert not {"user_id", "session_id"} & {k for r in series for k in r["metric"]}
@@ -247,7 +269,7 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
         # a burst of errors: the error-rate alert fires
         burst = [("gpt-4o", 30, 0, "openai.RateLimitError")] * 25
         send(collector.http_url, burst)
-        prometheus.wait_for('sum by (gen_ai_request_model) (gen_ai_client_calls_total{error_type!=""})',
+        prometheus.wait_for('sum by (gen_ai_request_model) (gen_ai_client_calls_total{otel_scope_name="genai_metrics",error_type!=""})',
                             "gen_ai_request_model", {"gpt-4o": 26})
         deadline = time.monotonic() + 90
         while not prometheus.query('ALERTS{alertname="GenAIHighErrorRate", alertstate="firing"}'):
@@ -264,3 +286,28 @@ def test_prometheus_sees_what_was_sent_and_the_error_alert_fires(collector_facto
     finally:
         prometheus.stop()
     assert collector.stop(signal.SIGTERM) == 0
+
+
+def test_a_restart_starts_the_series_over_from_zero(collector_factory):
+    """What docs/metrics.md says a restart does: state is in memory, the counters begin again
+    (Prometheus sees a counter reset, which rate()/increase() handle)."""
+    exporter_port = free_port()
+    config = CONFIG.replace("PROM_EXPORTER_PORT", str(exporter_port))
+
+    def calls_served(expected: float) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            families = scrape_exporter(exporter_port)
+            got = sum(s.value for s in families["gen_ai_client_calls"].samples) if "gen_ai_client_calls" in families else 0
+            if got == expected:
+                return
+            assert time.monotonic() < deadline, f"{got} calls served, expected {expected}"
+            time.sleep(0.2)
+
+    first = collector_factory(config)
+    send(first.http_url, CALLS[:3])
+    calls_served(3)
+    assert first.stop(signal.SIGTERM) == 0
+    second = collector_factory(config)
+    send(second.http_url, CALLS[:1])
+    calls_served(1)

@@ -33,15 +33,21 @@ def _wait_stored(db: str, keys: set, timeout: float) -> dict:
 
 
 class Load:
-    """Client threads (gRPC and HTTP) sending unique spans; ``acked`` holds what got an OK."""
+    """Client threads (gRPC and HTTP) sending unique items; ``acked`` holds what got an OK.
 
-    def __init__(self, grpc_port: int, http_port: int, threads: int = 3, spans: int = 25) -> None:
-        self.acked: set[tuple[str, str]] = set()
+    Spans by default; ``make(n, seed)``, ``keys(request)``, ``method`` and ``path`` send another
+    signal (the logs variant is in tests/test_signals_e2e.py).
+    """
+
+    def __init__(self, grpc_port: int, http_port: int, threads: int = 3, spans: int = 25, make=make_request,
+                 keys=span_keys, method: str = EXPORT, path: str = "/v1/traces") -> None:
+        self.acked: set = set()
         self.requests_ok = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.seeds = iter(range(1, 10_000_000))
         self.spans = spans
+        self.make, self.keys, self.method, self.path = make, keys, method, path
         self.threads = [threading.Thread(target=self._grpc, args=(grpc_port,), daemon=True) for _ in range(threads)]
         self.threads.append(threading.Thread(target=self._http, args=(http_port,), daemon=True))
         for t in self.threads:
@@ -49,16 +55,16 @@ class Load:
 
     def _next(self):
         with self.lock:
-            return make_request(self.spans, next(self.seeds))
+            return self.make(self.spans, next(self.seeds))
 
     def _ok(self, req) -> None:
         with self.lock:
-            self.acked |= span_keys(req)
+            self.acked |= self.keys(req)
             self.requests_ok += 1
 
     def _grpc(self, port: int) -> None:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        call = channel.unary_unary(EXPORT)
+        call = channel.unary_unary(self.method)
         while not self.stop.is_set():
             req = self._next()
             try:
@@ -74,7 +80,7 @@ class Load:
             req = self._next()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("POST", "/v1/traces", body=req.SerializeToString(),
+                conn.request("POST", self.path, body=req.SerializeToString(),
                              headers={"Content-Type": "application/x-protobuf"})
                 ok = conn.getresponse().status == 200
                 conn.close()
@@ -90,16 +96,21 @@ class Load:
             t.join(15)
 
 
+def crash_config(tmp_path, mode: str, **yaml_options) -> tuple[int, int, str, str]:
+    """(gRPC port, HTTP port, config path, database path) of a crash test; ``mode`` journal or direct."""
+    g, h = free_port(), free_port()
+    receiver_extra = f"    storage: {{directory: {tmp_path / 'journal'}}}" if mode == "journal" else ""
+    cfg = tmp_path / "collector.yaml"
+    cfg.write_text(collector_yaml(str(tmp_path), g, h, receiver_extra=receiver_extra, **yaml_options))
+    return g, h, str(cfg), str(tmp_path / "spans.sqlite")
+
+
 @pytest.mark.parametrize("mode", ["journal", "direct"])
 def test_every_acknowledged_span_survives_kill_9_exactly_once(tmp_path, mode):
-    g, h = free_port(), free_port()
+    g, h, cfg, db = crash_config(tmp_path, mode, real_storage=True)
     journal_dir = tmp_path / "journal"
-    receiver_extra = f"    storage: {{directory: {journal_dir}}}" if mode == "journal" else ""
-    cfg = tmp_path / "collector.yaml"
-    cfg.write_text(collector_yaml(str(tmp_path), g, h, receiver_extra=receiver_extra, real_storage=True))
-    db = str(tmp_path / "spans.sqlite")
 
-    proc = start_collector(str(cfg), g, h)
+    proc = start_collector(cfg, g, h)
     load = Load(g, h)
     time.sleep(2.0)
     os.kill(proc.pid, signal.SIGKILL)
@@ -110,7 +121,7 @@ def test_every_acknowledged_span_survives_kill_9_exactly_once(tmp_path, mode):
     before_restart = len(acked & set(stored_spans(db)))
     print(f"{mode}: {len(acked)} spans acknowledged, {before_restart} stored at the kill")
 
-    proc = start_collector(str(cfg), g, h)
+    proc = start_collector(cfg, g, h)
     try:
         stored = _wait_stored(db, acked, timeout=60)
         missing = acked - set(stored)

@@ -52,7 +52,8 @@ def test_full_config_with_env_headers_and_persistent_storage(monkeypatch, tmp_pa
     sending_queue: {{num_consumers: 2, storage: {{directory: "{tmp_path}", max_size: 16MiB}}}}""").exporters
     cfg = cfg["otlphttp/vendor"].config
     assert isinstance(cfg, OtlpHttpExporterConfig)
-    assert cfg.url == "https://otlp.example.com/v1/traces"
+    assert cfg.urls() == {"traces": "https://otlp.example.com/v1/traces", "logs": "https://otlp.example.com/v1/logs",
+                          "metrics": "https://otlp.example.com/v1/metrics"}
     assert cfg.headers == {"authorization": "Bearer s3cret"}
     assert (cfg.compression, cfg.timeout, cfg.retry_on_failure.max_elapsed_time) == ("none", 2.0, 0.0)
     assert cfg.sending_queue.storage.max_size == 16 << 20

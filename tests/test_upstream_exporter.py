@@ -345,7 +345,7 @@ def test_an_unexpected_transport_error_drops_that_request_and_the_consumer_lives
         def __init__(self) -> None:
             self.calls = 0
 
-        def send(self, payload: bytes):
+        def send(self, signal: str, payload: bytes):
             self.calls += 1
             if self.calls == 1:
                 raise ValueError("metadata was rejected")

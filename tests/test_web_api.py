@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -298,3 +297,76 @@ def test_extension_serves_the_store_its_collector_writes(collector_factory):
             break
         time.sleep(0.2)
     assert body["items"][0]["request_model"] == "gpt-4o" and body["items"][0]["service"] == "ui-test"
+
+
+# -- stats from per-day parts (collector/query/daystats.py) ---------------------------------------
+
+@pytest.mark.parametrize("params", [
+    [("since", "30d"), ("by", "day")], [("since", "30d"), ("by", "model,day"), ("top", "3")],
+    [("since", "7d"), ("by", "model")], [("since", "4d"), ("until", "1d"), ("by", "provider,hour")],
+    [("since", "12h"), ("by", "model")], [("since", "90d"), ("by", "attr:tenant.id"), ("status", "error")],
+    [("since", "30d"), ("by", "user"), ("attr", "app.feature=chat")],
+])
+def test_stats_from_kept_days_answer_as_the_cli_every_time(apis, dbs, params):
+    for store, base in apis.items():
+        cli = query(dbs, store, "stats", *_cli_argv(params))
+        for _ in range(2):  # the second answer comes from the days kept by the first
+            assert _same(_api(base, "stats", params), cli), store
+
+
+def test_a_late_span_in_a_kept_day_is_counted(sqlite_db, dataset, tmp_path):
+    """A day's parts are checked against its calls: a span arriving late for a past day (or
+    deleted by retention) changes the answer at once."""
+    import copy
+    import shutil
+
+    from tests.query_dataset import Dataset, load
+
+    db = tmp_path / "store.db"
+    shutil.copy(sqlite_db, db)
+    params = [("since", "30d"), ("by", "model,day")]
+    with serve(str(db)) as base:
+        before = _api(base, "stats", params)
+        late = copy.deepcopy(next(s for s in dataset.llm if s.start_time_unix_nano < dataset.base_ns + 30 * HOUR_NS))
+        late.span_id = b"\x01" * 8
+        late.genai.cost_usd = 1.5
+        load("sqlite", {"path": str(db)}, Dataset(dataset.base_ns, [late]))
+        after = _api(base, "stats", params)
+    assert _same(after, json.loads(run("stats", "--db", str(db), "--format", "json", *_cli_argv(params)).stdout))
+    assert sum(g["requests"] for g in after["groups"]) == sum(g["requests"] for g in before["groups"]) + 1
+    assert sum(g["cost_usd"] for g in after["groups"]) == pytest.approx(
+        sum(g["cost_usd"] for g in before["groups"]) + 1.5)
+
+
+@pytest.mark.parametrize("ui_keys, message", [
+    ("endpoint: 0.0.0.0:%d", "refusing to listen on 0.0.0.0 without a bearer token"),
+    ("endpoint: 127.0.0.1:%d\n    storage: nope", "'nope' is not a sqlite or postgres exporter"),
+    ("endpoint: 127.0.0.1:%d\n    auth:\n      bearer_token: short", "at least 16 characters"),
+])
+def test_extension_refuses_an_unsafe_or_wrong_setup_at_start(collector_factory, ui_keys, message):
+    config = UI_CONFIG.replace("    endpoint: 127.0.0.1:%d", "    " + ui_keys) % free_port()
+    collector = collector_factory(config, wait_ready=False)
+    assert collector.proc.wait(timeout=90) != 0
+    assert message in collector.log()
+
+
+def test_extension_with_a_token_file(collector_factory, tmp_path):
+    token_file = tmp_path / "ui-token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    config = UI_CONFIG.replace("    endpoint: 127.0.0.1:%d", f"    endpoint: 127.0.0.1:{port}\n    auth:\n"
+                               f"      bearer_token_file: {token_file}")
+    collector_factory(config)
+    assert get_json(f"http://127.0.0.1:{port}/api/v1/calls")[0] == 401
+    assert get_json(f"http://127.0.0.1:{port}/api/v1/calls", token=TOKEN) == (200, {
+        "items": [], "sort": "time", "limit": 20, "offset": 0, "next_offset": None})
+
+
+def test_query_cli_start_up_does_not_load_the_web_stack():
+    """The query commands' answer time includes their start-up: FastAPI and uvicorn (~0.5 s of
+    imports) load only for `ui` or a config with the ui extension."""
+    code = ("import sys, collector.cli; from collector.cli import build_parser; build_parser(); "
+            "import collector.extensions.ui; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'uvicorn', 'starlette', 'pydantic'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -72,6 +72,8 @@ def page(browser):
     page.errors = []
     page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # a CSP violation is logged to the console: the vendored chart library must need no exception
+    page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text else None)
     yield page
     context.close()
 

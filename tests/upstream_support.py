@@ -59,12 +59,17 @@ class FakeUpstream:
         self._failure: tuple[str, float | None] | None = None
         self._times: int | None = None
         self.partial_reject = 0
+        self.received: dict[str, list[bytes]] = {"logs": [], "metrics": []}  # raw requests of other signals
         self.grpc_port = free_port()
         self.http_port = 0
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         handler = grpc.unary_unary_rpc_method_handler(self._grpc_export)
         self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),) + tuple(
+            grpc.method_handlers_generic_handler(f"opentelemetry.proto.collector.{sig}.v1.{service}", {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    lambda body, context, sig=sig: self._record_signal(sig, body))})
+            for sig, service in (("logs", "LogsService"), ("metrics", "MetricsService"))))
         if tls:
             creds = grpc.ssl_server_credentials([(tls[1], tls[0])], root_certificates=client_ca,
                                                 require_client_auth=client_ca is not None)
@@ -81,7 +86,11 @@ class FakeUpstream:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                code, payload, extra = outer._http_export(body, {k.lower(): v for k, v in self.headers.items()})
+                signal = self.path.rsplit("/", 1)[-1]
+                if signal in outer.received:
+                    code, payload, extra = 200, outer._record_signal(signal, body), {}
+                else:
+                    code, payload, extra = outer._http_export(body, {k.lower(): v for k, v in self.headers.items()})
                 self.send_response(code)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(payload)))
@@ -144,6 +153,12 @@ class FakeUpstream:
             self.headers.append(headers)
             self.span_ids.extend(ids)
         return response.SerializeToString()
+
+    def _record_signal(self, signal: str, body: bytes) -> bytes:
+        """A logs or metrics request: kept as received, answered with an empty (full success) response."""
+        with self.lock:
+            self.received[signal].append(body)
+        return b""
 
     def _grpc_export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
         failure = self._next_failure()

@@ -80,4 +80,11 @@ class UiExtension:
 
 
 FACTORY = Factory("ui", UiConfig, lambda cfg, ctx: UiExtension(cfg, ctx),
-                  doc="web UI and HTTP API over the store of this config's storage exporter")
+                  doc="web UI and HTTP API (/api/v1) over the store of this config's storage exporter "
+                      "(docs/web-ui.md, docs/http-api.md)",
+                  example="""\
+endpoint: 127.0.0.1:8890
+storage: sqlite
+auth:
+  bearer_token_file: /etc/genai-collector/ui-token
+""")

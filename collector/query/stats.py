@@ -32,7 +32,10 @@ from collector.query.queries import iso
 from collector.query.store import Connection, Store
 from exporters.storage.sqltext import Sql, all_of, join
 
-__all__ = ["stats", "PERCENTILES"]
+__all__ = ["stats", "PERCENTILES", "group_expression", "grouped", "group_record", "group_value", "group_order",
+           "per_call_record", "user_record", "sorted_by_key"]
+"""The record builders are shared with :mod:`collector.query.daystats`, which answers ``stats``
+from kept days: one definition of every field."""
 
 PERCENTILES = (0.5, 0.95, 0.99)
 COST_PERCENTILES = (0.5, 0.95)
@@ -67,7 +70,7 @@ def group_expression(key: str, dialect: str) -> Sql:
     return Sql(GROUP_COLUMNS[key])
 
 
-def _group_value(key: str, value: Any) -> Any:
+def group_value(key: str, value: Any) -> Any:
     if value is None:
         return None
     if key == "day":
@@ -77,7 +80,7 @@ def _group_value(key: str, value: Any) -> Any:
     return value
 
 
-def _group_record(group: dict, requests: int, errors: int, input_tokens: int, output_tokens: int,
+def group_record(group: dict, requests: int, errors: int, input_tokens: int, output_tokens: int,
                   cost: float, pct: dict[str, Sequence[float | None]]) -> dict[str, Any]:
     """One row of ``groups`` (documented field names)."""
     record = {**group, "requests": requests, "errors": errors,
@@ -90,14 +93,14 @@ def _group_record(group: dict, requests: int, errors: int, input_tokens: int, ou
     return record
 
 
-def _per_call_record(model: str, requests: int, cost: float, p50: float | None,
+def per_call_record(model: str, requests: int, cost: float, p50: float | None,
                      p95: float | None) -> dict[str, Any]:
     return {"model": model, "requests": requests, "cost_usd": float(cost or 0.0),
             "cost_per_call_avg": float(cost or 0.0) / requests, "cost_per_call_p50": p50,
             "cost_per_call_p95": p95}
 
 
-def _user_record(user: str, requests: int, cost: float, input_tokens: int,
+def user_record(user: str, requests: int, cost: float, input_tokens: int,
                  output_tokens: int) -> dict[str, Any]:
     return {"user_id": user, "requests": requests, "cost_usd": float(cost or 0.0),
             "input_tokens": int(input_tokens or 0), "output_tokens": int(output_tokens or 0)}
@@ -107,10 +110,10 @@ def _user_record(user: str, requests: int, cost: float, input_tokens: int,
 
 SUMS = ("count(*), sum(CASE WHEN spans.status_code = 2 THEN 1 ELSE 0 END), sum(spans.input_tokens), "
         "sum(spans.output_tokens), sum(spans.cost_usd)")
-"""Per group: requests, errors, input tokens, output tokens, cost (what _group_record takes)."""
+"""Per group: requests, errors, input tokens, output tokens, cost (what group_record takes)."""
 
 
-def _grouped(select: Sequence[Sql | str], where: list[Sql], nkeys: int) -> Sql:
+def grouped(select: Sequence[Sql | str], where: list[Sql], nkeys: int) -> Sql:
     """``SELECT select FROM spans WHERE ... GROUP BY`` the first ``nkeys`` columns, by position:
     a key holding bound parameters (``attr:KEY``) is then one expression to Postgres, which
     would see ``$1`` in the SELECT and ``$5`` in the GROUP BY as two."""
@@ -121,22 +124,22 @@ def _grouped(select: Sequence[Sql | str], where: list[Sql], nkeys: int) -> Sql:
 def _groups(conn: Connection, where: list[Sql], by: Sequence[str]) -> list[dict]:
     keys = [group_expression(k, conn.dialect) for k in by]
     percentiles = [percentile_disc(col, which) for col, which, _ in METRICS.values()]
-    query = _grouped([*keys, SUMS, *percentiles], where, len(keys))
+    query = grouped([*keys, SUMS, *percentiles], where, len(keys))
     width = len(by)
     out = []
     for row in conn.execute(query).fetchall():
         requests, errors, tin, tout, cost = row[width:width + 5]
         pct = {metric: _filled(values, which)
                for (metric, (_, which, _)), values in zip(METRICS.items(), row[width + 5:])}
-        out.append(_group_record({k: _group_value(k, v) for k, v in zip(by, row[:width])},
+        out.append(group_record({k: group_value(k, v) for k, v in zip(by, row[:width])},
                                  requests, errors, tin, tout, cost, pct))
     return out
 
 
 def _cost_per_call(conn: Connection, where: list[Sql]) -> list[dict]:
-    query = _grouped([f"spans.model, count(*), sum(spans.cost_usd), "
+    query = grouped([f"spans.model, count(*), sum(spans.cost_usd), "
                       f"{percentile_disc('spans.cost_usd', COST_PERCENTILES)}"], where, 1)
-    return [_per_call_record(row[0], row[1], row[2], *_filled(row[3], COST_PERCENTILES))
+    return [per_call_record(row[0], row[1], row[2], *_filled(row[3], COST_PERCENTILES))
             for row in conn.execute(query).fetchall()]
 
 
@@ -159,7 +162,7 @@ def _sqlite_stats(store: Store, where: list[Sql], by: Sequence[str],
     # The queries read the store one after the other: a group that only appeared in between
     # (the collector writing) has no percentiles yet.
     missing = {metric: [None] * len(which) for metric, (_, which, _) in METRICS.items()}
-    groups = [_group_record({k: _group_value(k, v) for k, v in zip(by, key)}, *totals, pct.get(key, missing))
+    groups = [group_record({k: group_value(k, v) for k, v in zip(by, key)}, *totals, pct.get(key, missing))
               for key, totals in sums.items()]
     return groups, per_call, users
 
@@ -169,7 +172,7 @@ def _group_sums(conn: Connection, where: list[Sql], by: Sequence[str]) -> dict[t
     keys = [group_expression(k, conn.dialect) for k in by]
     width = len(by)
     return {tuple(row[:width]): tuple(row[width:])
-            for row in conn.execute(_grouped([*keys, SUMS], where, width)).fetchall()}
+            for row in conn.execute(grouped([*keys, SUMS], where, width)).fetchall()}
 
 
 def _value_scan(conn: Connection, where: list[Sql],
@@ -178,7 +181,7 @@ def _value_scan(conn: Connection, where: list[Sql],
     (group, model) bucket of one scan."""
     keys = [group_expression(k, conn.dialect) for k in by] + ([] if "model" in by else [Sql("spans.model")])
     values = ["spans.cost_usd", *(col for col, _, _ in METRICS.values())]
-    buckets = sorted_by_key(conn.execute(_grouped([*keys, *values], where, 0)).fetchall(), len(keys))
+    buckets = sorted_by_key(conn.execute(grouped([*keys, *values], where, 0)).fetchall(), len(keys))
     width = len(by)
     i_model = list(by).index("model") if "model" in by else width
     runs: dict[tuple, list[list]] = {}   # group key -> per metric, the sorted runs of its buckets
@@ -195,7 +198,7 @@ def _value_scan(conn: Connection, where: list[Sql],
     per_call = []
     for model, (calls, cost_runs) in models.items():
         costs = _merged(cost_runs)
-        per_call.append(_per_call_record(model, calls, sum(costs), *_ranks([costs], COST_PERCENTILES)))
+        per_call.append(per_call_record(model, calls, sum(costs), *_ranks([costs], COST_PERCENTILES)))
     return pct, per_call
 
 
@@ -228,12 +231,12 @@ def _top_users(conn: Connection, where: list[Sql], top: int) -> list[dict]:
                         "sum(spans.input_tokens), sum(spans.output_tokens) FROM spans WHERE {} "
                         "GROUP BY spans.user_id HAVING count(spans.user_id) > 0 "
                         "ORDER BY spend DESC, spans.user_id LIMIT {}", all_of(where), Sql("?", top))
-    return [_user_record(*row) for row in conn.execute(query).fetchall()]
+    return [user_record(*row) for row in conn.execute(query).fetchall()]
 
 
 # -- the command ----------------------------------------------------------------------------------
 
-def _group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
+def group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
     """Over time (``day`` / ``hour`` in ``--by``): key order, so a spike reads top to bottom;
     otherwise the busiest groups first."""
     def keys(g: dict) -> tuple:
@@ -254,7 +257,7 @@ def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, An
             (_groups, (where, by)), (_cost_per_call, (where,)), (_top_users, (where, top))])
     else:
         groups, per_call, users = _sqlite_stats(store, where, by, top)
-    groups.sort(key=_group_order(by))
+    groups.sort(key=group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}
 

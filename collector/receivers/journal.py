@@ -14,8 +14,10 @@ size) so the feeder does not decode twice; beyond that, and on replay, it decode
 the journal can buffer far more than memory while an exporter is down, up to ``max_size``, after
 which requests are refused with backpressure.
 
-The consumer must offer ``submit(batch) -> [Ticket]`` (``collector.pipeline.Fanout`` does): the
-feeder hands over without waiting, and the acker waits on the tickets in order.
+Records of every signal share the journal (a tag byte says which signal and encoding).  The
+consumer must offer ``submit(batch) -> [Ticket]`` (``collector.pipeline.Router`` does, sending a
+batch to its signal's pipelines): the feeder hands over without waiting, and the acker waits on
+the tickets in order.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from dataclasses import dataclass
 
 from collector.component import ComponentContext, Overloaded, PermanentError
 from collector.diskqueue import DiskQueue, QueueFull
-from collector.model import SpanBatch
+from collector.model import Batch, SpanBatch
 from config.schema import ByteSize, setting
 
-__all__ = ["StorageConfig", "IntakeJournal", "JSON_TAG", "PROTO_TAG"]
+__all__ = ["StorageConfig", "IntakeJournal"]
 
-PROTO_TAG, JSON_TAG = b"P", b"J"
 _WAIT_FOR_CACHE = 1.0  # longest the feeder waits for a fresh request to register its decoded spans
 
 
@@ -48,7 +49,7 @@ class StorageConfig:
 
 class IntakeJournal:
     def __init__(self, cfg: StorageConfig, ctx: ComponentContext, decode) -> None:
-        """``decode(tag, body) -> SpanBatch`` rebuilds the valid spans of a journaled request."""
+        """``decode(tag, body) -> Batch`` rebuilds the valid items of a journaled request."""
         self.cfg = cfg
         self.log = ctx.logger
         self.decode = decode
@@ -57,7 +58,7 @@ class IntakeJournal:
         except OSError as exc:
             raise OSError(f"storage directory {cfg.directory!r}: {exc.strerror or exc}") from None
         self._replay_below = self.queue.next_seq  # records below were journaled by a previous run
-        self._cache: dict[int, SpanBatch | None] = {}
+        self._cache: dict[int, Batch | None] = {}
         self._cache_bytes = 0
         self._fed_seq = -1  # the last seq the feeder looked up
         self._cache_cond = threading.Condition()
@@ -66,9 +67,10 @@ class IntakeJournal:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.consumer = None
-        self.replayed = ctx.counter("journal_replayed_spans", "Spans fed again from the journal after a restart.")
-        self.dropped = ctx.counter("journal_dropped_spans",
-                                   "Journaled spans an exporter refused for good (logged, not retried).")
+        self.replayed = ctx.counter("journal_replayed_items",
+                                    "Spans, log records and metric points fed again from the journal after a restart.")
+        self.dropped = ctx.counter("journal_dropped_items",
+                                   "Journaled items an exporter refused for good (logged, not retried).")
         ctx.gauge("journal_bytes", "Bytes of intake journal files on disk.", lambda: self.queue.disk_bytes)
         ctx.gauge("journal_damaged_requests", "Journaled requests lost to damage on disk (a bad checksum, "
                   "garbage, a missing segment); each loss is logged with its seqs.",
@@ -81,7 +83,7 @@ class IntakeJournal:
 
     # -- intake (request threads) -----------------------------------------------------------------
 
-    def append(self, tag: bytes, body: bytes, batch: SpanBatch, timeout: float | None) -> None:
+    def append(self, tag: bytes, body: bytes, batch: Batch, timeout: float | None) -> None:
         """Return once the request is durable; raise Overloaded when full, TimeoutError if fsync lags."""
         try:
             seq = self.queue.append(tag + body, timeout=timeout)
@@ -107,7 +109,7 @@ class IntakeJournal:
             thread.start()
             self._threads.append(thread)
 
-    def _take_cached(self, seq: int) -> SpanBatch | None:
+    def _take_cached(self, seq: int) -> Batch | None:
         """The decoded batch a request thread registered for ``seq``, if any (waits briefly for it)."""
         deadline = time.monotonic() + _WAIT_FOR_CACHE
         with self._cache_cond:
@@ -142,20 +144,24 @@ class IntakeJournal:
                 self._pending.append((record.seq, tickets, len(batch)))
                 self._pending_cond.notify_all()
 
-    def _decode(self, payload: bytes) -> SpanBatch:
+    def _decode(self, payload: bytes) -> Batch:
         try:
             return self.decode(payload[:1], payload[1:])
         except Exception as exc:  # noqa: BLE001 - a record we cannot decode must not stop the feeder
             self.log.error("intake journal: dropping an undecodable record: %s", exc)
             return SpanBatch([], 0)
 
-    def _submit(self, batch: SpanBatch):
+    def _submit(self, batch: Batch):
         """Hand the batch to the pipelines, waiting out admission refusals; None when stopping."""
         while not self._stop.is_set():
             try:
                 return self.consumer.submit(batch)
             except Overloaded as exc:
                 self._stop.wait(min(exc.retry_after, 0.5))
+            except PermanentError as exc:  # e.g. its signal's pipeline was removed from the config
+                self.dropped.add(len(batch))
+                self.log.error("intake journal: dropping %d %s: %s", len(batch), batch.unit, exc)
+                return []
         return None
 
     def _ack(self) -> None:
@@ -179,7 +185,7 @@ class IntakeJournal:
                 ticket.wait(None)
             except PermanentError as exc:
                 self.dropped.add(count)
-                self.log.error("intake journal: %d spans refused for good by an exporter: %s", count, exc)
+                self.log.error("intake journal: %d items refused for good by an exporter: %s", count, exc)
             except Exception:  # noqa: BLE001 - e.g. Overloaded at a cut-short shutdown: replay next start
                 return False
         return True

@@ -22,8 +22,8 @@ from collector.query.args import (
     DEFAULT_LIMIT, FILTER_PARAMS, Param, UsageError, by_arg, non_negative_int, positive_int,
 )
 from collector.query.cli import export_chunks
+from collector.query.daystats import DayCache
 from collector.query.filters import Filters
-from collector.query.stats import stats as compute_stats
 from collector.query.store import Store, error_reason
 
 __all__ = ["router", "ApiError", "json_response", "StoreSource", "MAX_LIMIT"]
@@ -48,6 +48,7 @@ class StoreSource:
     def __init__(self, opener: Callable[[], Store]) -> None:
         self._opener = opener
         self._store: Store | None = None
+        self.day_cache = DayCache()  # stats answers per past day: see collector.query.daystats
 
     def get(self) -> Store:
         if self._store is None:
@@ -238,7 +239,8 @@ def session(request: Request, session_id: str) -> Response:
             summary="Volume, errors, tokens, cost, latency/TTFT percentiles: `genai-collector stats`")
 def stats(request: Request) -> Response:
     args = parse(request, STATS_PARAMS)
-    return json_response(_run(request, lambda store: compute_stats(
+    cache = request.app.state.stores.day_cache
+    return json_response(_run(request, lambda store: cache.stats(
         store, _filters(args), args.get("by", ["model"]), args.get("top", 10))))
 
 
