@@ -19,7 +19,8 @@ from tests.test_redaction_e2e import _send
 def test_shipped_config_redacts_the_corpus_out_of_the_database(tmp_path):
     db = tmp_path / "genai-collector.db"
     collector = start_collector((REPO / "otel-config.yaml").read_text(), tmp_path, verbatim=True, cwd=tmp_path,
-                                env={"GENAI_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{free_port()}"})
+                                env={"GENAI_COLLECTOR_PROMETHEUS_ENDPOINT": f"127.0.0.1:{free_port()}",
+                                     "GENAI_COLLECTOR_UI_ENDPOINT": f"127.0.0.1:{free_port()}"})
     try:
         half = len(RECORDS) // 2
         _send(collector.grpc_endpoint, "grpc", RECORDS[:half])

@@ -107,3 +107,31 @@ def test_max_size_mb_leaves_no_deleted_content_in_the_file(tmp_path):
     gone = [m for t, m in enumerate(markers, start=1) if hexid(t, 16) not in kept]
     assert gone and [m for m in gone if m.encode() in raw] == []
     exporter.shutdown()
+
+
+def test_content_ttl_and_ttl_remove_log_record_content_from_rows_and_file(backend):
+    """Log records count from when the collector received them: content of every kind of content
+    record (per-message body, operation details, a content key on a plain record) goes."""
+    import time
+
+    from tests.log_helpers import details, log, logs_batch, message
+
+    exporter = make_exporter(backend, content_ttl="30d", ttl="365d")
+    families = {f: f"please keep {marker(5000 + i)} private" for i, f in enumerate(CONTENT_KEY_FAMILIES)}
+    records = [message(1, 1, "gen_ai.user.message", {"content": marker(6001)}),
+               details(1, 1, inputs=[{"role": "user", "parts": [{"type": "text", "content": marker(6002)}]}]),
+               log(1, 1, body="user asked about invoices", attributes={"service.tier": "gold", **families})]
+    markers = [marker(6001), marker(6002)] + [marker(5000 + i) for i in range(len(CONTENT_KEY_FAMILIES))]
+    exporter.export(logs_batch(*records))
+    rows_before = str(query(exporter, "SELECT * FROM logs"))
+    assert all(m in rows_before for m in markers)
+
+    report = Retention(exporter.store, exporter.retention.policy, clock=lambda: time.time() + 31 * DAY).run_once()
+    assert report.purged_logs == 3
+    rows = str(query(exporter, "SELECT * FROM logs"))
+    assert [m for m in markers if m in rows] == [] and "gold" in rows
+    if backend["type"] == "sqlite":
+        assert [m for m in markers if m.encode() in file_bytes(Path(backend["path"]))] == []
+    Retention(exporter.store, exporter.retention.policy, clock=lambda: time.time() + 400 * DAY).run_once()
+    assert query(exporter, "SELECT COUNT(*) FROM logs") == [(0,)]
+    exporter.shutdown()
