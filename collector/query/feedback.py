@@ -23,7 +23,7 @@ from collector.query.store import Connection
 from exporters.storage.sqltext import Sql, in_list
 
 __all__ = [
-    "FIELDS", "SOURCES", "NEGATIVE_LABELS", "POSITIVE_LABELS", "NEGATIVE_BELOW", "BadScore", "parse_score",
+    "FIELDS", "SOURCES", "parse_id", "NEGATIVE_LABELS", "POSITIVE_LABELS", "NEGATIVE_BELOW", "BadScore", "parse_score",
     "add_score", "delete_score", "trace_scores", "scores_present", "polarity", "about_span",
     "span_has", "rollup_has", "score_record",
 ]
@@ -62,7 +62,8 @@ def _text(field: str, value: Any) -> str:
     return value
 
 
-def _id(field: str, value: Any) -> str:
+def parse_id(field: str, value: Any) -> str:
+    """A ``trace_id`` / ``span_id`` as stored (lowercase hex), or :class:`BadScore`."""
     if not isinstance(value, str) or not _HEX[field].match(value):
         width = 32 if field == "trace_id" else 16
         raise BadScore(field, f"must be {width} hex characters")
@@ -92,8 +93,8 @@ def parse_score(document: Any, default_source: str = "api") -> dict[str, Any]:
         raise BadScore("trace_id", "is required")
     if not given.get("name"):
         raise BadScore("name", "is required (e.g. thumbs, rating)")
-    row: dict[str, Any] = {"trace_id": _id("trace_id", given["trace_id"]),
-                           "span_id": _id("span_id", given["span_id"]) if "span_id" in given else None}
+    row: dict[str, Any] = {"trace_id": parse_id("trace_id", given["trace_id"]),
+                           "span_id": parse_id("span_id", given["span_id"]) if "span_id" in given else None}
     for field in ("session_id", "name", "label", "comment", "author"):
         row[field] = _text(field, given[field]) if field in given else None
     if not row["name"].strip() or not row["name"].isprintable():
