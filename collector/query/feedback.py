@@ -19,12 +19,12 @@ import time
 from typing import Any, Mapping
 
 from collector.query.args import SCORE_SOURCES as SOURCES
-from collector.query.store import Connection
-from exporters.storage.sqltext import Sql, in_list
+from collector.query.store import Connection, has_table
+from exporters.storage.sqltext import Sql, in_list, join
 
 __all__ = [
     "FIELDS", "SOURCES", "parse_id", "NEGATIVE_LABELS", "POSITIVE_LABELS", "NEGATIVE_BELOW", "BadScore", "parse_score",
-    "add_score", "delete_score", "trace_scores", "scores_present", "polarity", "about_span",
+    "add_score", "delete_score", "trace_scores", "scores_present", "score_rows", "polarity", "about_span",
     "span_has", "rollup_has", "score_record",
 ]
 
@@ -130,16 +130,11 @@ def delete_score(conn: Connection, score_id: int) -> bool:
 
 # -- reading ---------------------------------------------------------------------------------------
 
-_HAS_SCORES = {
-    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scores'",
-    "postgresql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
-                  "AND table_name = 'scores'",
-}
-
 
 def scores_present(conn: Connection) -> bool:
-    """False on a store not yet migrated to revision 0006 (the collector migrates at start)."""
-    return bool(conn.scalar(Sql(_HAS_SCORES[conn.dialect])))
+    """Whether scores can be written: False on a store not yet migrated to revision 0006 (the
+    collector migrates at start)."""
+    return has_table(conn, "scores")
 
 
 def score_record(m: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,13 +146,47 @@ def score_record(m: Mapping[str, Any]) -> dict[str, Any]:
             "source": m["source"], "author": m["author"], "time": iso(m["time_unix_nano"])}
 
 
+def _evaluations(dialect: str) -> Sql:
+    """``gen_ai.evaluation.result`` log records (kept by the storage exporters in ``logs``) as
+    scores with source ``eval``: the evaluator's name, score value and label, its explanation as
+    the comment, the emitting service as the author; the id is the log record's id negated (it
+    is removed with its log record, not by ``DELETE /api/v1/feedback``)."""
+    from collector.query.filters import attribute  # filters reads this module's clauses
+    from processors.genai_conventions import EVALUATION_FIELDS
+
+    def text(field: str) -> Sql:
+        return attribute(dialect, "logs.attributes", EVALUATION_FIELDS[field])
+
+    return Sql.compose(
+        "SELECT -logs.id AS id, logs.trace_id AS trace_id, logs.span_id AS span_id, "
+        "CAST(NULL AS TEXT) AS session_id, coalesce({}, 'evaluation') AS name, {} AS value, {} AS label, "
+        "{} AS comment, 'eval' AS source, logs.service_name AS author, logs.timestamp_unix_nano AS time_unix_nano "
+        "FROM logs WHERE logs.kind = 'evaluation' AND logs.trace_id IS NOT NULL",
+        text("name"), attribute(dialect, "logs.attributes", EVALUATION_FIELDS["score_value"], numeric=True),
+        text("score_label"), text("explanation"))
+
+
+def score_rows(conn: Connection) -> Sql | None:
+    """Every score a reader sees, as a derived table named ``scores``: the stored ones and the
+    evaluation results (:func:`_evaluations`); None when the store has neither table."""
+    parts = []
+    if has_table(conn, "scores"):
+        parts.append(Sql(f"SELECT {', '.join(('id', *_COLUMNS))} FROM scores"))
+    if has_table(conn, "logs"):
+        parts.append(_evaluations(conn.dialect))
+    if not parts:
+        return None
+    return Sql.compose("({}) AS scores", join(parts, " UNION ALL "))
+
+
 def trace_scores(conn: Connection, trace_id: str) -> list[dict[str, Any]]:
-    """The scores given to a trace (stored or not yet), oldest first."""
-    if not scores_present(conn):
+    """The scores given to a trace (stored or not yet), evaluations included, oldest first."""
+    rows = score_rows(conn)
+    if rows is None:
         return []
-    rows = conn.rows(Sql("SELECT * FROM scores WHERE trace_id = ? ORDER BY time_unix_nano, id LIMIT 10000",
-                         trace_id))
-    return [score_record(r) for r in rows]
+    query = Sql.compose("SELECT * FROM {} WHERE scores.trace_id = {} ORDER BY scores.time_unix_nano, scores.id "
+                        "LIMIT 10000", rows, Sql("?", trace_id))
+    return [score_record(r) for r in conn.rows(query)]
 
 
 def polarity(which: str) -> Sql:
@@ -177,17 +206,26 @@ def about_span(span: str = "spans") -> Sql:
     return Sql(f"scores.trace_id = {span}.trace_id AND (scores.span_id IS NULL OR scores.span_id = {span}.span_id)")
 
 
-def span_has(which: str) -> Sql:
+NONE = Sql("1 = 0")
+
+
+def span_has(conn: Connection, which: str) -> Sql:
     """A span (row ``spans``) has a ``negative`` / ``positive`` score."""
-    return Sql.compose("EXISTS (SELECT 1 FROM scores WHERE {} AND {})", about_span(), polarity(which))
+    rows = score_rows(conn)
+    if rows is None:
+        return NONE
+    return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE {} AND {})", rows, about_span(), polarity(which))
 
 
-def rollup_has(rollup: str, which: str) -> Sql:
+def rollup_has(conn: Connection, rollup: str, which: str) -> Sql:
     """A trace or session (row of rollup table ``traces`` / ``sessions``) has a ``negative`` /
     ``positive`` score: given to the trace, or to the session or to a trace of it."""
+    rows = score_rows(conn)
+    if rows is None:
+        return NONE
     if rollup == "traces":
-        return Sql.compose("EXISTS (SELECT 1 FROM scores WHERE scores.trace_id = traces.trace_id AND {})",
-                           polarity(which))
-    return Sql.compose("EXISTS (SELECT 1 FROM scores WHERE {} AND (scores.session_id = sessions.session_id "
+        return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE scores.trace_id = traces.trace_id AND {})",
+                           rows, polarity(which))
+    return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE {} AND (scores.session_id = sessions.session_id "
                        "OR EXISTS (SELECT 1 FROM spans WHERE spans.session_id = sessions.session_id "
-                       "AND spans.trace_id = scores.trace_id)))", polarity(which))
+                       "AND spans.trace_id = scores.trace_id)))", rows, polarity(which))

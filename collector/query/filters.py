@@ -66,7 +66,7 @@ class Filters:
         if self.min_latency_ms is not None:
             out.append(Sql("spans.duration_ms >= ?", self.min_latency_ms))
         if self.feedback is not None:
-            out.append(feedback.span_has(self.feedback) if feedback.scores_present(conn) else Sql("1 = 0"))
+            out.append(feedback.span_has(conn, self.feedback))
         return out
 
     # -- rollup level (traces / sessions tables) ---------------------------------------------------
@@ -85,8 +85,7 @@ class Filters:
             out.append(Sql(f"{rollup}.end_time_unix_nano - {rollup}.start_time_unix_nano >= ?",
                            clamp_int64(int(self.min_latency_ms * NS_PER_MS))))
         if self.feedback is not None:
-            out.append(feedback.rollup_has(rollup, self.feedback) if feedback.scores_present(conn)
-                       else Sql("1 = 0"))
+            out.append(feedback.rollup_has(conn, rollup, self.feedback))
         inner = self._inner(conn)
         if inner:
             out.append(Sql.compose(f"EXISTS (SELECT 1 FROM spans WHERE spans.{key} = {rollup}.{key}"

@@ -256,13 +256,14 @@ def add_feedback(store: Store, f: Filters, by: Sequence[str], groups: list[dict]
     day's count changes.  The join is driven by ``scores`` (far fewer rows than calls)."""
     with store.connect() as conn:
         found: dict[tuple, tuple] = {}
-        if feedback.scores_present(conn):
+        rows = feedback.score_rows(conn)
+        if rows is not None:
             keys = [group_expression(k, conn.dialect) for k in by]
             names = ", ".join(f"g{i}" for i in range(len(by)))
             inner = Sql.compose("SELECT DISTINCT " + "".join(f"{{}} AS g{i}, " for i in range(len(by)))
                                 + "scores.id AS score_id, scores.value AS score_value "
-                                "FROM scores CROSS JOIN spans WHERE {} AND {}",
-                                *keys, feedback.about_span(), all_of([genai_call(), *f.span_clauses(conn)]))
+                                "FROM {} CROSS JOIN spans WHERE {} AND {}",
+                                *keys, rows, feedback.about_span(), all_of([genai_call(), *f.span_clauses(conn)]))
             query = Sql.compose(f"SELECT {names}, count(*), avg(score_value) FROM ({{}}) AS scored "
                                 f"GROUP BY {names}", inner)
             found = {tuple(group_value(k, v) for k, v in zip(by, row[:len(by)])): row[len(by):]

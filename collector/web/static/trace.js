@@ -117,8 +117,9 @@
     return el("table", {className: "scores"},
       el("thead", {}, el("tr", {}, ["time (UTC)", "call", "name", "value", "label", "source", "author", "comment", ""].map((h) => el("th", {}, h)))),
       el("tbody", {}, items.map((s) => {
-        const remove = el("button", {type: "button", className: "thumb", title: "remove this score"}, "remove");
-        remove.addEventListener("click", async () => {
+        // evaluation results (negative ids) go with their log records, not from here
+        const remove = s.id > 0 ? el("button", {type: "button", className: "thumb", title: "remove this score"}, "remove") : null;
+        remove?.addEventListener("click", async () => {
           try { await send("DELETE", "feedback/" + s.id); loadScores(); } catch (error) { showError(document.getElementById("message"), error); }
         });
         return el("tr", {className: "score", dataset: {span: s.span_id || ""}},
