@@ -252,3 +252,56 @@ def test_filters_stats_and_eval_candidates_read_late_feedback(stores, apis, data
         after = cli_json("eval-candidates", "--db", db, "--limit", "1000", "--slow-ms", "1e9", "--expensive-usd", "1e9")
         reasons = {c["span_id"]: c["reasons"] for c in after["candidates"]}
         assert reasons[down.span_id.hex()] == ["negative_feedback"]
+
+
+# -- evaluation results ----------------------------------------------------------------------------
+
+def _write_logs(exporter_type: str, settings: dict, *records) -> None:
+    """Log records through the real storage exporter (the one that stores the spans)."""
+    import logging
+
+    from collector.component import ComponentContext
+    from collector.telemetry import Telemetry
+    from config.schema import build
+    from exporters import EXPORTERS
+    from tests.log_helpers import logs_batch
+
+    factory = EXPORTERS.get(exporter_type)
+    config, errors = build(factory.config_class, settings)
+    assert not errors, errors
+    exporter = factory.create(config, ComponentContext(id=exporter_type, kind="exporter", telemetry=Telemetry(),
+                                                       logger=logging.getLogger("test.feedback")))
+    try:
+        exporter.export(logs_batch(*records))
+    finally:
+        exporter.shutdown()
+
+
+def test_evaluation_results_are_scores_with_source_eval(stores, apis, dataset):
+    from tests.log_helpers import evaluation
+
+    quiet = [s for s in dataset.llm if "feedback" not in s.attributes and s.status_code != 2]
+    judged, praised = quiet[0], quiet[-1]
+    records = [evaluation(int.from_bytes(judged.trace_id, "big"), int.from_bytes(judged.span_id, "big"),
+                          "relevance", 0.2, "irrelevant", "talks about something else", time_s=2e9),
+               evaluation(int.from_bytes(praised.trace_id, "big"), int.from_bytes(praised.span_id, "big"),
+                          "correctness", None, "good", time_s=2e9)]
+    for name, base in apis.items():
+        settings, db = stores[name]
+        _write_logs(name, settings, *records)
+        items = get_json(f"{base}/api/v1/traces/{judged.trace_id.hex()}/feedback")[1]["items"]
+        assert [(s["span_id"], s["name"], s["value"], s["label"], s["comment"], s["source"]) for s in items] == [
+            (judged.span_id.hex(), "relevance", 0.2, "irrelevant", "talks about something else", "eval")]
+        assert items[0]["id"] < 0  # a log record's: removed with it, not through DELETE
+        assert get_json(f"{base}/api/v1/traces/{judged.trace_id.hex()}")[1]["scores"] == items
+
+        assert [t["trace_id"] for t in cli_json("traces", "--db", db, "--feedback", "negative")] == [judged.trace_id.hex()]
+        assert [t["trace_id"] for t in cli_json("traces", "--db", db, "--feedback", "positive")] == [praised.trace_id.hex()]
+        after = cli_json("eval-candidates", "--db", db, "--limit", "1000", "--slow-ms", "1e9", "--expensive-usd", "1e9")
+        assert {c["span_id"]: c["reasons"] for c in after["candidates"]}[judged.span_id.hex()] == ["negative_feedback"]
+        groups = cli_json("stats", "--db", db, "--by", "model")["groups"]
+        counted = {g["model"]: (g["feedback_count"], g["feedback_mean"]) for g in groups if g["feedback_count"]}
+        if judged.genai.model == praised.genai.model:
+            assert counted == {judged.genai.model: (2, 0.2)}  # the label-only result has no value
+        else:
+            assert counted == {judged.genai.model: (1, 0.2), praised.genai.model: (1, None)}

@@ -209,12 +209,21 @@ def about_span(span: str = "spans") -> Sql:
 NONE = Sql("1 = 0")
 
 
+def _matching(rows: Sql, which: str, columns: str, condition: str = "1 = 1") -> Sql:
+    """``SELECT columns`` of the ``which`` scores: a subquery that does not depend on the outer
+    row, so both stores run it once (a correlated EXISTS would rebuild the union per span)."""
+    return Sql.compose(f"SELECT {columns} FROM {{}} WHERE {{}} AND {condition}", rows, polarity(which))
+
+
 def span_has(conn: Connection, which: str) -> Sql:
-    """A span (row ``spans``) has a ``negative`` / ``positive`` score."""
+    """A span (row ``spans``) has a ``negative`` / ``positive`` score: about its whole trace, or
+    about it."""
     rows = score_rows(conn)
     if rows is None:
         return NONE
-    return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE {} AND {})", rows, about_span(), polarity(which))
+    return Sql.compose("(spans.trace_id IN ({}) OR (spans.trace_id, spans.span_id) IN ({}))",
+                       _matching(rows, which, "scores.trace_id", "scores.span_id IS NULL"),
+                       _matching(rows, which, "scores.trace_id, scores.span_id", "scores.span_id IS NOT NULL"))
 
 
 def rollup_has(conn: Connection, rollup: str, which: str) -> Sql:
@@ -224,8 +233,8 @@ def rollup_has(conn: Connection, rollup: str, which: str) -> Sql:
     if rows is None:
         return NONE
     if rollup == "traces":
-        return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE scores.trace_id = traces.trace_id AND {})",
-                           rows, polarity(which))
-    return Sql.compose("EXISTS (SELECT 1 FROM {} WHERE {} AND (scores.session_id = sessions.session_id "
-                       "OR EXISTS (SELECT 1 FROM spans WHERE spans.session_id = sessions.session_id "
-                       "AND spans.trace_id = scores.trace_id)))", rows, polarity(which))
+        return Sql.compose("traces.trace_id IN ({})", _matching(rows, which, "scores.trace_id"))
+    return Sql.compose("(sessions.session_id IN ({}) OR sessions.session_id IN (SELECT spans.session_id FROM spans "
+                       "WHERE spans.session_id IS NOT NULL AND spans.trace_id IN ({})))",
+                       _matching(rows, which, "scores.session_id", "scores.session_id IS NOT NULL"),
+                       _matching(rows, which, "scores.trace_id"))
