@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from collector.telemetry import Telemetry
 from exporters.storage.retention import Retention
-from storage_helpers import (backend, batch, counter, hexid, llm, make_exporter, pg_admin,  # noqa: F401
-                             pg_url, query, span)
+from storage_helpers import (backend, batch, counter, export_received_at, hexid, llm, make_exporter,  # noqa: F401
+                             pg_admin, pg_url, query, span)
 
 DAY = 86400.0
 
@@ -21,12 +21,6 @@ def retention_at(exporter, now: float, **policy) -> Retention:
     for key, value in policy.items():
         setattr(base, key, value)
     return Retention(exporter.store, base, clock=lambda: now)
-
-
-def export_received_at(exporter, when: float, *spans) -> None:
-    """Export ``spans`` as if the collector received them at ``when`` (retention's clock)."""
-    exporter.store.clock = lambda: int(when * 1e9)
-    exporter.export(batch(*spans))
 
 
 def test_content_ttl_nulls_content_but_keeps_the_numbers(backend):
