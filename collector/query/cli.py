@@ -112,7 +112,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def _tokens(r: dict) -> str:
-    return f"{fmt_tokens(r['input_tokens'])}/{fmt_tokens(r['output_tokens'])}"
+    """``in/out``; ``-`` when neither is known.  Rollups (traces, sessions) sum to 0 when no call
+    reported tokens, and no LLM call really uses 0 in and 0 out, so 0/0 reads as unknown too."""
+    tin, tout = r["input_tokens"], r["output_tokens"]
+    if not tin and not tout:
+        return "-"
+    return f"{fmt_tokens(tin)}/{fmt_tokens(tout)}"
+
+
+def _rollup_cost(r: dict) -> str:
+    """A trace's or session's cost; ``-`` when no call in it was priced (the rollup's sum is 0
+    then, which must not read as a free call)."""
+    return fmt_cost(r["cost_usd"] or None)
 
 
 TRACE_COLUMNS = [
@@ -122,7 +133,7 @@ TRACE_COLUMNS = [
     Column("model", lambda r: ",".join(r["models"]) or None, min_width=6),
     Column("dur", "duration_ms", fmt_ms, numeric=True),
     Column("tok in/out", _tokens, numeric=True),
-    Column("cost", "cost_usd", fmt_cost, numeric=True),
+    Column("cost", _rollup_cost, numeric=True),
     Column("err", "error_count", lambda n: str(n) if n else "", numeric=True),
 ]
 
@@ -214,8 +225,9 @@ def cmd_feedback(args: argparse.Namespace, store: Store) -> int:
 def _print_trace(trace_id: str, span_list: list[dict]) -> None:
     con = render.console()
     errors = sum(1 for s in span_list if s["status"] == "error")
-    tokens = sum((s["input_tokens"] or 0) + (s["output_tokens"] or 0) for s in span_list)
-    cost = sum(s["cost_usd"] or 0 for s in span_list)
+    tokens = sum((s["input_tokens"] or 0) + (s["output_tokens"] or 0) for s in span_list) or None
+    priced = [s["cost_usd"] for s in span_list if s["cost_usd"] is not None]
+    cost = sum(priced) if priced else None
     services = sorted({s["service"] for s in span_list if s["service"]})
     con.print(render.styled(f"trace {trace_id}", "bold"))
     con.print(render.safe(f"{span_list[0]['start_time']}  {', '.join(services) or '-'}  "
@@ -271,7 +283,7 @@ SESSION_COLUMNS = [
     Column("turns", "turns", numeric=True),
     Column("dur", "duration_ms", fmt_ms, numeric=True),
     Column("tok in/out", _tokens, numeric=True),
-    Column("cost", "cost_usd", fmt_cost, numeric=True),
+    Column("cost", _rollup_cost, numeric=True),
     Column("err", "error_count", lambda n: str(n) if n else "", numeric=True),
 ]
 
@@ -315,7 +327,7 @@ def cmd_session(args: argparse.Namespace, store: Store) -> int:
     s = found["session"]
     con.print(render.styled(f"session {s['session_id']}", "bold"))
     con.print(render.safe(f"user {s['user_id'] or '-'}  {s['start_time']}  {fmt_ms(s['duration_ms'])}  "
-                          f"{_count(s['turns'], 'turn')}  {_tokens(s)} tokens  {fmt_cost(s['cost_usd'])}  "
+                          f"{_count(s['turns'], 'turn')}  {_tokens(s)} tokens  {_rollup_cost(s)}  "
                           f"{_count(s['error_count'], 'error')}"))
     render.table(TURN_COLUMNS, found["turns"]).write(con.file)
     for number, turn in enumerate(found["turns"], 1):

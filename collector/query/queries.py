@@ -364,24 +364,34 @@ def percentile_of(conn: Connection, column: str, where: list[Sql], p: float) -> 
 EVAL_REASONS = ("error", "slow", "expensive", "refusal", "negative_feedback")
 
 
+def _outlier(conn: Connection, column: str, where: list[Sql], given: float | None) -> tuple[float | None, Sql]:
+    """(threshold, condition) for "slow" / "expensive".  A given threshold: ``>= it``.  By default
+    the p95, and above the median too, so that equal values (one model, one price) are no outliers."""
+    if given is not None:
+        return given, Sql(f"{column} >= ?", given)
+    p95 = percentile_of(conn, column, where, 0.95)
+    if p95 is None:
+        return None, Sql("1 = 0")
+    median = percentile_of(conn, column, where, 0.5)
+    return p95, Sql(f"{column} >= ? AND {column} > ?", p95, median)
+
+
 def eval_candidates(store: Store, f: Filters, limit: int, slow_ms: float | None,
                     expensive_usd: float | None) -> dict[str, Any]:
     """GenAI calls worth turning into eval cases, most reasons first, then newest.
 
-    Slow and expensive mean at or above the p95 of the filtered calls unless thresholds are given.
+    Slow and expensive mean at or above the given thresholds; by default, at or above the p95 of
+    the filtered calls *and* above their median: outliers, so that when most calls cost the same
+    (one model, similar prompts) they are not all flagged as expensive.
     """
-    never = Sql("1 = 0")
     with store.connect() as conn:
         where = [genai_call(), *f.span_clauses(conn)]
-        if slow_ms is None:
-            slow_ms = percentile_of(conn, "spans.duration_ms", where, 0.95)
-        if expensive_usd is None:
-            expensive_usd = percentile_of(conn, "spans.cost_usd", where, 0.95)
+        slow_ms, slow = _outlier(conn, "spans.duration_ms", where, slow_ms)
+        expensive_usd, expensive = _outlier(conn, "spans.cost_usd", where, expensive_usd)
         conditions = {
             "error": Sql("spans.status_code = 2"),
-            "slow": Sql("spans.duration_ms >= ?", slow_ms) if slow_ms is not None else never,
-            "expensive": (Sql("spans.cost_usd >= ? AND spans.cost_usd > 0", expensive_usd)
-                          if expensive_usd is not None else never),
+            "slow": slow,
+            "expensive": all_of([expensive, Sql("spans.cost_usd > 0")]),
             "refusal": _refusal(),
             "negative_feedback": _negative_feedback(conn),
         }
