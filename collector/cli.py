@@ -62,9 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_query_commands(sub) -> None:
+    from collector.actions_cli import register as register_actions
     from collector.query.cli import register
 
     register(sub)
+    register_actions(sub)
 
 
 def _load_or_report(path: str):
