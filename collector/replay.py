@@ -32,10 +32,10 @@ from typing import Any
 from collector.model import LLM_OPERATIONS
 from collector.query import queries
 from collector.query.render import message_text
-from collector.query.store import Store
+from collector.query.store import Store, error_reason
 from exporters.storage.sqltext import Sql
 
-__all__ = ["ReplayOptions", "ReplayRefused", "ReplayFailed", "replay", "find_call", "refusal",
+__all__ = ["ReplayOptions", "ReplayRefused", "ReplayFailed", "RecordFailed", "replay", "find_call", "refusal",
            "chat_messages", "tool_definitions", "record", "writer_url", "REPLAY_OF", "DEFAULT_TIMEOUT"]
 
 REPLAY_OF = "replay.of"
@@ -60,6 +60,10 @@ class ReplayRefused(Exception):
 
 class ReplayFailed(Exception):
     """The endpoint could not be reached or answered with an error (one line, no secrets)."""
+
+
+class RecordFailed(ReplayFailed):
+    """The replay ran but could not be stored (``--record``)."""
 
 
 @dataclass
@@ -396,12 +400,15 @@ def record(store: Store, result: dict) -> dict:
                            span_id=bytes.fromhex(original["span_id"]), attributes={"replay": True}))
     with store.connect() as conn:  # the writer drops a full-text index it is not told about
         fts = bool(conn.scalar(Sql(FTS_PRESENT[store.dialect])))
-    writer = WriteStore(writer_url(store), max_content_bytes=1 << 20, full_text_search=fts)
     try:
-        written = writer.write([span])
-    finally:
-        writer.close()
+        writer = WriteStore(writer_url(store), max_content_bytes=1 << 20, full_text_search=fts)
+        try:
+            written = writer.write([span])
+        finally:
+            writer.close()
+    except Exception as exc:  # noqa: BLE001 - any driver / migration failure: one line for the user
+        raise RecordFailed(f"the replay could not be stored: {error_reason(exc)}") from None
     if written.written != 1:
-        raise ReplayFailed("the replay could not be stored: " + "; ".join(written.row_errors))
+        raise RecordFailed("the replay could not be stored: " + "; ".join(written.row_errors))
     result["recorded"] = {"trace_id": span.trace_id.hex(), "span_id": span.span_id.hex()}
     return result

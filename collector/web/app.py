@@ -22,6 +22,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.staticfiles import StaticFiles
 
 from collector import __version__
+from collector.web.actions import router as actions_router
 from collector.web.api import ApiError, StoreSource, json_response, router
 
 __all__ = ["create_app", "COOKIE", "STATIC"]
@@ -102,6 +103,7 @@ def create_app(stores: StoreSource, token: str | None = None,
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     app.state.stores = stores
     app.include_router(router)
+    app.include_router(actions_router)
     app.add_middleware(Guard, token=token, hosts=hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
