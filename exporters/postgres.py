@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.component import TRACES_ONLY, ComponentContext, Factory
+from collector.component import ComponentContext, Factory
 from config.schema import Duration, setting
-from exporters.storage.config import StorageConfig
+from exporters.storage.config import STORAGE_SIGNALS, StorageConfig
 
 if TYPE_CHECKING:
     from exporters.storage.exporter import StorageExporter
@@ -36,7 +36,8 @@ def create(config: PostgresConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans in PostgreSQL", signals=TRACES_ONLY,
+FACTORY = Factory("postgres", PostgresConfig, create, doc="store spans and log records in PostgreSQL",
+                  signals=STORAGE_SIGNALS,
                   example="""\
 url: postgresql+psycopg://collector:${env:PG_PASSWORD}@127.0.0.1:5432/genai
 pool_size: 4

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from collector.component import TRACES_ONLY, ComponentContext, Factory
+from collector.component import ComponentContext, Factory
 from config.schema import Duration, setting
-from exporters.storage.config import StorageConfig
+from exporters.storage.config import STORAGE_SIGNALS, StorageConfig
 
 if TYPE_CHECKING:
     from exporters.storage.exporter import StorageExporter
@@ -37,7 +37,8 @@ def create(config: SqliteConfig, ctx: ComponentContext) -> StorageExporter:
     return StorageExporter(store, config, ctx)
 
 
-FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans in a SQLite file", signals=TRACES_ONLY,
+FACTORY = Factory("sqlite", SqliteConfig, create, doc="store spans and log records in a SQLite file",
+                  signals=STORAGE_SIGNALS,
                   example="""\
 path: ./genai-collector.db
 full_text_search: true        # for the query commands' --search

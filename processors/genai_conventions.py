@@ -18,7 +18,9 @@ import math
 from typing import Any
 
 __all__ = [
-    "ATTRIBUTE_MAP", "Conv", "FLAT_MESSAGE_PREFIXES", "MESSAGE_EVENT_ROLES", "MESSAGE_EVENT_NAMES", "FIRST_CHUNK_EVENT_NAMES", "CANONICAL_ATTRIBUTES", "LEGACY_KEYS",
+    "ATTRIBUTE_MAP", "Conv", "FLAT_MESSAGE_PREFIXES", "MESSAGE_EVENT_ROLES", "MESSAGE_EVENT_NAMES",
+    "OPERATION_DETAILS_EVENT", "EVALUATION_EVENT", "EVALUATION_FIELDS", "FIRST_CHUNK_EVENT_NAMES",
+    "CANONICAL_ATTRIBUTES", "LEGACY_KEYS",
     "normalize_provider", "normalize_operation", "to_count", "to_seconds", "to_cost",
     "OPENINFERENCE_KINDS", "GENAI_PRICES_PROVIDER",
 ]
@@ -165,6 +167,16 @@ MESSAGE_EVENT_ROLES: dict[str, str] = {
     "gen_ai.tool.message": "tool",
     "gen_ai.choice": "assistant",
 }
+# Log events (GenAI semconv >= 1.37): the whole call's content as attributes (the span-attribute
+# names), and an evaluation of a call.  Both are parented to their span by trace_id / span_id.
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+EVALUATION_FIELDS: dict[str, str] = {
+    "name": "gen_ai.evaluation.name", "score_value": "gen_ai.evaluation.score.value",
+    "score_label": "gen_ai.evaluation.score.label", "explanation": "gen_ai.evaluation.explanation",
+    "response_id": "gen_ai.response.id",
+}
+"""An evaluation result's fields (as the query layer names them) -> its attribute."""
 # Older prompt/completion events (Azure AI inference, Semantic Kernel, OpenLIT).
 PROMPT_EVENT = "gen_ai.content.prompt"
 COMPLETION_EVENT = "gen_ai.content.completion"

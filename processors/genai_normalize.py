@@ -32,7 +32,7 @@ from processors.genai_conventions import (
 )
 
 __all__ = ["GenAINormalizeConfig", "GenAINormalizeProcessor", "normalize_span", "FACTORY",
-           "messages_from_value", "message_from_openai"]
+           "messages_from_value", "message_from_openai", "message_from_event", "parts_from_value"]
 
 
 @dataclass
@@ -156,7 +156,7 @@ def messages_from_value(value: Any, default_role: str) -> list[dict[str, Any]] |
             else {"role": default_role, "parts": [_text_part(str(m))]} for m in value]
 
 
-def _parts_value(value: Any) -> list[dict[str, Any]] | None:
+def parts_from_value(value: Any) -> list[dict[str, Any]] | None:
     """``gen_ai.system_instructions``: a list of parts (or a JSON string of one)."""
     if isinstance(value, str):
         parsed = _loads(value) if _looks_like_json(value) else None
@@ -257,6 +257,31 @@ def _flat_entry(key: str) -> tuple[Any, str, int, str] | None:
     return entry
 
 
+def message_from_event(name: str, fields: dict[str, Any]) -> tuple[bool, dict[str, Any]] | None:
+    """One deprecated per-message event (``gen_ai.<role>.message``, ``gen_ai.choice``) ->
+    (is an output, the message in the OTel form); None for other names.
+
+    ``fields`` is where the event keeps its content: a span event's attributes, or a log record's
+    body map (``{"content": ...}``, ``{"message": {...}, "finish_reason", "index"}``).  Shared by
+    span events (here) and log records (:mod:`exporters.storage.transcript`).
+    """
+    role = MESSAGE_EVENT_ROLES.get(name)
+    if role is None:
+        return None
+    body = fields.get("gen_ai.event.content")
+    body = _loads(body) if isinstance(body, str) else body
+    if not isinstance(body, dict):
+        body = fields
+    if name == "gen_ai.choice":
+        msg = body.get("message")
+        msg = _loads(msg) if isinstance(msg, str) else msg
+        msg = dict(msg) if isinstance(msg, dict) else {"content": body.get("content")}
+        msg.setdefault("finish_reason", body.get("finish_reason"))
+        return True, message_from_openai(msg, role)
+    return False, message_from_openai({k: body.get(k) for k in ("role", "content", "tool_calls", "tool_call_id", "id")
+                                       if body.get(k) is not None}, role)
+
+
 def _event_messages(span: Span) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Messages from the deprecated ``gen_ai.<role>.message`` / ``gen_ai.choice`` events and the
     older ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` events."""
@@ -265,22 +290,9 @@ def _event_messages(span: Span) -> tuple[list[dict[str, Any]], list[dict[str, An
     for event in span.events:
         name = event.name
         attrs = event.attributes
-        role = MESSAGE_EVENT_ROLES.get(name)
-        if role is not None:
-            body = attrs.get("gen_ai.event.content")
-            body = _loads(body) if isinstance(body, str) else body
-            if not isinstance(body, dict):
-                body = attrs
-            if name == "gen_ai.choice":
-                msg = body.get("message")
-                msg = _loads(msg) if isinstance(msg, str) else msg
-                msg = dict(msg) if isinstance(msg, dict) else {"content": body.get("content")}
-                msg.setdefault("finish_reason", body.get("finish_reason"))
-                outputs.append(message_from_openai(msg, role))
-            else:
-                inputs.append(message_from_openai({k: body.get(k) for k in
-                                                   ("role", "content", "tool_calls", "tool_call_id", "id")
-                                                   if body.get(k) is not None}, role))
+        found = message_from_event(name, attrs)
+        if found is not None:
+            (outputs if found[0] else inputs).append(found[1])
         elif name == PROMPT_EVENT:
             inputs.extend(messages_from_value(attrs.get("gen_ai.prompt"), "user") or ())
         elif name == COMPLETION_EVENT:
@@ -362,7 +374,7 @@ _CONVERTERS: dict[int, Callable[[Any], Any]] = {
     Conv.JSON_USAGE: _json_dict, Conv.JSON_COST: _json_cost, Conv.FINISH: _finish,
 }
 _MESSAGE_FIELDS = {"input_messages": _input_messages, "output_messages": _output_messages,
-                   "system_instructions": _parts_value}
+                   "system_instructions": parts_from_value}
 # (converter, field, precedence, signal) per key, resolved once: the loop does no further lookups.
 _DISPATCH: dict[str, tuple[Callable[[Any], Any], str, int, bool]] = {
     key: (_MESSAGE_FIELDS[field] if conv in (Conv.MESSAGES, Conv.LEGACY_MESSAGES) else _CONVERTERS[conv],

@@ -135,7 +135,7 @@ def test_missing_file_is_one_clear_line(tmp_path):
     ("receivers: {otlp: {protocols: {grpc: }}}\nexporters: {sqlite: {path: x.db}}\nservice: {pipelines: "
      "{metrics/app: {receivers: [otlp], exporters: [sqlite]}}}",
      'service::pipelines::metrics/app::exporters: exporter "sqlite" does not support metrics '
-     '(type sqlite supports: traces)'),
+     '(type sqlite supports: logs, traces)'),
     ("receivers: {otlp: {protocols: {grpc: }}}\nprocessors: {genai_cost: }\nexporters: {debug: }\n"
      "service: {pipelines: {logs: {receivers: [otlp], processors: [genai_cost], exporters: [debug]}}}",
      'service::pipelines::logs::processors: processor "genai_cost" does not support logs'),

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
 
 import grpc
@@ -166,7 +167,7 @@ def test_python_sdk_exports_traces_logs_and_metrics_without_error(tmp_path, upst
 
 def test_the_shipped_config_takes_all_three_signals_from_sdk_defaults(tmp_path, monkeypatch):
     """``otel-config.yaml`` as shipped: the SDK exporters get no error; app metrics are served for
-    Prometheus; logs are counted (nop) until they are stored."""
+    Prometheus; log records are stored beside the spans."""
     from tests.conftest import REPO, http_get
 
     g, h, prom = free_port(), free_port(), free_port()
@@ -183,11 +184,15 @@ def test_the_shipped_config_takes_all_three_signals_from_sdk_defaults(tmp_path, 
             emit_all_three(spans, logs, metrics, "an application log line")
             assert len(results) >= 3 and all(r.name == "SUCCESS" for r in results), (protocol, results)
         scraped = http_get(f"http://127.0.0.1:{prom}/metrics")[1]
-        logs_counted = collector.service.telemetry.value("otelcol_exporter_sent_log_records", exporter="nop")
+        logs_stored = collector.service.telemetry.value("otelcol_exporter_storage_written_log_records",
+                                                        exporter="sqlite")
     finally:
         collector.stop()
     assert "app_requests_total" in scraped
-    assert logs_counted == 2
+    assert logs_stored == 2
+    with sqlite3.connect(tmp_path / "genai.db") as db:
+        bodies = db.execute("SELECT body FROM logs ORDER BY id").fetchall()
+    assert bodies == [('"an application log line"',)] * 2
 
 
 # -- upstream fidelity ------------------------------------------------------------------------------

@@ -153,8 +153,9 @@ def test_upgrade_from_the_first_revision_keeps_data_and_backfills_rollups(backen
     rows = [RowBuilder(2**20).row(s, '{"service.name": "shop"}', RowStats()) for s in (
         span(1, 1, genai=llm(session="s1")), span(1, 2, parent=1, status=2, genai=llm(session="s1")),
         span(2, 3, genai=llm(session=None)))]
-    columns = ", ".join(SPAN_COLUMNS)
-    values = ", ".join(f":{c}" for c in SPAN_COLUMNS)
+    first_columns = [c for c in SPAN_COLUMNS if c != "content_from_logs"]  # added by revision 0005
+    columns = ", ".join(first_columns)
+    values = ", ".join(f":{c}" for c in first_columns)
     with store.engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO spans ({columns}) VALUES ({values})"),
                      [dict(zip(SPAN_COLUMNS, r)) for r in rows])

@@ -149,12 +149,15 @@ def cmd_trace(args: argparse.Namespace, store: Store) -> int:
     if not span_list:
         sys.stderr.write(f"{args.prog}: trace {trace_id} not found\n")
         return 1
-    if args.format == "json":
-        render.write_json({"trace_id": trace_id, "spans": span_list}, sys.stdout)
-    elif args.format == "csv":
+    if args.format == "csv":
         render.write_csv(span_list, sys.stdout)
+        return 0
+    records = queries.get_trace_logs(store, trace_id)
+    if args.format == "json":
+        render.write_json({"trace_id": trace_id, "spans": span_list, **records}, sys.stdout)
     else:
         _print_trace(trace_id, span_list)
+        _print_trace_records(span_list, records)
     return 0
 
 
@@ -177,6 +180,36 @@ def _print_trace(trace_id: str, span_list: list[dict]) -> None:
         title = span["name"] if model in span["name"] else f"{span['name']} {model}"
         con.rule(render.styled(f"{title} · span {span['span_id']}"), align="left")
         render.print_transcript(con, span)
+
+
+def _print_trace_records(span_list: list[dict], records: dict[str, list[dict]]) -> None:
+    """Evaluations, then the trace's log records (GenAI content records are the transcripts above)."""
+    con = render.console()
+    names = {s["span_id"]: s["name"] for s in span_list}
+
+    def where(span_id: str | None):
+        return render.styled(render.safe(f"  · {names.get(span_id, span_id or 'no span')}"), "dim")
+
+    if records["evaluations"]:
+        con.rule(render.styled("evaluations"), align="left")
+        for e in records["evaluations"]:
+            score = "" if e["score_value"] is None else f"{e['score_value']:g}"
+            line = render.styled(render.safe("  ".join(x for x in (e["name"] or "?", score, e["score_label"]) if x)),
+                                 "bold")
+            line.append(where(e["span_id"]))
+            con.print(line)
+            if e["explanation"]:
+                con.print(render.safe(f"  {e['explanation']}", multiline=True))
+    logs = [r for r in records["logs"] if r["kind"] != "content"]
+    if logs:
+        con.rule(render.styled(f"logs ({len(logs)})"), align="left")
+        for r in logs:
+            level = render.severity_name(r["severity_number"])
+            line = render.styled(f"{r['time'][11:23]}  {render.safe(r['severity'] or level)}  ",
+                                 render.LEVEL_STYLES.get(level, ""))
+            line.append(render.safe(render.log_text(r), multiline=True))
+            line.append(where(r["span_id"]))
+            con.print(line)
 
 
 # -- sessions -------------------------------------------------------------------------------------

@@ -11,17 +11,16 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
-import orjson
-
 from collector.model import STATUS_NAMES
 from collector.query.filters import NS_PER_MS, Filters, attribute, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
-from collector.query.store import Connection, Store
+from collector.query.store import Connection, Store, has_table
 from exporters.storage.search import like_contains
-from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join
+from exporters.storage.sqltext import Sql, all_of, any_of, in_list, join, json_column
+from processors.genai_conventions import EVALUATION_FIELDS
 
 __all__ = [
-    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "list_sessions",
+    "iso", "span_record", "list_traces", "trace_ids_with_prefix", "get_trace", "get_trace_logs", "list_sessions",
     "session_ids_with_prefix", "get_session", "BadId", "find_trace", "resolve_trace_id", "find_session", "list_calls",
     "CALL_SORTS", "trace_detail", "export_spans", "eval_candidates", "TRACE_SORTS", "SESSION_SORTS",
 ]
@@ -34,16 +33,6 @@ def iso(unix_nano: int | None) -> str | None:
     seconds, nanos = divmod(int(unix_nano), 1_000_000_000)
     moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
-
-
-def _json(value: Any) -> Any:
-    """JSON columns come back as text from SQLite and as Python objects from Postgres JSONB."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return value
-    return value
 
 
 SPAN_COLUMNS = ", ".join(f"spans.{c}" for c in (
@@ -84,9 +73,9 @@ def span_record(m: Mapping[str, Any]) -> dict[str, Any]:
         "session_id": m["session_id"],
         "user_id": m["user_id"],
         "error_type": m["error_type"],
-        "system_instructions": _json(m["system_instructions"]),
-        "input_messages": _json(m["input_messages"]),
-        "output_messages": _json(m["output_messages"]),
+        "system_instructions": json_column(m["system_instructions"]),
+        "input_messages": json_column(m["input_messages"]),
+        "output_messages": json_column(m["output_messages"]),
     }
 
 
@@ -170,13 +159,6 @@ def get_trace(store: Store, trace_id: str) -> list[dict]:
 DETAIL_COLUMNS = ("kind", "attributes", "content_attributes", "resource_attributes", "events", "links")
 """What a trace's page shows of each span besides :func:`span_record`: the raw OTLP data."""
 
-_HAS_LOGS = {
-    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'logs'",
-    "postgresql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
-                  "AND table_name = 'logs'",
-}
-
-
 def trace_detail(store: Store, trace_id: str) -> dict | None:
     """One trace for the web UI and the HTTP API: every span as :func:`span_record` plus its raw
     attributes, resource, events and links, and the log records of the trace (``logs`` is empty
@@ -189,17 +171,41 @@ def trace_detail(store: Store, trace_id: str) -> dict | None:
             return None
         logs = _trace_logs(conn, trace_id)
     spans = [{**span_record(r), "kind": r["kind"],
-              **{c: _json(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
+              **{c: json_column(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
     return {"trace_id": trace_id, "spans": spans, "logs": logs}
 
 
 def _trace_logs(conn: Connection, trace_id: str) -> list[dict]:
     """The trace's log records, every column as stored (JSON columns decoded), oldest first."""
-    if not conn.scalar(Sql(_HAS_LOGS[conn.dialect])):
+    if not has_table(conn, "logs"):  # a store last written by a collector without logs
         return []
-    rows = conn.rows(Sql("SELECT * FROM logs WHERE trace_id = ? LIMIT 10000", trace_id))
-    records = [{k: _json(v) if k != "trace_id" else v for k, v in r.items()} for r in rows]
-    return sorted(records, key=lambda r: r.get("time_unix_nano") or r.get("observed_time_unix_nano") or 0)
+    rows = conn.rows(Sql("SELECT * FROM logs WHERE trace_id = ? ORDER BY timestamp_unix_nano, id LIMIT 10000",
+                         trace_id))
+    return [{k: json_column(v) if k != "trace_id" else v for k, v in r.items()} for r in rows]
+
+
+def _evaluation_record(r: dict[str, Any]) -> dict[str, Any]:
+    """A ``gen_ai.evaluation.result`` record as the documented JSON object."""
+    attributes = r["attributes"] or {}
+    fields = {name: attributes.get(key) for name, key in EVALUATION_FIELDS.items()}
+    score = fields["score_value"]
+    fields["score_value"] = score if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+    return {"span_id": r["span_id"], **fields, "time": iso(r["timestamp_unix_nano"])}
+
+
+def get_trace_logs(store: Store, trace_id: str) -> dict[str, list[dict]]:
+    """The log records of one trace in time order, as ``trace ID`` shows them: ``evaluations``
+    (``gen_ai.evaluation.result``) and ``logs`` (every other record, GenAI content records
+    included with ``kind: content``)."""
+    with store.connect() as conn:
+        records = _trace_logs(conn, trace_id)
+    return {
+        "logs": [{"span_id": r["span_id"], "time": iso(r["timestamp_unix_nano"]),
+                  "severity_number": r["severity_number"], "severity": r["severity_text"],
+                  "event_name": r["event_name"], "kind": r["kind"], "body": r["body"],
+                  "attributes": r["attributes"] or {}} for r in records if r["kind"] != "evaluation"],
+        "evaluations": [_evaluation_record(r) for r in records if r["kind"] == "evaluation"],
+    }
 
 
 CALL_SORTS = {

@@ -334,6 +334,25 @@ def print_transcript(con: "Console", span: dict) -> None:
         con.print(line)
 
 
+# -- log records ------------------------------------------------------------------------------------
+
+SEVERITY_NAMES = ("-", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+LEVEL_STYLES = {"WARN": "yellow", "ERROR": "red", "FATAL": "bold red"}
+
+
+def severity_name(number: int | None) -> str:
+    """OTLP SeverityNumber -> its short name (1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20
+    ERROR, 21-24 FATAL), for records that sent no severity text."""
+    return SEVERITY_NAMES[(min(max(number or 0, 0), 24) + 3) // 4]
+
+
+def log_text(record: dict) -> str:
+    """A log record in one readable piece: its event name, then its body (JSON when structured)."""
+    body = record["body"]
+    text = body if isinstance(body, str) else "" if body is None else json.dumps(body, ensure_ascii=False)
+    return " ".join(x for x in (record["event_name"], text) if x)
+
+
 # -- trace tree -------------------------------------------------------------------------------------
 
 BAR_WIDTH = 20

@@ -24,16 +24,21 @@ from collector.query.args import UsageError
 from exporters.storage.search import register_sqlite_lower
 from exporters.storage.sqltext import Sql
 
-__all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "error_reason", "STORAGE_TYPES"]
+__all__ = ["Store", "Connection", "Target", "open_store", "resolve_db", "error_reason", "has_table", "STORAGE_TYPES"]
 
 STORAGE_TYPES = {"sqlite": "path", "postgres": "url"}
 """Storage exporter type -> the config key that names its database."""
 
-_HAS_SPANS = {
-    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'spans'",
+_HAS_TABLE = {
+    "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
     "postgresql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
-                  "AND table_name = 'spans'",
+                  "AND table_name = ?",
 }
+
+
+def has_table(conn: "Connection", name: str) -> bool:
+    """Whether the store has table ``name`` (a store written by an older collector may lack one)."""
+    return bool(conn.scalar(Sql(_HAS_TABLE[conn.dialect], name)))
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ def open_store(db: str | None, config_path: str) -> Store:
     store = Store(resolve_db(db, config_path))
     try:
         with store.connect() as conn:
-            present = conn.scalar(Sql(_HAS_SPANS[store.dialect]))
+            present = has_table(conn, "spans")
     except store.errors as exc:
         store.close()
         raise UsageError(f"cannot open {store.target.shown}: {error_reason(exc)}") from None

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from collector.model import LOGS, TRACES
 from config.schema import ByteSize, Duration, setting
 
-__all__ = ["StorageConfig", "RetentionPolicy"]
+__all__ = ["StorageConfig", "RetentionPolicy", "STORAGE_SIGNALS"]
+
+STORAGE_SIGNALS: frozenset[str] = frozenset({TRACES, LOGS})
+"""What ``sqlite`` and ``postgres`` store: spans, and log records (``logs`` table).  Metrics go
+to the prometheus exporter or upstream."""
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 from collector.component import ComponentContext, Exporter, RetryableError
-from collector.model import SpanBatch
+from collector.model import LOGS, Batch
 from exporters.storage.config import StorageConfig
 from exporters.storage.retention import Retention, RetentionReport
-from exporters.storage.store import PreparedRows, Store
+from exporters.storage.store import PreparedLogs, PreparedRows, Store
 
 __all__ = ["StorageExporter"]
 
@@ -30,9 +30,15 @@ class StorageExporter(Exporter):
         self._truncated = ctx.counter("storage_truncated_values", "values cut at max_content_bytes")
         self._unavailable = ctx.counter("storage_unavailable_errors", "exports refused because the "
                                         "database was unreachable or locked (retried)")
+        self._written_logs = ctx.counter("storage_written_log_records", "log records committed to the database "
+                                         "(a replayed record is stored once)")
+        self._rejected_logs = ctx.counter("storage_rejected_log_records", "log records refused (a row the "
+                                          "database rejected)")
         self._purged = ctx.counter("storage_retention_purged_spans", "spans whose content content_ttl removed")
         self._deleted = ctx.counter("storage_retention_deleted_spans", "spans deleted by ttl or max_size_mb")
         self._deleted_traces = ctx.counter("storage_retention_deleted_traces", "traces deleted by retention")
+        self._deleted_logs = ctx.counter("storage_retention_deleted_log_records", "log records deleted by ttl "
+                                         "or max_size_mb")
         self._down = False
         self._down_lock = threading.Lock()
         self.retention = Retention(store, config.retention_policy(), on_report=self._count_retention)
@@ -42,33 +48,40 @@ class StorageExporter(Exporter):
             self._mark_down(exc)
         self.retention.start()
 
-    def export(self, batch: SpanBatch) -> None:
+    def export(self, batch: Batch) -> None:
         self.export_prepared(self.prepare(batch))
 
     # The pipeline's two-stage protocol: rows are built in its process stage (``prepare``) while
-    # the previous batch is committed, then written here (``export_prepared``).
+    # the previous batch is committed, then written here (``export_prepared``).  One instance may
+    # serve a traces and a logs pipeline: each prepared object knows its signal by its type.
 
-    def prepare(self, batch: SpanBatch) -> PreparedRows:
-        return self.store.prepare(batch.spans)
+    def prepare(self, batch: Batch) -> PreparedRows | PreparedLogs:
+        if batch.signal == LOGS:
+            return self.store.prepare_logs(batch.items)
+        return self.store.prepare(batch.items)
 
     @staticmethod
-    def merge_prepared(parts: list[PreparedRows]) -> PreparedRows:
-        return PreparedRows.merge(parts)
+    def merge_prepared(parts: list) -> PreparedRows | PreparedLogs:
+        return type(parts[0]).merge(parts)
 
-    def export_prepared(self, prepared: PreparedRows) -> None:
+    def export_prepared(self, prepared: PreparedRows | PreparedLogs) -> None:
+        logs = isinstance(prepared, PreparedLogs)
         try:
-            result = self.store.write_prepared(prepared)
+            if logs:
+                result = self.store.write_logs_prepared(prepared)
+            else:
+                result = self.store.write_prepared(prepared)
         except RetryableError as exc:
-            self._unavailable.add(prepared.spans)
+            self._unavailable.add(prepared.records if logs else prepared.spans)
             self._mark_down(exc)
             raise
         self._mark_up()
-        self._written.add(result.written)
-        self._rejected.add(result.rejected)
+        (self._written_logs if logs else self._written).add(result.written)
+        (self._rejected_logs if logs else self._rejected).add(result.rejected)
         self._sanitized.add(result.sanitized)
         self._truncated.add(result.truncated)
         for message in result.row_errors[:5]:
-            self.log.warning("row rejected by the database: %s", message)
+            self.log.warning("%s rejected by the database: %s", "log record" if logs else "row", message)
 
     def shutdown(self) -> None:
         self.retention.stop()
@@ -91,3 +104,4 @@ class StorageExporter(Exporter):
         self._purged.add(report.purged_spans)
         self._deleted.add(report.deleted_spans)
         self._deleted_traces.add(report.deleted_traces)
+        self._deleted_logs.add(report.deleted_logs)

@@ -3,12 +3,13 @@
 Each rule works in chunks of short transactions so the writer is never blocked for long:
 
 - ``content_ttl``: content columns of spans that *started* before now - content_ttl are set to
-  NULL (``content_purged`` = 1); the rest of the span (timings, tokens, cost) stays.
+  NULL (``content_purged`` = 1); the rest of the span (timings, tokens, cost) stays.  Log records
+  older than that lose their content attributes, and GenAI content records their body too.
 - ``ttl``: whole traces whose last span *ended* before now - ttl are deleted (spans and the
-  ``traces`` row), and sessions whose last activity is that old.  Deleting by trace keeps the
-  rollups exact: a trace is never half deleted.
+  ``traces`` row, its log records), sessions whose last activity is that old, and log records
+  that old.  Deleting by trace keeps the rollups exact: a trace is never half deleted.
 - ``max_size_mb``: when the data outgrows the cap, the oldest traces (by start) are deleted until
-  the estimate is 10 % under it.  SQLite then returns the pages to the OS (incremental vacuum);
+  the estimate is 10 % under it, and the same share of the oldest log records.  SQLite then returns the pages to the OS (incremental vacuum);
   Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
 """
 
@@ -24,7 +25,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from exporters.storage.config import RetentionPolicy
-from exporters.storage.schema import CONTENT_COLUMNS, sessions, spans, traces
+from exporters.storage.schema import CONTENT_COLUMNS, LOG_CONTENT_COLUMNS, logs, sessions, spans, traces
 from exporters.storage.store import Store
 
 __all__ = ["RetentionPolicy", "Retention", "RetentionReport"]
@@ -40,6 +41,8 @@ class RetentionReport:
     deleted_spans: int = 0
     deleted_traces: int = 0
     deleted_sessions: int = 0
+    purged_logs: int = 0      # log records whose content was nulled
+    deleted_logs: int = 0
 
 
 class Retention:
@@ -53,6 +56,7 @@ class Retention:
         self.clock = clock
         self.on_report = on_report
         self._content_watermark = 0  # spans older than this were purged by an earlier run
+        self._log_content_watermark = 0  # log records received before this were purged
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -89,10 +93,11 @@ class Retention:
             self._cap_size(report)
         if self.on_report is not None:
             self.on_report(report)
-        if report.purged_spans or report.deleted_spans or report.deleted_sessions:
-            log.info("retention: purged content of %d spans; deleted %d spans, %d traces, %d sessions",
-                     report.purged_spans, report.deleted_spans, report.deleted_traces,
-                     report.deleted_sessions)
+        if report.purged_spans or report.deleted_spans or report.deleted_sessions or report.purged_logs \
+                or report.deleted_logs:
+            log.info("retention: purged content of %d spans and %d log records; deleted %d spans, %d traces, "
+                     "%d sessions, %d log records", report.purged_spans, report.purged_logs, report.deleted_spans,
+                     report.deleted_traces, report.deleted_sessions, report.deleted_logs)
         return report
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
@@ -110,6 +115,24 @@ class Retention:
             if count < CHUNK:
                 break
         self._content_watermark = cutoff_ns
+        self._purge_log_content(cutoff_ns, report)
+
+    def _purge_log_content(self, cutoff_ns: int, report: RetentionReport) -> None:
+        """Null the content of log records received before the cutoff (the collector's clock:
+        a client's wrong clock cannot keep content longer); receipt times only grow, so records
+        received before the last run's cutoff are done."""
+        nulls = {c: sa.null() for c in LOG_CONTENT_COLUMNS} | {
+            "body": sa.case((logs.c.kind == "content", sa.null()), else_=logs.c.body), "content_purged": 1}
+        ids = (sa.select(logs.c.id).where(logs.c.received_unix_nano >= self._log_content_watermark,
+                                          logs.c.received_unix_nano < cutoff_ns, logs.c.content_purged == 0)
+               .limit(CHUNK).scalar_subquery())
+        while True:
+            with self.store.locked(), self.store.engine.begin() as conn:
+                count = conn.execute(logs.update().where(logs.c.id.in_(ids)).values(nulls)).rowcount
+            report.purged_logs += count
+            if count < CHUNK:
+                break
+        self._log_content_watermark = cutoff_ns
 
     def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
         """Delete traces (and their spans) that ended before the cutoff, then old sessions."""
@@ -119,38 +142,60 @@ class Retention:
         with self.store.locked(), self.store.engine.begin() as conn:
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
+        old_logs = sa.select(logs.c.id).where(logs.c.received_unix_nano < cutoff_ns)
+        while self._delete_logs(old_logs.limit(CHUNK), report) == CHUNK:
+            pass
+
+    def _delete_logs(self, select_ids: sa.Select, report: RetentionReport) -> int:
+        with self.store.locked(), self.store.engine.begin() as conn:
+            count = conn.execute(logs.delete().where(logs.c.id.in_(select_ids.scalar_subquery()))).rowcount
+        report.deleted_logs += count
+        return count
 
     def _delete_traces(self, select_ids: sa.Select, report: RetentionReport) -> int:
         with self.store.locked(), self.store.engine.begin() as conn:
             ids = list(conn.execute(select_ids).scalars())
             if ids:
                 report.deleted_spans += conn.execute(spans.delete().where(spans.c.trace_id.in_(ids))).rowcount
+                report.deleted_logs += conn.execute(logs.delete().where(logs.c.trace_id.in_(ids))).rowcount
                 conn.execute(traces.delete().where(traces.c.trace_id.in_(ids)))
         report.deleted_traces += len(ids)
         return len(ids)
 
     def _cap_size(self, report: RetentionReport) -> None:
-        size = self.store_size()
         cap = self.policy.max_size_bytes
-        if size <= cap:
-            return
-        with self.store.engine.connect() as conn:
-            trace_count = conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one()
-        # Drop the oldest share of traces that brings the estimate 10 % under the cap.
-        to_delete = math.ceil(trace_count * (size - 0.9 * cap) / size)
-        log.warning("retention: database holds ~%d MB, above max_size_mb=%d; deleting the %d oldest traces",
-                    size // 2**20, cap // 2**20, to_delete)
-        oldest = sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano)
-        while to_delete > 0:
-            deleted = self._delete_traces(oldest.limit(min(CHUNK, to_delete)), report)
-            if not deleted:
+        for _round in range(3):  # the share is an estimate (tables and indexes have a fixed part)
+            size = self.store_size()
+            if size <= cap or not self._drop_oldest_share((size - 0.9 * cap) / size, size, report):
                 break
-            to_delete -= deleted
         with self.store.locked(), self.store.engine.begin() as conn:
             first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
             report.deleted_sessions += conn.execute(
                 sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
         self._give_back_space()
+
+    def _drop_oldest_share(self, share: float, size: int, report: RetentionReport) -> int:
+        """Delete the oldest ``share`` of traces and of log records; returns how many went."""
+        with self.store.engine.connect() as conn:
+            trace_count = conn.execute(sa.select(sa.func.count()).select_from(traces)).scalar_one()
+            log_count = conn.execute(sa.select(sa.func.count()).select_from(logs)).scalar_one()
+        log.warning("retention: database holds ~%d MB, above max_size_mb=%d; deleting the %d oldest traces "
+                    "and %d oldest log records", size // 2**20, self.policy.max_size_bytes // 2**20,
+                    math.ceil(trace_count * share), math.ceil(log_count * share))
+        deleted = self._delete_oldest(sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano),
+                                      math.ceil(trace_count * share), self._delete_traces, report)
+        return deleted + self._delete_oldest(sa.select(logs.c.id).order_by(logs.c.received_unix_nano),
+                                             math.ceil(log_count * share), self._delete_logs, report)
+
+    @staticmethod
+    def _delete_oldest(oldest: sa.Select, count: int, delete, report: RetentionReport) -> int:
+        done = 0
+        while done < count:
+            deleted = delete(oldest.limit(min(CHUNK, count - done)), report)
+            if not deleted:
+                break
+            done += deleted
+        return done
 
     def _give_back_space(self) -> None:
         if self.store.dialect.sqlite:
@@ -167,6 +212,6 @@ class Retention:
             row = conn.exec_driver_sql(
                 "SELECT COALESCE(SUM(pg_total_relation_size(relid) * CASE WHEN n_live_tup + n_dead_tup = 0 "
                 "THEN 1.0 ELSE n_live_tup::float8 / (n_live_tup + n_dead_tup) END), 0) "
-                "FROM pg_stat_user_tables WHERE relname IN ('spans', 'traces', 'sessions') "
+                "FROM pg_stat_user_tables WHERE relname IN ('spans', 'traces', 'sessions', 'logs') "
                 "AND schemaname = current_schema()").scalar_one()
             return int(row)

@@ -22,7 +22,7 @@ import orjson
 from collector.model import LLM_OPERATIONS, Span
 from processors.genai_content import content_keys
 
-__all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text"]
+__all__ = ["SPAN_COLUMNS", "RowBuilder", "RowStats", "clean_value", "truncate_text", "uint64"]
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_unix_nano",
@@ -32,7 +32,7 @@ SPAN_COLUMNS: tuple[str, ...] = (
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",
     "ttft_ms", "output_tokens_per_second", "session_id", "user_id", "error_type",
     "input_messages", "output_messages", "system_instructions", "content_attributes", "events",
-    "attributes", "resource_attributes", "links", "dropped_counts",
+    "content_from_logs", "attributes", "resource_attributes", "links", "dropped_counts",
 )
 """Column order of the tuples :meth:`RowBuilder.row` returns (every ``spans`` column but ``id``
 and ``content_purged``)."""
@@ -229,8 +229,8 @@ class RowBuilder:
             stats.rejected += 1
             return None
         parent = span.parent_span_id
-        start = _uint64(span.start_time_unix_nano)
-        end = _uint64(span.end_time_unix_nano)
+        start = uint64(span.start_time_unix_nano)
+        end = uint64(span.end_time_unix_nano)
         text, integer, real, as_json = self.text, self.integer, self.real, self.json
         attributes, content_attributes = _split_attributes(span.attributes)
         scope = span.scope
@@ -263,6 +263,7 @@ class RowBuilder:
             *genai,
             as_json(content_attributes, stats),
             as_json([_event(e) for e in span.events], stats) if span.events else None,
+            0,  # content_from_logs: the write path sets it when it joins log records
             as_json(attributes, stats), resource_json,
             as_json([_link(lk) for lk in span.links], stats) if span.links else None,
             dropped,
@@ -277,7 +278,7 @@ def _enum(value: Any) -> int:
     return number if number is not None and 0 <= number <= 32767 else 0
 
 
-def _uint64(value: Any) -> int:
+def uint64(value: Any) -> int:
     """Times are uint64 on the wire; the columns are int64 (good until the year 2262)."""
     if type(value) is int and 0 <= value <= INT64_MAX:
         return value

@@ -24,6 +24,12 @@ Conventions
   ``langfuse.observation.input``, ``ai.prompt`` ..., as :mod:`processors.genai_content` defines
   content); all other attributes are in ``attributes``.
 
+Log records (``logs``, revision 0005) keep every OTLP LogRecord field; ``kind`` says what the
+collector made of it: ``content`` (a GenAI event carrying messages, merged into its span's message
+columns - see :mod:`exporters.storage.transcript`), ``evaluation`` (``gen_ai.evaluation.result``,
+kept against its span) or ``log``.  ``record_key`` is a digest of the record as sent, so a replayed
+record (client retry, journal replay) is stored once.
+
 Rollups (kept current on every write, so listing never scans spans):
 
 - ``traces``: one row per trace_id.
@@ -38,8 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
-    "metadata", "spans", "traces", "sessions", "JSONText", "CONTENT_COLUMNS",
-    "VERSION_TABLE", "CALL_INDEX_COLUMNS",
+    "metadata", "spans", "traces", "sessions", "logs", "LOG_CONTENT_BITS", "LOG_CONTENT_COLUMNS", "JSONText",
+    "CONTENT_COLUMNS", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
 ]
 
 VERSION_TABLE = "genai_collector_schema_version"
@@ -105,6 +111,8 @@ spans = sa.Table(
     sa.Column("content_attributes", JSONText),
     sa.Column("events", JSONText, comment="[{name, time_unix_nano, attributes}]"),
     sa.Column("content_purged", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("content_from_logs", sa.SmallInteger, nullable=False, server_default="0",
+              comment="bits of the message columns filled from log records (see LOG_CONTENT_BITS)"),
     # everything else, as JSON
     sa.Column("attributes", JSONText, comment="span attributes except content_attributes"),
     sa.Column("resource_attributes", JSONText),
@@ -168,3 +176,45 @@ sessions = sa.Table(
     sa.Index("ix_sessions_end", "end_time_unix_nano"),
     sa.Index("ix_sessions_user", "user_id"),
 )
+
+LOG_CONTENT_BITS: dict[str, int] = {"input_messages": 1, "output_messages": 2, "system_instructions": 4}
+"""``spans.content_from_logs`` bit per message column: set when the column's value was built from
+the span's log records (so a later record may rebuild it), clear when the span carried it itself."""
+
+logs = sa.Table(
+    "logs", metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True, comment="insertion order"),
+    sa.Column("record_key", sa.String(32), nullable=False,
+              comment="digest of the record as sent: a replay of it is not stored twice"),
+    sa.Column("timestamp_unix_nano", sa.BigInteger, nullable=False,
+              comment="time_unix_nano, else observed_time_unix_nano, else when it was stored"),
+    sa.Column("received_unix_nano", sa.BigInteger, nullable=False,
+              comment="when the collector first stored it: retention counts from it (client clocks lie)"),
+    sa.Column("time_unix_nano", sa.BigInteger, comment="as sent; NULL when the sender left it 0"),
+    sa.Column("observed_time_unix_nano", sa.BigInteger, comment="as sent; NULL when 0"),
+    sa.Column("severity_number", sa.SmallInteger, nullable=False, comment="OTLP SeverityNumber (0-24)"),
+    sa.Column("severity_text", sa.Text),
+    sa.Column("event_name", sa.Text, comment="LogRecord event_name, else the event.name attribute"),
+    sa.Column("kind", sa.String(16), nullable=False, comment="content | evaluation | log"),
+    sa.Column("trace_id", sa.String(32), comment="lowercase hex; NULL when the record has none"),
+    sa.Column("span_id", sa.String(16), comment="lowercase hex; NULL when the record has none"),
+    sa.Column("flags", sa.BigInteger),
+    sa.Column("service_name", sa.Text, comment="resource attribute service.name"),
+    sa.Column("scope_name", sa.Text),
+    sa.Column("scope_version", sa.Text),
+    # content (nulled by content_ttl)
+    sa.Column("body", JSONText, comment="AnyValue as JSON; nulled by content_ttl for content records"),
+    sa.Column("content", JSONText, comment="attributes carrying prompt/response text (as on spans)"),
+    sa.Column("content_purged", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("attributes", JSONText, comment="attributes except content"),
+    sa.Column("resource_attributes", JSONText),
+    sa.Column("dropped_attributes_count", sa.BigInteger),
+    sa.Index("ux_logs_key", "record_key", unique=True),
+    sa.Index("ix_logs_received", "received_unix_nano"),
+    # A trace's records (``trace ID``) and a span's records (the transcript join, evaluations).
+    sa.Index("ix_logs_span", "trace_id", "span_id", sqlite_where=sa.text("trace_id IS NOT NULL"),
+             postgresql_where=sa.text("trace_id IS NOT NULL")),
+)
+
+LOG_CONTENT_COLUMNS: tuple[str, ...] = ("content",)
+"""``logs`` columns content_ttl nulls for every record (``body`` too for ``kind = 'content'``)."""

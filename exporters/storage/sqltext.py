@@ -13,7 +13,20 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-__all__ = ["Sql", "join", "all_of", "any_of", "in_list"]
+import orjson
+
+__all__ = ["Sql", "join", "all_of", "any_of", "in_list", "json_column"]
+
+
+def json_column(value: Any) -> Any:
+    """A JSON column's value as read through the driver: text from SQLite (decoded here), already
+    Python objects from Postgres JSONB; text that is not JSON is returned as it is."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
 
 
 class Sql:

@@ -27,20 +27,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import sqlalchemy as sa
 
 from collector.component import RetryableError
 from collector.model import Span
 from collector.sqlite_bulk import insert_rows
+from exporters.storage.logjoin import LogJoin
+from exporters.storage.logrows import LOG_COLUMNS, log_row
 from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats, is_turn
-from exporters.storage.schema import sessions, spans, traces
+from exporters.storage.schema import logs, sessions, spans, traces
 from exporters.storage.search import FTS_INDEX_NEW_ROWS
 
-__all__ = ["Store", "PreparedRows", "WriteResult", "sqlite_url", "postgres_url"]
+__all__ = ["Store", "PreparedRows", "PreparedLogs", "WriteResult", "sqlite_url", "postgres_url"]
 
 log = logging.getLogger("genai_collector.storage")
+T = TypeVar("T")
 
 # Columns read back for replayed spans: enough to subtract their old contribution.
 _OLD_COLUMNS = ("trace_id", "span_id", "status_code", "operation", "model", "input_tokens",
@@ -98,6 +101,26 @@ class PreparedRows:
         return PreparedRows(by_key, stats, sum(part.spans for part in parts))
 
 
+class PreparedLogs:
+    """``logs`` rows of a batch of log records, built before the transaction (:meth:`Store.prepare_logs`)."""
+
+    __slots__ = ("rows", "stats", "records")
+
+    def __init__(self, rows: list[tuple], stats: RowStats, records: int) -> None:
+        self.rows = rows
+        self.stats = stats
+        self.records = records  # log records the rows were built from
+
+    @staticmethod
+    def merge(parts: Sequence["PreparedLogs"]) -> "PreparedLogs":
+        stats = RowStats()
+        for part in parts:
+            stats.sanitized += part.stats.sanitized
+            stats.truncated += part.stats.truncated
+            stats.rejected += part.stats.rejected
+        return PreparedLogs([r for part in parts for r in part.rows], stats, sum(p.records for p in parts))
+
+
 class _Dialect:
     """SQL shared by both databases; subclasses hold what differs (placeholders, bulk paths)."""
 
@@ -122,6 +145,8 @@ class _Dialect:
             "user_id": "COALESCE(sessions.user_id, excluded.user_id)",
             **self._minmax("sessions"), **_sums("sessions"),
         })
+        # Log records are never updated: a replayed one (same record_key) is already stored.
+        self.insert_logs = self.upsert_sql("logs", LOG_COLUMNS, ("record_key",), None)
         self.select_old = (f"SELECT {', '.join(_OLD_COLUMNS)} FROM spans "
                            f"WHERE trace_id = {self.placeholder} AND span_id = {self.placeholder}")
 
@@ -216,6 +241,7 @@ class _Postgres(_Dialect):
             self.upsert_sessions: self._unnest_sql(sessions, _SESSION_COLUMNS, ("session_id",),
                                                    _updates_of(self.upsert_sessions)),
         }
+        self.bulk[self.insert_logs] = self._unnest_sql(logs, LOG_COLUMNS, ("record_key",), None)
 
     @staticmethod
     def _unnest_sql(table: sa.Table, columns: Sequence[str], key: Sequence[str],
@@ -346,6 +372,7 @@ class Store:
         self.full_text_search = full_text_search
         self.engine = _make_engine(url, pool_size, connect_timeout, sqlite_synchronous, sqlite_busy_timeout)
         self.dialect = _SQLite() if self.engine.dialect.name == "sqlite" else _Postgres()
+        self.join = LogJoin(self.dialect.sqlite, self.rows)
         self.dbapi = self.engine.dialect.dbapi
         self._data_errors = (self.dbapi.DataError, self.dbapi.IntegrityError, ValueError,
                              OverflowError, UnicodeError)
@@ -481,24 +508,98 @@ class Store:
                 by_key[(row[0], row[1])] = row
         return by_key
 
-    def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+    def _in_transaction(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(cursor)`` in one transaction on a pooled connection: committed when it
+        returns, rolled back (and a broken connection discarded) when it raises."""
         raw = self.engine.raw_connection()
         ok = False
         try:
             cur = raw.driver_connection.cursor()
             try:
                 self.dialect.begin(cur)
-                rows, old, errors = self._write_spans(cur, rows)
-                self._upsert_rollups(cur, rows, old)
+                result = work(cur)
                 raw.driver_connection.commit()
                 ok = True
-                return len(rows), errors
+                return result
             finally:
                 cur.close()
         finally:
             if not ok:
                 _rollback_quietly(raw)
             raw.close()
+
+    def _transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+        def work(cur) -> tuple[int, list[str]]:
+            written, old, errors = self._write_spans(cur, self.join.fill_span_rows(cur, rows))
+            self._upsert_rollups(cur, written, old)
+            return len(written), errors
+        return self._in_transaction(work)
+
+    # -- log records -------------------------------------------------------------------------------
+
+    def prepare_logs(self, records: Sequence[Any]) -> PreparedLogs:
+        """The ``logs`` rows of decoded log records (pure CPU, no database)."""
+        stats = RowStats()
+        builder = self.rows
+        resources: dict[int, str | None] = {}
+        rows = []
+        now = time.time_ns()
+        for record in records:
+            res = record.resource
+            res_json = resources.get(id(res), "")
+            if res_json == "":
+                res_json = resources[id(res)] = builder.json(res.attributes, stats)
+            try:
+                rows.append(log_row(builder, record, res_json, stats, now))
+            except Exception:  # noqa: BLE001 - a record we cannot convert must not sink the batch
+                log.exception("storage: cannot convert log record %r; rejected", record)
+                stats.rejected += 1
+        return PreparedLogs(rows, stats, len(records))
+
+    def write_logs_prepared(self, prepared: PreparedLogs) -> WriteResult:
+        """Persist prepared log rows in one transaction (replays stored once) and join the
+        content records among them to their spans; returns once committed."""
+        stats = prepared.stats
+        result = WriteResult(rejected=stats.rejected, sanitized=stats.sanitized, truncated=stats.truncated)
+        if prepared.rows:
+            self.start()
+            with self.translate_errors(), self.locked():
+                result.written, result.row_errors = self._log_transaction(prepared.rows)
+        result.rejected += len(result.row_errors)
+        return result
+
+    def _log_transaction(self, rows: list[tuple]) -> tuple[int, list[str]]:
+        def work(cur) -> tuple[int, list[str]]:
+            keys = self.join.content_keys(rows)
+            if keys:
+                self.join.lock(cur, exclusive=True)
+            result = self._insert_logs(cur, rows)
+            if keys:
+                self.join.fill_stored_spans(cur, keys)
+            return result
+        return self._in_transaction(work)
+
+    def _insert_logs(self, cur, rows: list[tuple]) -> tuple[int, list[str]]:
+        """Insert in bulk; on a data error, row by row in savepoints (keep the good ones)."""
+        d = self.dialect
+        cur.execute("SAVEPOINT gc_logs")
+        try:
+            d.upsert(cur, d.insert_logs, rows)
+        except self._data_errors as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT gc_logs")
+            log.warning("storage: log batch insert failed (%s); retrying record by record", _first_line(exc))
+            errors = []
+            for row in rows:
+                cur.execute("SAVEPOINT gc_row")
+                try:
+                    cur.execute(d.insert_logs, row)
+                except self._data_errors as row_exc:
+                    cur.execute("ROLLBACK TO SAVEPOINT gc_row")
+                    errors.append(f"log record {row[0]}: {_first_line(row_exc)}")
+                cur.execute("RELEASE SAVEPOINT gc_row")
+            return len(rows) - len(errors), errors
+        cur.execute("RELEASE SAVEPOINT gc_logs")
+        return len(rows), []
 
     def _write_spans(self, cur, rows: list[tuple]) -> tuple[list[tuple], dict, list[str]]:
         """Insert new spans in bulk, then update replayed ones; returns (rows written, their old
