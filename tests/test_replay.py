@@ -4,8 +4,6 @@ entry point and a subprocess) and ``POST /api/v1/replay``."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sqlite3
@@ -21,6 +19,7 @@ from tests import fake_openai
 from tests.fake_openai import FakeOpenAI
 from tests.genai_helpers import make_processor
 from tests.storage_helpers import hexid, make_exporter, span
+from tests.test_query_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-never-printed-0123456789"
@@ -76,35 +75,16 @@ def store(tmp_path) -> str:
 
 
 @pytest.fixture
-def fake():
+def fake(monkeypatch):
+    """The fake endpoint, named by the environment as a user would (with a key)."""
     with FakeOpenAI() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", SECRET)
         yield server
 
 
-def run(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``collector.cli.main`` in this process, with ``env`` set for the call."""
-    from collector.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = main(list(argv))
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
-
-
 def replay(db: str, fake: FakeOpenAI, *args: str) -> subprocess.CompletedProcess:
-    return run("replay", "--db", db, *args, env={"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": SECRET})
+    return run("replay", "--db", db, *args)
 
 
 def test_plain_call_is_sent_again_and_compared(store, fake):
@@ -216,8 +196,7 @@ def test_endpoint_errors_are_one_line_without_the_key(store, fake):
     failing = replay(store, fake, hexid(1, 16), "--model", fake_openai.FAILING_MODEL)
     assert failing.returncode == 1
     assert "answered 500: the model is overloaded" in failing.stderr and SECRET not in failing.stderr
-    closed = run("replay", "--db", store, hexid(1, 16), "--base-url", "http://127.0.0.1:9/v1",
-                 "--timeout", "5", env={"OPENAI_API_KEY": SECRET})
+    closed = run("replay", "--db", store, hexid(1, 16), "--base-url", "http://127.0.0.1:9/v1", "--timeout", "5")
     assert closed.returncode == 1 and "cannot reach" in closed.stderr and SECRET not in closed.stderr
 
 
