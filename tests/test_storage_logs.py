@@ -183,3 +183,41 @@ def test_content_ttl_purges_record_content_and_ttl_deletes_records(exporter):
     report = Retention(store, RetentionPolicy(ttl=60), clock=lambda: an_hour_later).run_once()
     assert report.deleted_logs == 6
     assert query(exporter, "SELECT COUNT(*) FROM logs") == [(0,)]
+
+
+def test_concurrent_writers_of_spans_and_their_records_always_meet(pg_url):
+    """Two collectors on one Postgres, one writing the calls, the other their records, at the same
+    moments: the advisory lock orders each pair, so no call is left without its transcript."""
+    import threading
+
+    from collector.model import SpanBatch
+
+    spans_writer, logs_writer = make_exporter({"type": "postgres", "url": pg_url}), \
+        make_exporter({"type": "postgres", "url": pg_url})
+    calls = [span(100 + i, 1, genai=GenAI(operation="chat", request_model="m")) for i in range(300)]
+    records = [details(100 + i, 1, PROMPT, ANSWER) for i in range(300)]
+    errors: list[BaseException] = []
+
+    def write(exporter, batches) -> None:
+        try:
+            for b in batches:
+                exporter.export(b)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(spans_writer, [SpanBatch(calls[i:i + 10])
+                                                                   for i in range(0, 300, 10)])),
+               threading.Thread(target=write, args=(logs_writer, [logs_batch(*records[i:i + 10])
+                                                                  for i in range(0, 300, 10)]))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert query(spans_writer, "SELECT COUNT(*) FROM spans WHERE input_messages IS NULL "
+                                   "OR output_messages IS NULL") == [(0,)]
+        assert query(spans_writer, "SELECT COUNT(*) FROM logs") == [(300,)]
+    finally:
+        spans_writer.shutdown()
+        logs_writer.shutdown()

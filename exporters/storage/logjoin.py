@@ -8,8 +8,8 @@ Both directions run inside the writer's transaction, a fixed number of statement
   their row (:meth:`LogJoin.fill_span_rows`);
 - a log batch: records are inserted (``ON CONFLICT (record_key) DO NOTHING``); when some carry
   content, the spans they belong to are read (one ``SELECT``), and those that are stored and can
-  take content get their message columns rebuilt from all their records (one ``SELECT``, one
-  ``UPDATE`` per span that changes) (:meth:`LogJoin.fill_stored_spans`).
+  take content get their message columns rebuilt from all their records (one ``SELECT``, then one
+  ``UPDATE`` over arrays on Postgres; SQLite, in process, runs one per span that changes) (:meth:`LogJoin.fill_stored_spans`).
 
 Either way the result is :func:`exporters.storage.transcript.transcript` of the span's own content
 and every stored record, so arrival order, separate requests, restarts and replays all converge.
@@ -48,7 +48,6 @@ class LogJoin:
     def __init__(self, sqlite: bool, rows: RowBuilder) -> None:
         self.sqlite = sqlite
         self.rows = rows
-        p, j = ("?", "?") if sqlite else ("%s", "%s::jsonb")
         # One parameter for the batch's trace ids: a JSON array (SQLite) or a text[] (Postgres).
         ids = "IN (SELECT value FROM json_each(?))" if sqlite else "= ANY(%s::text[])"
         self.select_content = ("SELECT trace_id, span_id, event_name, timestamp_unix_nano, id, body, content "
@@ -56,8 +55,15 @@ class LogJoin:
         self.select_spans = ("SELECT trace_id, span_id, content_from_logs, content_purged, "
                              + ", ".join(f"{c} IS NULL" for c in MESSAGE_COLUMNS)
                              + f" FROM spans WHERE trace_id {ids}")
-        self.update_span = ("UPDATE spans SET " + ", ".join(f"{c} = COALESCE({j}, {c})" for c in MESSAGE_COLUMNS)
-                            + f", content_from_logs = {p} WHERE trace_id = {p} AND span_id = {p}")
+        if sqlite:
+            self.update_span = ("UPDATE spans SET " + ", ".join(f"{c} = COALESCE(?, {c})" for c in MESSAGE_COLUMNS)
+                                + ", content_from_logs = ? WHERE trace_id = ? AND span_id = ?")
+        else:  # one statement for the batch: an array per column (executemany is a round trip a row)
+            self.update_span = (
+                "UPDATE spans SET " + ", ".join(f"{c} = COALESCE(u.{c}, spans.{c})" for c in MESSAGE_COLUMNS)
+                + ", content_from_logs = u.mask FROM unnest(%s::jsonb[], %s::jsonb[], %s::jsonb[], %s::smallint[], "
+                "%s::text[], %s::text[]) AS u(" + ", ".join(MESSAGE_COLUMNS) + ", mask, trace_id, span_id) "
+                "WHERE spans.trace_id = u.trace_id AND spans.span_id = u.span_id")
 
     def _ids(self, trace_ids: Iterable[str]) -> Any:
         ids = sorted(set(trace_ids))
@@ -145,6 +151,8 @@ class LogJoin:
                 for column in values:
                     mask |= LOG_CONTENT_BITS[column]
                 updates.append((*(self.rows.json(values.get(c), stats) for c in MESSAGE_COLUMNS), mask, *key))
-        if updates:
+        if updates and self.sqlite:
             cur.executemany(self.update_span, updates)
+        elif updates:
+            cur.execute(self.update_span, [list(c) for c in zip(*updates)])
         return len(updates)
