@@ -1,4 +1,4 @@
-"""The commands that act on stored calls: ``replay`` (send a stored call again) and ``delete``
+"""The commands that act on stored data: ``replay`` (send a stored call again) and ``delete``
 (erase a person's data).  ``register(subparsers)`` adds them beside the query commands.
 
 Exit codes: 0 done; 1 not found, the endpoint failed, or the database failed; 2 bad input;
@@ -21,7 +21,7 @@ from collector.query.render import Column, fmt_cost, fmt_ms, fmt_tokens
 if TYPE_CHECKING:
     from collector.query.store import Store
 
-__all__ = ["register", "REFUSED_EXIT"]
+__all__ = ["register", "erase", "state_locations_of", "REFUSED_EXIT"]
 
 REFUSED_EXIT = 3
 _USAGE_KINDS = ("bad_id",)
@@ -91,6 +91,77 @@ def cmd_replay(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+# -- delete ---------------------------------------------------------------------------------------
+
+def state_locations_of(config_path: str) -> list:
+    """The session-grouping state of the config's ``genai_session`` processors (none without
+    a config file)."""
+    from pathlib import Path
+
+    from config.schema import ConfigErrors
+    from config.service import load_section
+    from exporters.storage.erase import state_locations
+
+    if not Path(config_path).is_file():
+        return []
+    try:
+        return state_locations(load_section(config_path, "processors").values())
+    except ConfigErrors as exc:
+        raise UsageError(f"{config_path}: {exc.errors[0]}") from None
+
+
+def erase(target_url: str, sel, states: list, dry_run: bool, who: str) -> dict:
+    """Erase (or count) ``sel`` in the store and the session-grouping state, then write the
+    audit line; the report as a dict.  The CLI and ``DELETE /api/v1/users/{id}`` both run it."""
+    from exporters.storage.erase import audit_line, erase_user, forget_in_session_state
+    from exporters.storage.store import open_writer
+
+    writer = open_writer(target_url)
+    try:
+        report = erase_user(writer, sel, dry_run)
+    finally:
+        writer.close()
+    report.session_state_rows = forget_in_session_state(states, sel, dry_run)
+    audit_line(report, sel, who)
+    return report
+
+
+def _confirmed(args: argparse.Namespace, summary: str) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to delete without --yes (stdin is not a terminal); try --dry-run first")
+    sys.stderr.write(f"{args.prog}: this deletes {summary}. Continue? [y/N] ")
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+@_command
+def cmd_delete(args: argparse.Namespace, store: Store) -> int:
+    import getpass
+
+    from exporters.storage.erase import Selection
+
+    if not args.user:
+        raise UsageError("--user must not be empty")
+    sel = Selection(args.user, args.session, args.before)
+    states = state_locations_of(args.config)
+    who = f"{getpass.getuser()} (cli)"
+    url = store.target.sqlalchemy_url
+    store.close()  # the read-only connections must not hold the snapshot the writer vacuums
+    if not args.dry_run:
+        preview = erase(url, sel, states, True, who)
+        if not _confirmed(args, preview.summary()):
+            sys.stderr.write(f"{args.prog}: nothing deleted\n")
+            return 1
+    report = erase(url, sel, states, args.dry_run, who)
+    if args.json:
+        render.write_json(report.as_dict(), sys.stdout)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        sys.stdout.write(render.safe(f"{verb} for user {args.user}: {report.summary()}") + "\n")
+    return 0
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,3 +190,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="store the replay as a new trace linked to the original (replay.of)")
     p.add_argument("--json", action="store_true", help="the comparison as JSON")
     p.set_defaults(func=cmd_replay, prog=p.prog)
+
+    help_text = ("erase a person's data: their traces, sessions, log records, scores, full-text entries "
+                 "and session-grouping state")
+    p = one_line_errors(subparsers.add_parser("delete", help=help_text, description=help_text))
+    _store_args(p)
+    p.add_argument("--user", required=True, help="the user id as stored (after any hashing by redaction)")
+    p.add_argument("--session", metavar="ID", help="only this session of theirs")
+    p.add_argument("--before", type=time_arg, metavar="WHEN",
+                   help="only what started before: a duration ago (30d) or an ISO 8601 date/time")
+    p.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true", help="the counts as JSON")
+    p.set_defaults(func=cmd_delete, prog=p.prog)

@@ -148,7 +148,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         token = read_token(None, args.bearer_token_file)
         check_exposure(host, token)
         stores = StoreSource(lambda: open_store(args.db, args.config))
-        server = UiServer(create_app(stores, token, allowed_hosts(host, token)), args.listen)
+        from collector.actions_cli import state_locations_of
+
+        server = UiServer(create_app(stores, token, allowed_hosts(host, token), state_locations_of(args.config)),
+                          args.listen)
         server.serve_forever()
     except (UsageError, ValueError, OSError) as exc:
         print(f"genai-collector ui: error: {exc}", file=sys.stderr)

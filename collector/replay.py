@@ -36,7 +36,7 @@ from collector.query.store import Store, error_reason
 from exporters.storage.sqltext import Sql
 
 __all__ = ["ReplayOptions", "ReplayRefused", "ReplayFailed", "RecordFailed", "replay", "find_call", "refusal",
-           "chat_messages", "tool_definitions", "record", "writer_url", "REPLAY_OF", "DEFAULT_TIMEOUT"]
+           "chat_messages", "tool_definitions", "record", "REPLAY_OF", "DEFAULT_TIMEOUT"]
 
 REPLAY_OF = "replay.of"
 """Attribute of a recorded replay: the original span id (``replay.of.trace_id``: its trace)."""
@@ -379,29 +379,18 @@ def replay(store: Store, ident: str, options: ReplayOptions, span_id: str | None
     }
 
 
-def writer_url(store: Store) -> str:
-    """The SQLAlchemy URL of the store a query reads (for the storage write path)."""
-    from exporters.storage.store import postgres_url, sqlite_url
-
-    target = store.target
-    return sqlite_url(target.location) if target.dialect == "sqlite" else postgres_url(target.location)
-
-
 def record(store: Store, result: dict) -> dict:
     """Store the replay span (from :func:`replay`) through the storage write path, linked to the
     original: rollups, full-text index and migrations as for any exported span."""
     from collector.model import Link
-    from exporters.storage.search import FTS_PRESENT
-    from exporters.storage.store import Store as WriteStore
+    from exporters.storage.store import open_writer
 
     span = result.pop("_span")
     original = result["original"]
     span.links.append(Link(trace_id=bytes.fromhex(original["trace_id"]),
                            span_id=bytes.fromhex(original["span_id"]), attributes={"replay": True}))
-    with store.connect() as conn:  # the writer drops a full-text index it is not told about
-        fts = bool(conn.scalar(Sql(FTS_PRESENT[store.dialect])))
     try:
-        writer = WriteStore(writer_url(store), max_content_bytes=1 << 20, full_text_search=fts)
+        writer = open_writer(store.target.sqlalchemy_url)
         try:
             written = writer.write([span])
         finally:

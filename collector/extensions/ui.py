@@ -69,7 +69,11 @@ class UiExtension:
         host, _ = split_endpoint(config.endpoint)
         check_exposure(host, token)
         self.stores = StoreSource(lambda: open_store(location, ""))
-        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token)), config.endpoint)
+        from exporters.storage.erase import state_locations
+
+        processors = ctx.config.processors.values() if ctx.config is not None else ()
+        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token),
+                                          state_locations(processors)), config.endpoint)
 
     def start(self) -> None:
         self.server.start()

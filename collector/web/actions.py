@@ -1,5 +1,5 @@
 """``/api/v1`` endpoints that act on stored data rather than read it: ``POST /replay`` (the
-``replay`` command) and, later in this module, erasing a person's data.
+``replay`` command) and ``DELETE /users/{user_id}`` (``delete --user``).
 
 They run the CLI's code (:mod:`collector.replay`) behind the same auth as every API route.  A
 POST must be ``application/json``: a page on another site cannot send that without a CORS
@@ -17,9 +17,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from collector.web.api import ApiError, _run, json_response
+from collector.query.args import Param, time_arg
+from collector.web.api import ApiError, _flag, _run, json_response, openapi_parameters, parse
 
-__all__ = ["router", "REPLAY_TIMEOUT"]
+__all__ = ["router", "REPLAY_TIMEOUT", "DELETE_USER_PARAMS"]
 
 router = APIRouter(prefix="/api/v1")
 
@@ -103,3 +104,36 @@ def _replay(request: Request, trace_id: str, span_id: str | None, options, recor
         return result
 
     return _run(request, run)
+
+
+DELETE_USER_PARAMS = (
+    Param("session", str, "only this session of theirs"),
+    Param("before", time_arg, "only what started before: a duration ago (30d) or an ISO 8601 date/time"),
+    Param("dry_run", _flag, "count what would go, change nothing (true/false)"),
+)
+
+
+@router.delete("/users/{user_id}", openapi_extra=openapi_parameters(DELETE_USER_PARAMS),
+               summary="Erase a person's data (traces, sessions, log records, scores, full-text entries, "
+                       "session-grouping state): `genai-collector delete --user`")
+def delete_user(request: Request, user_id: str) -> Response:
+    args = parse(request, DELETE_USER_PARAMS)
+    if not user_id or "\x00" in user_id:
+        raise ApiError(400, "user_id: must be a non-empty string without NUL")
+    from exporters.storage.erase import Selection
+
+    sel = Selection(user_id, args.get("session"), args.get("before"))
+    client = request.client.host if request.client else "?"
+    report = _run(request, lambda store: _erase(store, sel, request, args.get("dry_run", False), client))
+    return json_response(report.as_dict())
+
+
+def _erase(store, sel, request: Request, dry_run: bool, client: str):
+    from collector.actions_cli import erase
+    from collector.component import RetryableError
+
+    try:
+        return erase(store.target.sqlalchemy_url, sel, request.app.state.session_states, dry_run,
+                     f"http api client {client}")
+    except RetryableError as exc:
+        raise ApiError(503, f"delete failed: {exc}") from None
