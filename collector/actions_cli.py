@@ -21,7 +21,7 @@ from collector.query.render import Column, fmt_cost, fmt_ms, fmt_tokens
 if TYPE_CHECKING:
     from collector.query.store import Store
 
-__all__ = ["register", "erase", "state_locations_of", "REFUSED_EXIT"]
+__all__ = ["register", "erase", "EraseFailed", "state_locations_of", "REFUSED_EXIT"]
 
 REFUSED_EXIT = 3
 _USAGE_KINDS = ("bad_id",)
@@ -113,17 +113,25 @@ def state_locations_of(config_path: str) -> list:
 def erase(target_url: str, sel, states: list, dry_run: bool, who: str) -> dict:
     """Erase (or count) ``sel`` in the store and the session-grouping state, then write the
     audit line; the report as a dict.  The CLI and ``DELETE /api/v1/users/{id}`` both run it."""
+    from collector.query.store import error_reason
     from exporters.storage.erase import audit_line, erase_user, forget_in_session_state
     from exporters.storage.store import open_writer
 
-    writer = open_writer(target_url)
     try:
-        report = erase_user(writer, sel, dry_run)
-    finally:
-        writer.close()
-    report.session_state_rows = forget_in_session_state(states, sel, dry_run)
+        writer = open_writer(target_url)
+        try:
+            report = erase_user(writer, sel, dry_run)
+        finally:
+            writer.close()
+        report.session_state_rows = forget_in_session_state(states, sel, dry_run)
+    except Exception as exc:  # noqa: BLE001 - a database / state failure: one line, nothing half-claimed
+        raise EraseFailed(f"delete failed: {error_reason(exc)}") from None
     audit_line(report, sel, who)
     return report
+
+
+class EraseFailed(Exception):
+    """The store or the session-grouping state could not be changed (one line)."""
 
 
 def _confirmed(args: argparse.Namespace, summary: str) -> bool:
@@ -148,12 +156,16 @@ def cmd_delete(args: argparse.Namespace, store: Store) -> int:
     who = f"{getpass.getuser()} (cli)"
     url = store.target.sqlalchemy_url
     store.close()  # the read-only connections must not hold the snapshot the writer vacuums
-    if not args.dry_run:
-        preview = erase(url, sel, states, True, who)
-        if not _confirmed(args, preview.summary()):
-            sys.stderr.write(f"{args.prog}: nothing deleted\n")
-            return 1
-    report = erase(url, sel, states, args.dry_run, who)
+    try:
+        if not args.dry_run:
+            preview = erase(url, sel, states, True, who)
+            if not _confirmed(args, preview.summary()):
+                sys.stderr.write(f"{args.prog}: nothing deleted\n")
+                return 1
+        report = erase(url, sel, states, args.dry_run, who)
+    except EraseFailed as exc:
+        sys.stderr.write(f"{args.prog}: error: {render.safe(str(exc))}\n")
+        return 1
     if args.json:
         render.write_json(report.as_dict(), sys.stdout)
     else:

@@ -129,11 +129,10 @@ def delete_user(request: Request, user_id: str) -> Response:
 
 
 def _erase(store, sel, request: Request, dry_run: bool, client: str):
-    from collector.actions_cli import erase
-    from collector.component import RetryableError
+    from collector.actions_cli import EraseFailed, erase
 
     try:
         return erase(store.target.sqlalchemy_url, sel, request.app.state.session_states, dry_run,
                      f"http api client {client}")
-    except RetryableError as exc:
-        raise ApiError(503, f"delete failed: {exc}") from None
+    except EraseFailed as exc:
+        raise ApiError(503, str(exc)) from None
