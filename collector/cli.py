@@ -96,11 +96,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.logs import setup_logging
+    from collector.memtrim import limit_arenas
     from collector.service import Service, StartupError
 
     cfg = _load_or_report(args.config)
     if cfg is None:
         return 1
+    limit_arenas()  # before any thread starts
     logs = cfg.service.telemetry.logs
     setup_logging(logs.level, logs.encoding)
     for name in cfg.unset_env:

@@ -11,12 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
+
+from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
 
 __all__ = ["Telemetry", "Counter", "Gauge", "TelemetryServer", "parse_address"]
 
 log = logging.getLogger("genai_collector.telemetry")
+
+IDLE_TIMEOUT = 10.0  # seconds a metrics/health connection may stay silent (a scrape takes milliseconds)
+MAX_CONNECTIONS = 256  # scrapers and probes served at once (a thread each); more are closed on accept
 
 
 def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
@@ -135,7 +140,7 @@ class TelemetryServer:
     def __init__(self, telemetry: Telemetry, address: str) -> None:
         self.telemetry = telemetry
         self.address = address
-        self._server: ThreadingHTTPServer | None = None
+        self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.status = "starting"  # starting | ready | stopping
 
@@ -144,6 +149,19 @@ class TelemetryServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = IDLE_TIMEOUT  # a silent connection gives its thread back after this
+
+            def handle_one_request(self) -> None:
+                """One request per connection (HTTP/1.0), read within IDLE_TIMEOUT as a whole: a
+                client dripping header bytes holds its thread no longer than a silent one."""
+                deadline = DEADLINES.arm(IDLE_TIMEOUT, lambda: shut_reading(self.connection))
+                try:
+                    super().handle_one_request()
+                except (TimeoutError, ConnectionError):
+                    self.close_connection = True
+                finally:
+                    deadline.cancel()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -167,10 +185,9 @@ class TelemetryServer:
                 log.debug("telemetry %s", fmt % args)
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = BoundedHTTPServer((host, port), Handler, max_connections=MAX_CONNECTIONS)
         except OSError as exc:
             raise OSError(f"telemetry: cannot listen on {self.address}: {exc.strerror or exc}") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="telemetry", daemon=True)
         self._thread.start()
 

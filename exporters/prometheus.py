@@ -164,7 +164,8 @@ class PrometheusExporter(Exporter):
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import start_http_server
 
-        from collector.telemetry import parse_address
+        from collector.netserver import harden_started_server
+        from collector.telemetry import IDLE_TIMEOUT, parse_address
 
         host, port = parse_address(self.config.endpoint)
         registry = CollectorRegistry(auto_describe=False)
@@ -173,6 +174,7 @@ class PrometheusExporter(Exporter):
             self._server, self._thread = start_http_server(port, addr=host, registry=registry)
         except OSError as exc:
             raise OSError(f"cannot listen on {self.config.endpoint}: {exc.strerror or exc}") from None
+        harden_started_server(self._server, IDLE_TIMEOUT)
         self.log.info("prometheus exporter: serving metrics on http://%s/metrics", self.config.endpoint)
 
     @property

@@ -26,7 +26,7 @@ import threading
 import zlib
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import grpc
 from google.protobuf import duration_pb2
@@ -34,6 +34,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from collector.component import ALL_SIGNALS, ComponentContext, Consumers, Factory, Overloaded, PermanentError, Receiver
 from collector.model import LOGS, METRICS, SIGNALS, TRACES, UNITS, Batch
+from collector.memtrim import after_large_request
+from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
 from collector.otlp import OTLP_SIGNALS, DecodeFailure, decode, response_bytes, status_bytes
 from collector.receivers.journal import IntakeJournal, StorageConfig
 from collector.receivers.security import AuthConfig, BearerAuth, TlsConfig, server_ssl_context
@@ -52,8 +54,14 @@ class GrpcConfig:
     endpoint: str = setting("127.0.0.1:4317", pattern=_ADDRESS,
                             doc="host:port to listen on (0.0.0.0:4317 for every interface)")
     max_recv_msg_size_mib: int = setting(16, min=1, max=2047, doc="larger messages get RESOURCE_EXHAUSTED")
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="worker threads; up to 4x this many calls "
-                                           "may queue, beyond that gRPC answers RESOURCE_EXHAUSTED")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc=(
+        "requests handled at once (after their message is in); up to 4x this many calls may be open, "
+        "beyond that gRPC answers RESOURCE_EXHAUSTED"))
+    read_timeout: Duration = setting(30.0, min=0.001, doc=(
+        "longest a call may take to deliver its request message once it started; a call that "
+        "stalls is cancelled (CANCELLED) and its slot freed"))
+    max_concurrent_streams: int = setting(16, min=1, max=4096, doc="calls one connection may have open at once")
+    max_connection_idle: Duration = setting(300.0, min=0.001, doc="a connection without calls for this long is closed (GOAWAY)")
     tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
     auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
@@ -67,8 +75,14 @@ class HttpConfig:
     metrics_url_path: str = setting("/v1/metrics", pattern=r"^/\S*$", doc="path of the metrics endpoint")
     max_request_body_size: ByteSize = setting(20 * 1024 * 1024, min=1, doc="cap on the body, before and "
                                               "after decompression (413 beyond)")
-    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests processed at once (bounds "
-                                           "memory); beyond, 429")
+    max_concurrent_requests: int = setting(64, min=1, max=4096, doc="requests processed at once, once their "
+                                           "body is read; beyond, 429")
+    read_timeout: Duration = setting(30.0, min=0.001, doc=(
+        "longest a client may take to send a whole request, headers and body (not per read); "
+        "slower ones get 408 and the connection is closed"))
+    idle_timeout: Duration = setting(60.0, min=0.001, doc="a keep-alive connection silent for this long is closed")
+    max_connections: int = setting(512, min=1, max=65536, doc=(
+        "connections served at once (a thread each); one more is closed on accept"))
     tls: TlsConfig | None = setting(None, doc="serve TLS (plaintext when unset)")
     auth: AuthConfig | None = setting(None, doc="require a bearer token (none when unset)")
 
@@ -164,13 +178,24 @@ class _Ingest:
             return None
         return self.consumers.unrouted(signal)
 
-    def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None, signal: str):
-        """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError."""
+    def reserve(self, nbytes: int, signal: str):
+        """Admit ``nbytes`` against the memory limit of ``signal``'s pipelines now (Overloaded when
+        full), as a context that gives them back unless handed to the pipelines; a no-op context
+        with the journal (which admits when it feeds)."""
+        if self.journal is not None:
+            return contextlib.nullcontext()
+        return self.consumers.get(signal).reserve(nbytes)
+
+    def handle(self, body: bytes, as_json: bool, transport: str, timeout: float | None, signal: str,
+               reservation=None):
+        """Returns the Decoded result; raises DecodeFailure / Overloaded / PermanentError / TimeoutError.
+
+        ``reservation``: the transport already admitted ``len(body)`` (before reading it)."""
         accepted, refused, rejected = self.counters(transport, signal)
         consumer = self.consumers.get(signal)
         # Admit the encoded size before decoding, so a refused request is never decoded and the
         # decoded items of every handler thread count against the memory limit.
-        with consumer.reserve(len(body)) if self.journal is None else contextlib.nullcontext() as reservation:
+        with reservation if reservation is not None else self.reserve(len(body), signal) as reservation:
             decoded = decode(body, as_json, signal)
             rejected.add(decoded.rejected)
             if decoded.rejected:
@@ -192,6 +217,39 @@ class _Ingest:
 
 # -- gRPC --------------------------------------------------------------------------------------
 
+_GRPC_CALLS_PER_SLOT = 4  # calls admitted (each a worker thread) per max_concurrent_requests slot
+_GRPC_FAST_RECEIVE = 0.5  # seconds a message may take to arrive while holding a receive slot
+_GRPC_STREAM_WINDOW = 1 << 20  # HTTP/2 flow-control window per stream: what is buffered before asked for
+_GRPC_SLOT_WAIT = 1.0  # seconds a call may queue for a slot before RESOURCE_EXHAUSTED + RetryInfo
+_GRPC_HANDSHAKE_TIMEOUT = 10.0
+_GRPC_KEEPALIVE_TIME, _GRPC_KEEPALIVE_TIMEOUT = 60.0, 20.0
+
+
+def _receive_slots(cfg: GrpcConfig) -> int:
+    """Messages being received at once: a quarter of the handling slots.  Each is buffered twice
+    (by grpcio, then as bytes) before admission can look at its size, so this is what bounds
+    un-admitted memory: receive slots x 2 x max_recv_msg_size.  Measured on
+    bench/hostile_memory.py (shipped config, 48 x 15 MB): 8 slots peaked at 419 MB, 4 at 349 MB,
+    2 at 338 MB (398 MB with presidio redaction)."""
+    return max(1, cfg.max_concurrent_requests // 4)
+
+
+class _ReleaseOnce:
+    """A semaphore slot given back exactly once, by whichever of two threads comes first."""
+
+    __slots__ = ("_semaphore", "_lock", "_held")
+
+    def __init__(self, semaphore: threading.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            held, self._held = self._held, False
+        if held:
+            self._semaphore.release()
+
 
 def _retry_trailers(code: int, message: str, retry_after: float) -> tuple:
     """RetryInfo both where gRPC rich status puts it and where the Python SDK exporter reads it."""
@@ -208,6 +266,8 @@ class _GrpcServer:
         self.cfg = cfg
         self.ingest = ingest
         self.auth = BearerAuth(cfg.auth) if cfg.auth else None
+        self._slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
+        self._receiving_slots = threading.BoundedSemaphore(_receive_slots(cfg))
         self.server: grpc.Server | None = None
         self.port = 0
 
@@ -220,17 +280,15 @@ class _GrpcServer:
             root_certificates=ca, require_client_auth=ca is not None)
 
     def start(self) -> None:
-        size = self.cfg.max_recv_msg_size_mib * 1024 * 1024
         credentials = self._credentials() if self.cfg.tls else None
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.cfg.max_concurrent_requests, thread_name_prefix="otlp-grpc"),
-            options=[("grpc.max_receive_message_length", size), ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=self.cfg.max_concurrent_requests * 4,
-        )
+        calls = self.cfg.max_concurrent_requests * _GRPC_CALLS_PER_SLOT
+        # one worker per call admitted: a stalled call holds a worker (for read_timeout at most),
+        # never one of the max_concurrent_requests slots that handle requests
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=calls, thread_name_prefix="otlp-grpc"),
+                                  options=self._server_options(), maximum_concurrent_rpcs=calls)
         self.server.add_generic_rpc_handlers(tuple(  # raw bytes in and out
             grpc.method_handlers_generic_handler(OTLP_SIGNALS[signal].grpc_service, {
-                "Export": grpc.unary_unary_rpc_method_handler(
-                    lambda body, context, signal=signal: self._export(body, context, signal))})
+                "Export": self._receiving(lambda body, context, signal=signal: self._export(body, context, signal))})
             for signal in SIGNALS))
         host, port = parse_address(self.cfg.endpoint)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -244,6 +302,92 @@ class _GrpcServer:
         if not self.port:
             raise OSError(f"otlp grpc: cannot listen on {self.cfg.endpoint} (address in use?)")
         self.server.start()
+
+    def _server_options(self) -> list[tuple[str, int]]:
+        """Channel args against slow and idle peers (grpcio has no such defaults: a handshake may
+        take 120 s, an idle connection lives forever, streams per connection are unlimited)."""
+        ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+        return [
+            ("grpc.max_receive_message_length", self.cfg.max_recv_msg_size_mib << 20),
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", self.cfg.max_concurrent_streams),
+            ("grpc.max_connection_idle_ms", ms(self.cfg.max_connection_idle)),
+            ("grpc.server_handshake_timeout_ms", ms(_GRPC_HANDSHAKE_TIMEOUT)),
+            ("grpc.keepalive_time_ms", ms(_GRPC_KEEPALIVE_TIME)),  # pings find peers that vanished
+            ("grpc.keepalive_timeout_ms", ms(_GRPC_KEEPALIVE_TIMEOUT)),
+            # BDP probing grows a stream's window to many MB, and grpcio then buffers that much of
+            # every incoming message before the handler asks for it (measured: 24 x 15 MB calls
+            # held ~200 MB unasked for); a fixed 1 MiB window bounds that and keeps throughput
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", _GRPC_STREAM_WINDOW),
+        ]
+
+    def _receiving(self, behaviour):
+        """A handler that receives the request message under the transport's limits, then runs
+        ``behaviour(body, context)`` like a unary handler.
+
+        Registered as stream-unary (the same on the wire as unary: one message, then half-close)
+        so that the handler runs *before* the message is received.  grpcio's unary handlers are
+        called only after it, with the worker blocked until then without a deadline -- a call
+        that sends its headers and never its message held a worker forever.  Here receiving is
+        bounded (see :meth:`_receive`), a message must arrive within ``read_timeout`` (else the
+        call is cancelled), and the handling slots are taken only once the message is in.
+        """
+        def handler(requests, context: grpc.ServicerContext) -> bytes:
+            body = self._receive(requests, context)
+            try:
+                if not self._slots.acquire(timeout=self._slot_wait(context)):
+                    self._overloaded(context, "too many concurrent requests", 1.0)
+                try:
+                    return behaviour(body, context)
+                finally:
+                    self._slots.release()
+            finally:
+                after_large_request(len(body))
+
+        return grpc.stream_unary_rpc_method_handler(handler)
+
+    def _receive(self, requests, context: grpc.ServicerContext) -> bytes:
+        """The call's one request message, received within ``read_timeout``; aborts otherwise.
+
+        Receiving holds one of :func:`_receive_slots` receive slots -- that bounds the
+        messages being buffered at once, hence memory before admission -- but only for
+        ``_GRPC_FAST_RECEIVE``: a message not in by then is slow or never coming, and waits on
+        without a slot (still bounded by ``read_timeout`` and the worker pool), so stalled calls
+        cannot keep others from being received.
+        """
+        if not self._receiving_slots.acquire(timeout=self._slot_wait(context)):
+            self._overloaded(context, "too many requests being received", 1.0)
+        slot = _ReleaseOnce(self._receiving_slots)
+        demote = DEADLINES.arm(_GRPC_FAST_RECEIVE, slot.release)
+        deadline = DEADLINES.arm(self.cfg.read_timeout, context.cancel)
+        try:
+            body = next(requests, None)
+            # and the client's half-close: until it is read the stream stays open in grpcio and
+            # counts against max_concurrent_streams after the call has been answered
+            extra = next(requests, None) if body is not None else None
+        except grpc.RpcError:  # cancelled: by read_timeout, the client, or its deadline
+            body = extra = None
+        finally:
+            deadline.cancel()
+            demote.cancel()
+            slot.release()
+        if body is None or extra is not None:
+            self.ingest.bad_request("grpc")
+            why = (f"request message not received within read_timeout ({self.cfg.read_timeout:g}s)"
+                   if deadline.expired else "expected exactly one request message")
+            context.abort(grpc.StatusCode.CANCELLED if deadline.expired else grpc.StatusCode.INVALID_ARGUMENT, why)
+        return body
+
+    def _slot_wait(self, context: grpc.ServicerContext) -> float:
+        """How long a call may queue for a slot: a little, within its own deadline."""
+        remaining = context.time_remaining()
+        return max(0.0, min(_GRPC_SLOT_WAIT, remaining if remaining is not None else _GRPC_SLOT_WAIT))
+
+    @staticmethod
+    def _overloaded(context: grpc.ServicerContext, message: str, retry_after: float) -> None:
+        context.set_trailing_metadata(_retry_trailers(code_pb2.RESOURCE_EXHAUSTED, message, retry_after))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
     def _export(self, body: bytes, context: grpc.ServicerContext, signal: str) -> bytes:
         if self.auth is not None:
@@ -262,8 +406,7 @@ class _GrpcServer:
             self.ingest.bad_request("grpc")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
-            context.set_trailing_metadata(_retry_trailers(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            self._overloaded(context, str(exc), exc.retry_after)
         except TimeoutError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except PermanentError as exc:  # as the Collector: permanent means "do not retry this data"
@@ -285,8 +428,7 @@ _CONTENT_TYPES = {"application/x-protobuf": False, "application/json": True}
 _UNSUPPORTED_MEDIA = b"415 unsupported media type, supported: [application/json, application/x-protobuf]"
 _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS,
                   "zlib": zlib.MAX_WBITS}
-_DRAIN_LIMIT = 16 << 20  # oversized bodies up to this much over the limit are read (and dropped)
-_IDLE_TIMEOUT = 30.0  # seconds a connection may stay silent mid-request or between requests
+_DRAIN_LIMIT = 16 << 20  # refused bodies up to this size (over the limit) are read (and dropped)
 
 
 class _TooLarge(Exception):
@@ -305,6 +447,14 @@ def _decompress(body: bytes, wbits: int, limit: int) -> bytes:
     if not d.eof:
         raise DecodeFailure("truncated compressed body")
     return out
+
+
+def _content_encoding(h: BaseHTTPRequestHandler) -> str:
+    encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding not in _DECOMPRESSORS and encoding != "identity":
+        h.close_connection = True
+        raise _Unsupported(f"unsupported Content-Encoding {encoding!r} (use gzip, deflate or identity)")
+    return encoding
 
 
 def _discard(rfile, n: int) -> None:
@@ -346,7 +496,7 @@ class _HttpServer:
         self.auth = BearerAuth(cfg.auth) if cfg.auth else None
         self.slots = threading.BoundedSemaphore(cfg.max_concurrent_requests)
         self.paths = cfg.paths()
-        self.httpd: ThreadingHTTPServer | None = None
+        self.httpd: BoundedHTTPServer | None = None
         self.thread: threading.Thread | None = None
         self.port = 0
 
@@ -358,7 +508,8 @@ class _HttpServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            timeout = _IDLE_TIMEOUT
+            timeout = self.cfg.idle_timeout  # the socket timeout: how long a read may wait at all
+            read_deadline = None
 
             def setup(self) -> None:
                 super().setup()
@@ -376,7 +527,14 @@ class _HttpServer:
 
             def handle_one_request(self) -> None:
                 try:
-                    super().handle_one_request()
+                    if not self.rfile.peek(1):  # idle until the next request's first byte (or EOF)
+                        self.close_connection = True
+                        return
+                    self.read_deadline = outer.arm_read_deadline(self.connection)
+                    try:
+                        super().handle_one_request()
+                    finally:
+                        self.read_deadline.cancel()
                 except (ConnectionError, TimeoutError, ssl.SSLError):
                     self.close_connection = True
 
@@ -395,14 +553,12 @@ class _HttpServer:
             def log_message(self, fmt, *args) -> None:
                 log.debug("http %s", fmt % args)
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
+        class Server(BoundedHTTPServer):
             def handle_error(self, request, client_address) -> None:
                 log.debug("otlp http: connection from %s failed", client_address, exc_info=True)
 
         try:
-            self.httpd = Server((host, port), Handler)
+            self.httpd = Server((host, port), Handler, max_connections=self.cfg.max_connections)
         except OSError as exc:
             raise OSError(f"otlp http: cannot listen on {self.cfg.endpoint}: {exc.strerror or exc}") from None
         if context is not None:
@@ -457,21 +613,39 @@ class _HttpServer:
                               {"Allow": "POST"})
         if ctype not in _CONTENT_TYPES:
             return self.reply(h, 415, _UNSUPPORTED_MEDIA, "text/plain")
-        if not self.slots.acquire(blocking=False):  # bounds the memory bodies in flight can take
-            h.close_connection = True
-            return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, "too many concurrent requests", as_json,
-                              {"Retry-After": "1"})
-        try:
-            self._ingest(h, as_json, signal)
-        finally:
-            self.slots.release()
+        self._ingest(h, as_json, signal)
+
+    def arm_read_deadline(self, sock):
+        """The whole-request read deadline: once it passes, reads on ``sock`` see EOF."""
+        return DEADLINES.arm(self.cfg.read_timeout, lambda: shut_reading(sock))
 
     def _ingest(self, h: BaseHTTPRequestHandler, as_json: bool, signal: str) -> None:
         try:
-            body = self._read_body(h)
-            if body is None:
-                return
-            decoded = self.ingest.handle(body, as_json, "http", None, signal)
+            self._ingest_body(h, as_json, signal)
+        finally:
+            length = h.headers.get("Content-Length", "")
+            after_large_request(int(length) if length.isdigit() else 0)
+
+    def _ingest_body(self, h: BaseHTTPRequestHandler, as_json: bool, signal: str) -> None:
+        try:
+            with contextlib.ExitStack() as admitted:
+                encoding = _content_encoding(h)
+                length = self._content_length(h, self.cfg.max_request_body_size)
+                reservation = admitted.enter_context(self._admit_body(h, length, signal))
+                body = self._read_body(h, length)
+                if not self._read_done(h, body, as_json):
+                    return
+                if encoding != "identity":
+                    admitted.close()  # the inflated size is admitted instead, by handle()
+                    reservation = None
+                    body = _decompress(body, _DECOMPRESSORS[encoding], self.cfg.max_request_body_size)
+                if not self.slots.acquire(blocking=False):  # bounds decoding and waiting, not reading
+                    return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, "too many concurrent requests", as_json,
+                                      {"Retry-After": "1"})
+                try:
+                    decoded = self.ingest.handle(body, as_json, "http", None, signal, reservation)
+                finally:
+                    self.slots.release()
         except _TooLarge as exc:
             return self.error(h, 413, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json)
         except _Unsupported as exc:
@@ -488,29 +662,57 @@ class _HttpServer:
         self.reply(h, 200, response_bytes(decoded, as_json, signal),
                    "application/json" if as_json else "application/x-protobuf")
 
-    def _read_body(self, h: BaseHTTPRequestHandler) -> bytes | None:
-        """The decoded request body; None when the client went away mid-body."""
-        limit = self.cfg.max_request_body_size
-        encoding = (h.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in _DECOMPRESSORS and encoding != "identity":
-            h.close_connection = True
-            raise _Unsupported(f"unsupported Content-Encoding {encoding!r} (use gzip, deflate or identity)")
-        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
-            h.close_connection = True  # on any error below, the rest of the body is unread
-            body = _read_chunked(h.rfile, limit)
-            h.close_connection = False
-        else:
-            length = self._content_length(h, limit)
-            body = h.rfile.read(length)
-            if len(body) < length:
+    def _admit_body(self, h: BaseHTTPRequestHandler, length: int | None, signal: str):
+        """Admit the announced body against the memory limit *before* reading it, so bodies being
+        read never hold memory that admission has not seen; refused, it is drained (up to a
+        limit, so the client reads the 429) or the connection closed.  A chunked body has no
+        announced size: it is admitted once read (``handle``), at most max_request_body_size."""
+        if not length:
+            return contextlib.nullcontext()
+        try:
+            return self.ingest.reserve(length, signal)
+        except Overloaded:
+            if length <= _DRAIN_LIMIT:
+                _discard(h.rfile, length)
+            else:
                 h.close_connection = True
-                return None
-        if encoding in _DECOMPRESSORS:
-            body = _decompress(body, _DECOMPRESSORS[encoding], limit)
-        return body
+            raise
+
+    def _read_done(self, h: BaseHTTPRequestHandler, body: bytes | None, as_json: bool) -> bool:
+        """End the read deadline; False (after a 408 if the deadline cut the body short) when
+        there is no whole body to handle."""
+        h.read_deadline.cancel()
+        if h.read_deadline.expired:  # reads are shut: this connection serves no further request
+            h.close_connection = True
+        if body is not None:
+            return True
+        h.close_connection = True
+        if h.read_deadline.expired:
+            self.error(h, 408, code_pb2.DEADLINE_EXCEEDED,
+                       f"request not received within read_timeout ({self.cfg.read_timeout:g}s)", as_json)
+        return False
+
+    def _read_body(self, h: BaseHTTPRequestHandler, length: int | None) -> bytes | None:
+        """The raw request body (``length`` None: chunked); None when it ended early (the client
+        went away or the read deadline passed)."""
+        if length is None:
+            h.close_connection = True  # on any error below, the rest of the body is unread
+            try:
+                body = _read_chunked(h.rfile, self.cfg.max_request_body_size)
+            except DecodeFailure:
+                if h.read_deadline.expired:
+                    return None
+                raise
+            h.close_connection = False
+            return body
+        body = h.rfile.read(length)
+        return body if len(body) == length else None
 
     @staticmethod
-    def _content_length(h: BaseHTTPRequestHandler, limit: int) -> int:
+    def _content_length(h: BaseHTTPRequestHandler, limit: int) -> int | None:
+        """The announced body size (None: chunked), refused when over ``limit``."""
+        if "chunked" in (h.headers.get("Transfer-Encoding") or "").lower():
+            return None
         raw = h.headers.get("Content-Length")
         if raw is None:
             return 0  # no body (an empty protobuf request is valid)

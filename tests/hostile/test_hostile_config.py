@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, collector_cmd, free_port
+from tests.hostile.shipped import otlp_to_debug
 
 QUICK = 20.0  # seconds: generous for a loaded 2-core machine; the fixed cases take ~1 s
 
@@ -87,24 +88,11 @@ def test_many_errors_are_capped(tmp_path):
     assert len(lines) <= 102 and "more" in lines[-1], result.stderr[-300:]
 
 
-SIDE_FILE_CONFIG = """
-receivers:
-  otlp:
-    protocols:
+SIDE_FILE_CONFIG = otlp_to_debug("""\
       http:
         endpoint: 127.0.0.1:{http_port}
         {block}
-exporters:
-  debug:
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [debug]
-  telemetry:
-    metrics:
-      address: 127.0.0.1:{metrics_port}
-"""
+""")
 
 
 @pytest.mark.parametrize("kind", ["cert_fifo", "cert_zero", "token_zero", "token_fifo", "cert_huge"])
