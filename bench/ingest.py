@@ -166,13 +166,18 @@ def shipped_processors(workdir: Path) -> tuple[list[str], dict[str, Any]]:
 
 def collector_config(pipeline: str, store: Store, grpc_port: int, http_port: int, metrics_port: int,
                      limit_mib: int | None, receiver_concurrency: int | None = None) -> dict[str, Any]:
-    """minimal: receiver -> store.  default: the shipped processors -> store.  redaction: default
-    with the ``redaction`` processor inserted before the exporter (after the GenAI processors)."""
+    """minimal: receiver -> store.  default: the shipped processors -> store.  unredacted: default
+    without its ``redaction`` processor.  redaction: default with ``redaction`` inserted before the
+    exporter (after the GenAI processors) if it has none."""
     if pipeline == "minimal":
         chain, procs = [], {}
     else:
         chain, procs = shipped_processors(store.workdir)
-        if pipeline == "redaction" and not any(p.split("/")[0] == "redaction" for p in chain):
+        redactions = [p for p in chain if p.split("/")[0] == "redaction"]
+        if pipeline == "unredacted":
+            chain = [p for p in chain if p not in redactions]
+            procs = {k: v for k, v in procs.items() if k not in redactions}
+        elif pipeline == "redaction" and not redactions:
             chain, procs = chain + ["redaction"], {**procs, "redaction": {}}
     if limit_mib is not None:
         if "memory_limiter" not in chain:
@@ -433,7 +438,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n\n")[0])
-    p.add_argument("--pipeline", choices=("minimal", "default", "redaction"), default="default")
+    pipelines = ("minimal", "default", "unredacted", "redaction")
+    p.add_argument("--pipeline", choices=pipelines, default="default")
+    p.add_argument("--compare", choices=pipelines, help="also run this pipeline, alternating run by run "
+                   "with --pipeline (same machine state), and report both and their ratios")
     p.add_argument("--store", choices=tuple(STORES), default="sqlite",
                    help="none = the debug exporter (persisted = its sent counter)")
     p.add_argument("--spans", type=int, default=100_000)
@@ -471,16 +479,35 @@ def main(argv: list[str] | None = None) -> int:
         opts.rate = 3 * capacity
         opts.concurrency = max(opts.concurrency, 64)
         opts.extra = {"mode": "overload", "capacity_spans_per_s": capacity}
-    runs = []
+    runs, other = [], []
     for i in range(a.runs):
         opts.seed = i + 1
         runs.append(run_once(opts))
-    summary = runs[0] if len(runs) == 1 else {**{k: v for k, v in runs[0].items() if k not in NUMERIC_MEDIANS},
-                                              "median": median_of(runs), "runs": runs}
+        if a.compare:
+            other.append(run_once(RunOptions(**{**asdict(opts), "pipeline": a.compare})))
+    summary = _summary(runs)
+    if a.compare:
+        summary = {"pipelines": {a.pipeline: summary, a.compare: _summary(other)},
+                   "ratio": _ratios(runs, other)}
     summary["command"] = "python -m bench.ingest " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(summary))
-    ok = all(r["lost"] == 0 and r["acked"] == r["sent"] and r["persisted"] >= r["acked"] for r in runs)
+    ok = all(r["lost"] == 0 and r["acked"] == r["sent"] and r["persisted"] >= r["acked"] for r in runs + other)
     return 0 if ok or not a.smoke else 1
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(runs) == 1:
+        return runs[0]
+    return {**{k: v for k, v in runs[0].items() if k not in NUMERIC_MEDIANS}, "median": median_of(runs), "runs": runs}
+
+
+def _ratios(runs: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, float | None]:
+    """--pipeline / --compare, medians of the pairs run back to back (the machine's speed drifts)."""
+    out = {}
+    for key in ("persisted_spans_per_s", "cpu_s_per_1k_spans", "peak_rss_mb"):
+        pairs = [a[key] / b[key] for a, b in zip(runs, other) if a.get(key) and b.get(key)]
+        out[key] = round(statistics.median(pairs), 3) if pairs else None
+    return out
 
 
 if __name__ == "__main__":

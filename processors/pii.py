@@ -82,6 +82,11 @@ _IPV6_SCREEN = re.compile(r":(?=[0-9A-Fa-f]{0,4}:)")
 _RUN_ENTITIES = ("CREDIT_CARD", "US_SSN", "IP_ADDRESS")  # patterns of digits and separators only
 _ASCII_SPACE = (" ", "\n", "\t", "\r", "\f", "\v")
 _MAX_LEAD = 10  # phonenumbers' candidate may start with up to 2 x (lead char + 4 punctuation)
+# A sentence end (see PiiEngine._segment_bounds) and the text length from which cutting pays.
+_SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
+_MIN_SEGMENTED = 120
+_LOOKUP_FIRST = 64  # texts from this length are looked up in the cache before being screened
+_SHORT_CLEAN_ENTRIES = 4096  # short texts remembered as clean (roles, part types, finish reasons)
 _NOT_DIGIT = bytes(b for b in range(256) if not 48 <= b <= 57)
 
 
@@ -376,17 +381,18 @@ class PiiEngine:
                  hash_secret: bytes = b"", nlp_model: str = "", cache_size: int = 8192) -> None:
         from presidio_analyzer import AnalyzerEngine, PatternRecognizer, RecognizerRegistry
         from presidio_analyzer.predefined_recognizers import PhoneRecognizer
-        from presidio_anonymizer import AnonymizerEngine
 
         self.entities = list(dict.fromkeys(entities))
         custom = list(custom)
         self.threshold = score_threshold
         self.allow = frozenset(allow_list)
-        self.nlp = _make_nlp_engine(nlp_model)
+        # spaCy serves only context enhancement (a finding below score_threshold) and, with a model,
+        # the NER entities: without either it is never built (~10 MB less per collector).
+        needs_nlp = bool(nlp_model) or score_threshold > 0
+        self.nlp = _make_nlp_engine(nlp_model) if needs_nlp else None
         recognizers = _make_recognizers(self.entities + [c.entity for c in custom], custom, self.nlp)
-        # The engine serves context enhancement and, with an NER model, the NER entities.
         self.engine = AnalyzerEngine(registry=RecognizerRegistry(recognizers, supported_languages=["en"]),
-                                     nlp_engine=self.nlp, supported_languages=["en"])
+                                     nlp_engine=self.nlp, supported_languages=["en"]) if needs_nlp else None
         self._by_entity: dict[str, list] = {}
         for rec in recognizers:
             for ent in rec.supported_entities:
@@ -406,14 +412,17 @@ class PiiEngine:
             if isinstance(r, PatternRecognizer)))
         self._ner = [e for e in self.entities if e in NER_ENTITIES] if nlp_model else []
         self._screened_only = not (self._unscreened or self._ner or self._custom)
+        self._segmentable = self._screened_only and self.threshold == 0
         self.unsupported = [e for e in self.entities if e not in self._by_entity and e not in self._ner]
-        self._anonymizer = AnonymizerEngine()
         all_entities = self.entities + [c.entity for c in custom]
-        self._substitutes = {e: self._substitute(e, operator_for(e), mask_char, hash_secret) for e in all_entities}
-        self._operators = {e: self._operator_config(e, operator_for(e), mask_char, self._substitutes[e])
-                           for e in all_entities}
-        self._drop = frozenset(e for e in self._operators if operator_for(e) == "drop")
+        self._operator_names = {e: operator_for(e) for e in all_entities}
+        self._mask_char = mask_char
+        self._substitutes = {e: self._substitute(e, op, mask_char, hash_secret)
+                             for e, op in self._operator_names.items()}
+        self._anonymizer: tuple[Any, dict[str, Any]] | None = None  # built when findings first overlap
+        self._drop = frozenset(e for e, op in self._operator_names.items() if op == "drop")
         self._texts = LruCache(cache_size)
+        self._short_clean: dict[str, bool] = {}
         self._windows = LruCache(cache_size)
         self._group_regions = LruCache(max(cache_size, 1024))
 
@@ -648,24 +657,79 @@ class PiiEngine:
                 and (":" not in text or _IPV6_SCREEN.search(text) is None) and "\\u" not in text)
 
     def redact(self, text: str) -> Outcome:
-        """Redact one text (cached): replace/mask/hash each finding; ``drop`` asks to remove it."""
-        if self.surely_clean(text):
-            return CLEAN
-        cached = self._texts.get(text)
+        """Redact one text (cached): replace/mask/hash each finding; ``drop`` asks to remove it.
+
+        A long text is looked up before it is screened: the same message is seen twice per span
+        (the raw attribute and the normalised messages), and a lookup costs less than a scan."""
+        if len(text) < _LOOKUP_FIRST:
+            if text in self._short_clean:  # "user", "text", "stop": one dict lookup
+                return CLEAN
+            if self.surely_clean(text):
+                if len(self._short_clean) >= _SHORT_CLEAN_ENTRIES:
+                    self._short_clean.clear()
+                self._short_clean[text] = True
+                return CLEAN
+            cached = self._texts.get(text)
+        else:
+            cached = self._texts.get(text)
+            if cached is None and self.surely_clean(text):
+                return CLEAN
         if cached is not None:
             return cached
-        findings = self.analyze(text)
-        if not findings:
-            outcome = CLEAN
-        else:
-            types = tuple(sorted({f.entity_type for f in findings}))
-            if self._drop.intersection(types):
-                outcome = Outcome(None, types, len(findings), True)
-            else:
-                outcome = Outcome(self._replace(text, findings), types, len(findings), False)
+        bounds = self._segment_bounds(text)
+        outcome = self._redact_segments(text, bounds) if bounds else self._redact_text(text)
         if len(text) <= 65536:
             self._texts.put(text, outcome)
         return outcome
+
+    def _redact_text(self, text: str) -> Outcome:
+        """Analyze and redact ``text`` as one piece (no cache)."""
+        findings = self.analyze(text)
+        if not findings:
+            return CLEAN
+        types = tuple(sorted({f.entity_type for f in findings}))
+        if self._drop.intersection(types):
+            return Outcome(None, types, len(findings), True)
+        return Outcome(self._replace(text, findings), types, len(findings), False)
+
+    def _segment_bounds(self, text: str) -> list[int] | None:
+        """Sentence starts where ``text`` may be cut, or None to analyze it whole.
+
+        Prompts are made of sentences that recur across calls (templates, instructions, earlier
+        turns re-sent, retrieved passages) even when the whole text never does, so sentences are
+        analyzed and cached one by one.  A cut is made after ``.``, ``!`` or ``?`` and whitespace,
+        before an upper-case letter: no default entity can contain that sequence (e-mail addresses
+        hold no whitespace; card, SSN, IP and phone numbers no letters; IBANs no full stop), the
+        whitespace stays with the first piece, so ``\\b`` and phonenumbers' one-character
+        neighbourhood see the same characters as in the whole text.  Only for the default
+        (screened) entities at threshold 0: context words and custom patterns may cross sentences.
+        """
+        if not self._segmentable or len(text) < _MIN_SEGMENTED:
+            return None
+        bounds = [m.end() for m in _SENTENCE_END.finditer(text)]
+        return bounds or None
+
+    def _redact_segments(self, text: str, bounds: list[int]) -> Outcome:
+        """:meth:`redact` piece by piece (each piece cached), joined back into one outcome."""
+        parts: list[str] = []
+        types: set[str] = set()
+        count, drop, changed, start = 0, False, False, 0
+        for end in bounds + [len(text)]:
+            piece = text[start:end]
+            start = end
+            outcome = CLEAN if self.surely_clean(piece) else self._texts.get(piece)
+            if outcome is None:
+                outcome = self._redact_text(piece)
+                self._texts.put(piece, outcome)
+            if outcome.count:
+                count += outcome.count
+                types.update(outcome.types)
+                drop = drop or outcome.drop
+                changed = True
+            parts.append(piece if outcome.text is None else outcome.text)
+        if not changed:
+            return CLEAN
+        return Outcome(None if drop else "".join(parts), tuple(sorted(types)), count, drop)
 
     def _replace(self, text: str, findings: list[Finding]) -> str:
         """Apply the operators.  Findings that do not overlap (nearly always) are replaced here, with
@@ -683,8 +747,16 @@ class PiiEngine:
         return "".join(parts)
 
     def _anonymize(self, text: str, findings: list[Finding]) -> str:
+        """presidio-anonymizer for overlapping findings; it (and the cryptography package it
+        imports, ~6 MB) is loaded the first time findings overlap, which most texts never do."""
+        from presidio_anonymizer import AnonymizerEngine
         from presidio_anonymizer.entities import RecognizerResult
 
+        if self._anonymizer is None:
+            self._anonymizer = (AnonymizerEngine(), {
+                e: self._operator_config(e, op, self._mask_char, self._substitutes[e])
+                for e, op in self._operator_names.items()})
+        anonymizer, configs = self._anonymizer
         results = [RecognizerResult(f.entity_type, f.start, f.end, f.score) for f in findings]
-        operators = {f.entity_type: self._operators[f.entity_type] for f in findings}
-        return self._anonymizer.anonymize(text, results, operators).text
+        operators = {f.entity_type: configs[f.entity_type] for f in findings}
+        return anonymizer.anonymize(text, results, operators).text

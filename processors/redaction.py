@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from collector.component import TRACES_AND_LOGS, ComponentContext, Factory, Processor
 from collector.model import TRACES, Batch, Span
 from collector.model_logs import LogRecord
@@ -40,6 +42,8 @@ _SUMMARY_PREFIX = "redaction."
 _MASK = "****"
 _MAX_CACHED_CHARS = 65536
 _MAX_KEYS = 65536  # attribute keys whose classification is remembered
+_JSON_CACHE_ENTRIES = 2048  # JSON documents remembered (each twice: as sent and compact)
+_MAX_KEY_SETS = 4096  # attribute key sets (one per instrumentation and span type) remembered
 
 
 def _compile(patterns: list[str], path: str, errors: list[ConfigError]) -> list[re.Pattern]:
@@ -136,13 +140,34 @@ class RedactionConfig:
             if entity not in self.entities and entity not in custom:
                 errors.append(ConfigError(f"operators::{entity}", "not one of the configured entities"))
         uses_hash = self.operator == "hash" or "hash" in self.operators.values() or self.hash_keys
-        if uses_hash and not self.hash_secret:
-            errors.append(ConfigError("hash_secret", "required by the hash operator and hash_keys "
-                                      "(e.g. hash_secret: ${env:REDACTION_SECRET})"))
+        if uses_hash:
+            problem = _weak_secret(self.hash_secret)
+            if problem:
+                errors.append(ConfigError("hash_secret", f"{problem} by the hash operator and hash_keys: a "
+                                          f"real secret of at least {MIN_SECRET_CHARS} characters (e.g. "
+                                          f"hash_secret: ${{env:REDACTION_SECRET}} with REDACTION_SECRET="
+                                          f"$(openssl rand -hex 32))"))
         if self.nlp_model and not nlp_model_installed(self.nlp_model):
             errors.append(ConfigError("nlp_model", f"spaCy model {self.nlp_model!r} is not installed "
                                       f"(pip install it or remove nlp_model)"))
         return errors
+
+
+MIN_SECRET_CHARS = 16
+_PLACEHOLDERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme", "your-secret", "secret-here")
+
+
+def _weak_secret(secret: str) -> str:
+    """Why ``secret`` cannot key the HMAC, or "" when it can.  A short or placeholder key lets
+    anyone who reads the config (or guesses it) confirm a guessed e-mail address from its hash."""
+    if not secret:
+        return "required"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"too short ({len(secret)} characters) to be used"
+    lowered = secret.lower()
+    if any(p in lowered for p in _PLACEHOLDERS) or len(set(secret)) < 4:
+        return "a placeholder, not a secret, cannot be used"
+    return ""
 
 
 def _presidio_pattern_entities() -> set[str]:
@@ -205,7 +230,10 @@ class RedactionProcessor(Processor):
                                 if config.blocked_values else None)
         self._drop_when = dict(config.drop_content_when)
         self._kinds: dict[str, int] = {}
-        self._json_cache = LruCache(config.cache_size)
+        self._key_sets: dict[tuple[str, ...], tuple[tuple[str, int], ...]] = {}
+        # Whole JSON documents rarely repeat (system prompts and tool schemas do, and a span's
+        # messages are looked up once more by _walk_structure): a smaller cache, less memory.
+        self._json_cache = LruCache(min(config.cache_size, _JSON_CACHE_ENTRIES))
         self._resource_kinds: dict[str, bool] = {}
         self._redacted = ctx.counter("redacted_values", "PII values and blocked values redacted") if ctx else None
         self._errors = ctx.counter("redaction_errors", "spans whose content was dropped because "
@@ -263,6 +291,18 @@ class RedactionProcessor(Processor):
             self._kinds[key] = kind
         return kind
 
+    def _keyed(self, attrs: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+        """(key, kind) of the keys of ``attrs`` redaction acts on.  Spans of one instrumentation
+        share their key set, so this is one dict lookup per span, not one per attribute."""
+        keys = tuple(attrs)
+        acted = self._key_sets.get(keys)
+        if acted is None:
+            acted = tuple((key, kind) for key in keys if (kind := self._kind(key)) or self._blocked_values)
+            if len(self._key_sets) >= _MAX_KEY_SETS:
+                self._key_sets.clear()
+            self._key_sets[keys] = acted
+        return acted
+
     def _redact_span(self, span: Span, stats: _Stats) -> None:
         attrs = span.attributes
         if self._drops(attrs):
@@ -289,8 +329,9 @@ class RedactionProcessor(Processor):
         """Apply the key rules and content redaction to one attribute map; returns original -> hash
         of the values hashed (so the canonical user id can follow)."""
         hashed: dict[str, str] = {}
-        for key in list(attrs):
-            kind = self._kind(key)
+        for key, kind in self._keyed(attrs):
+            if key not in attrs:  # removed by drop_content_when
+                continue
             if kind & _NOT_ALLOWED:
                 del attrs[key]
                 stats.add(key, 1)
@@ -363,7 +404,7 @@ class RedactionProcessor(Processor):
         """``value`` with PII redacted in every string; ``_DROP`` when a ``drop`` entity was found
         anywhere in it.  With ``parse_json``, a JSON string is parsed and re-encoded (only when
         something changed): detection sees the text, not its escapes, and the result stays JSON."""
-        if isinstance(value, str):
+        if value.__class__ is str:
             if parse_json and value[:1] in "[{":
                 done = self._json(value)
                 if done is not None:
@@ -371,30 +412,53 @@ class RedactionProcessor(Processor):
                     if count:
                         stats.add(label, count, types)
                     return new
-            outcome = self.engine.redact(value)
-            if outcome.count:
-                stats.add(label, outcome.count, outcome.types)
-                return _DROP if outcome.drop else outcome.text
-            return value
+            return self._text(value, stats, label)
         if isinstance(value, (list, dict)):
-            clean = self.engine.surely_clean
+            redact = self.engine.redact
             for k, item in (enumerate(value) if isinstance(value, list) else value.items()):
-                if item.__class__ is str and clean(item):
-                    continue  # the common leaf ("user", "text", plain prose): no call, no change
-                new = self._walk(item, stats, label)
-                if new is _DROP:
-                    return _DROP
-                value[k] = new
+                if item.__class__ is str:  # the common leaf: one call, usually surely clean or cached
+                    outcome = redact(item)
+                    if not outcome.count:
+                        continue
+                    stats.add(label, outcome.count, outcome.types)
+                    if outcome.drop:
+                        return _DROP
+                    value[k] = outcome.text
+                elif isinstance(item, (list, dict, str)):
+                    new = self._walk(item, stats, label)
+                    if new is _DROP:
+                        return _DROP
+                    value[k] = new
+        elif isinstance(value, str):  # a str subclass
+            return self._text(str(value), stats, label)
         return value
 
+    def _text(self, text: str, stats: _Stats, label: str) -> Any:
+        """One string redacted (``_DROP`` for a ``drop`` entity)."""
+        outcome = self.engine.redact(text)
+        if outcome.count:
+            stats.add(label, outcome.count, outcome.types)
+            return _DROP if outcome.drop else outcome.text
+        return text
+
     def _walk_structure(self, value: list | dict, stats: _Stats, label: str) -> Any:
-        """:meth:`_walk` for a list/dict, skipped when its JSON encoding (one C call) is surely
-        clean: then no string in it can be either (structured messages are mostly prose)."""
+        """:meth:`_walk` for a list/dict (the normalised messages), with two shortcuts on its
+        compact JSON encoding (one C call): the same document already redacted as an attribute of
+        this span (cached by :meth:`_json` under its compact encoding: the normaliser keeps the
+        current dialect's messages as they came), or an encoding that is surely clean."""
         try:
-            if self.engine.surely_clean(json.dumps(value)):
+            dump = orjson.dumps(value)
+        except (TypeError, ValueError):  # bytes, big integers or other non-JSON values inside: walk it
+            return self._walk(value, stats, label)
+        cached = self._json_cache.get(dump)
+        if cached is not None:
+            new, count, types = cached
+            if not count:
                 return value
-        except (TypeError, ValueError):  # bytes or other non-JSON values inside: walk it
-            pass
+            stats.add(label, count, types)
+            return _DROP if new is _DROP else orjson.loads(new)
+        if self.engine.surely_clean(dump.decode()):
+            return value
         return self._walk(value, stats, label)
 
     def _json(self, raw: str) -> tuple[Any, int, set[str]] | None:
@@ -406,11 +470,18 @@ class RedactionProcessor(Processor):
         if self.engine.surely_clean(raw):
             return raw, 0, ()
         try:
-            parsed = json.loads(raw)
-        except ValueError:
-            return None
+            parsed = orjson.loads(raw)
+        except ValueError:  # not JSON, or JSON orjson declines (integers beyond 64 bits)
+            try:
+                parsed = json.loads(raw)
+            except (ValueError, RecursionError):
+                return None
         if not isinstance(parsed, (list, dict)):
             return None
+        try:
+            compact = orjson.dumps(parsed)  # the key under which _walk_structure finds it
+        except (TypeError, ValueError):
+            compact = None
         stats = _Stats()
         new = self._walk(parsed, stats, "")
         if new is not _DROP:
@@ -418,6 +489,8 @@ class RedactionProcessor(Processor):
         result = (new, stats.count, stats.types)
         if len(raw) <= _MAX_CACHED_CHARS:
             self._json_cache.put(raw, result)
+            if compact is not None:
+                self._json_cache.put(compact, result)
         return result
 
     def _mask_blocked(self, attrs: dict[str, Any], key: str, stats: _Stats) -> None:

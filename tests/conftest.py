@@ -93,17 +93,27 @@ def collector_cmd(*args: str) -> list[str]:
 
 
 def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector",
-                    wait_ready: bool = True, env: dict | None = None, timeout: float = 90.0) -> RunningCollector:
+                    wait_ready: bool = True, env: dict | None = None, timeout: float = 90.0,
+                    verbatim: bool = False, cwd: Path | None = None) -> RunningCollector:
     """Write the config (``{grpc_port}``, ``{http_port}``, ``{metrics_port}``, ``{tmp}`` are filled
-    in), start ``python -m collector run`` and wait for ``/healthz`` to say ready."""
+    in unless ``verbatim``), start ``python -m collector run`` and wait for ``/healthz`` to say ready.
+
+    The ports are also in the environment the shipped config and the examples read
+    (``GENAI_COLLECTOR_GRPC_ENDPOINT``, ``..._HTTP_ENDPOINT``, ``..._METRICS_ADDRESS``), so a
+    ``verbatim`` config listens on them too.  ``cwd`` (default: the repository) is where relative
+    paths in the config land."""
     ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
     config_path = tmp_path / f"{name}.yaml"
-    config_path.write_text(config_text.format(tmp=tmp_path, **ports))
+    config_path.write_text(config_text if verbatim else config_text.format(tmp=tmp_path, **ports))
     log_path = tmp_path / f"{name}.log"
     log_file = open(log_path, "wb")
-    proc = subprocess.Popen(collector_cmd("run", "--config", str(config_path)), cwd=REPO,
+    port_env = {"GENAI_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc_port']}",
+                "GENAI_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{ports['http_port']}",
+                "GENAI_COLLECTOR_METRICS_ADDRESS": f"127.0.0.1:{ports['metrics_port']}",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(collector_cmd("run", "--config", str(config_path)), cwd=cwd or REPO,
                             stdout=log_file, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **port_env, **(env or {})})
     log_file.close()
     running = RunningCollector(proc, config_path, ports["grpc_port"], ports["http_port"],
                                ports["metrics_port"], log_path)

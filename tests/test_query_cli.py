@@ -790,3 +790,52 @@ def test_span_tree_survives_cycles_orphans_and_deep_chains():
     order = _tree_order(deep)
     assert [s["span_id"] for s, _ in order] == [str(i) for i in range(20000)]
     assert max(len(prefix) for _, prefix in order) <= 63
+
+
+# -- unknown values and outliers (issue 22) -------------------------------------------------------
+
+def _small_db(tmp_path, costs: list[float | None], tokens: bool = True) -> str:
+    """A SQLite file written by the exporter: one single-span trace per cost (None = unpriced)."""
+    from tests.storage_helpers import batch, llm, make_exporter, span
+
+    db = tmp_path / "small.db"
+    exporter = make_exporter({"type": "sqlite", "path": str(db)})
+    spans = []
+    for i, cost in enumerate(costs, start=1):
+        g = llm(cost=cost, session=f"s{i}") if tokens else llm(cost=cost, session=f"s{i}", input_tokens=None,
+                                                                output_tokens=None)
+        if cost is None:
+            g.cost_usd = None
+        spans.append(span(i, i, start_s=1_700_000_000 + i, duration_s=1.0, genai=g))
+    exporter.export(batch(*spans))
+    exporter.shutdown()
+    return str(db)
+
+
+def test_equal_costs_are_not_all_expensive_but_an_outlier_is(tmp_path):
+    equal = _small_db(tmp_path, [0.01] * 40)
+    result = json.loads(run("eval-candidates", "--db", equal, "--format", "json", "--since", "2000-01-01").stdout)
+    assert [c for c in result["candidates"] if "expensive" in c["reasons"]] == []
+    assert [c for c in result["candidates"] if "slow" in c["reasons"]] == []  # equal durations too
+    (tmp_path / "o").mkdir()
+    outlier = _small_db(tmp_path / "o", [0.01] * 39 + [0.5])
+    result = json.loads(run("eval-candidates", "--db", outlier, "--format", "json", "--since", "2000-01-01").stdout)
+    assert [c["cost_usd"] for c in result["candidates"] if "expensive" in c["reasons"]] == [0.5]
+    # an explicit threshold is taken as given
+    result = json.loads(run("eval-candidates", "--db", equal, "--format", "json", "--since", "2000-01-01",
+                            "--expensive-usd", "0.01", "--limit", "100").stdout)
+    assert len([c for c in result["candidates"] if "expensive" in c["reasons"]]) == 40
+
+
+def test_unknown_tokens_and_cost_print_as_a_dash(tmp_path):
+    db = _small_db(tmp_path, [None], tokens=False)
+    for argv in (["traces"], ["sessions"]):
+        out = run(*argv, "--db", db, "--since", "2000-01-01").stdout
+        row = [line for line in out.splitlines() if "s1" in line or "op" in line][-1]
+        assert "0/0" not in row and "$0" not in row and " - " in row, out
+    trace = run("trace", hexid_of(1), "--db", db).stdout
+    assert "$0" not in trace and "0 tokens" not in trace, trace
+
+
+def hexid_of(n: int) -> str:
+    return n.to_bytes(16, "big").hex()

@@ -27,7 +27,7 @@ if not CORPUS.exists():  # the corpus lives next to the worktrees; CI may point 
     CORPUS = Path("/work/shared/data/pii_corpus.jsonl")
 RECORDS = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
 DEFAULT_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"]
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef"
 
 
 def make(raw: dict | None = None, telemetry: Telemetry | None = None) -> RedactionProcessor:
@@ -192,6 +192,19 @@ def test_screens_never_hide_what_presidio_finds(default, text):
         assert any(f.start <= r.start and r.end <= f.end for f in mine), (text, r, mine)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["Call 555 123 4567. ", "Mail bob@example.com! ", "SSN 078-05-1120? ",
+                                 "Card 4111 1111 1111 1111. ", "IBAN GB82 WEST 1234 5698 7654 32. ",
+                                 "Host 10.0.0.12. ", "Version 10.2.3. ", "Ext. 12 ", "+44 20 7886 1034. ",
+                                 "A", "B. ", ". ", "  ", "\n", "x", "7", "(555) 010-4477", "fe80::1. "]),
+                min_size=2, max_size=14).map("".join).filter(lambda t: len(t) >= 120))
+def test_sentence_by_sentence_equals_whole_text(default, text):
+    """Long texts are analysed sentence by sentence (cached per sentence): same output as whole."""
+    whole = default.engine._redact_text(text)
+    pieces = default.engine.redact(text)
+    assert (pieces.text, pieces.count, pieces.types) == (whole.text, whole.count, whole.types), text
+
+
 # -- where content lives -------------------------------------------------------------------------
 
 
@@ -258,7 +271,7 @@ def test_operators_replace_mask_hash_drop():
                                            f"card <CREDIT_CARD>")
     assert s.attributes["gen_ai.prompt.0.content"] == f"again <EMAIL_ADDRESS:{token}>"  # joinable
     assert "output.value" not in s.attributes  # drop removes the attribute
-    other = make({"operator": "hash", "hash_secret": "another"})
+    other = make({"operator": "hash", "hash_secret": "another-secret-fedcba9876543210"})
     assert token not in other.engine.redact("mail a.b@example.com").text
 
 
@@ -345,6 +358,9 @@ def test_summary_levels():
     ({"operators": {"PERSON": "mask"}}, "operators::PERSON", "not one of the configured entities"),
     ({"operator": "hash"}, "hash_secret", "required by the hash operator"),
     ({"hash_keys": ["user.id"]}, "hash_secret", "required"),
+    ({"operator": "hash", "hash_secret": "change-me"}, "hash_secret", "too short"),
+    ({"operator": "hash", "hash_secret": "please-change-me-now"}, "hash_secret", "a placeholder"),
+    ({"hash_keys": ["user.id"], "hash_secret": "aaaaaaaaaaaaaaaaaaaa"}, "hash_secret", "a placeholder"),
     ({"entities": ["EMAIL", "PHONE_NUMBER"]}, "entities::0", "unknown entity 'EMAIL'"),
     ({"entities": ["PERSON"]}, "entities::0", "needs a spaCy NER model"),
     ({"nlp_model": "en_core_web_lg", "entities": ["PERSON"]}, "nlp_model", "is not installed"),

@@ -71,7 +71,7 @@ def _send(endpoint: str, protocol: str, records: list[dict]) -> None:
 
 
 def test_corpus_through_the_collector_leaves_no_labelled_value(collector_factory):
-    collector = collector_factory(CONFIG, env={"REDACTION_SECRET": "e2e-secret"})
+    collector = collector_factory(CONFIG, env={"REDACTION_SECRET": "e2e-secret-0123456789abcdef"})
     half = len(RECORDS) // 2
     _send(collector.grpc_endpoint, "grpc", RECORDS[:half])
     _send(collector.http_url, "http", RECORDS[half:])

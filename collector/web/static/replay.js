@@ -4,18 +4,10 @@
 "use strict";
 
 const Replay = (() => {
-  const {el, fmtMs, fmtTokens, fmtCost, messageText, showError} = GC;
+  const {el, send, fmtMs, fmtTokens, fmtCost, messageText, showError} = GC;
 
   function systemText(span) {
     return (span.system_instructions || []).map((p) => typeof p === "string" ? p : messageText({parts: [p]})).join("\n");
-  }
-
-  async function post(path, body) {
-    const response = await fetch("/api/v1/" + path, {method: "POST", credentials: "same-origin",
-      headers: {"Content-Type": "application/json", Accept: "application/json"}, body: JSON.stringify(body)});
-    const answer = await response.json();
-    if (!response.ok) throw new Error(answer.error || response.statusText);
-    return answer;
   }
 
   function result(r) {
@@ -51,7 +43,7 @@ const Replay = (() => {
       const body = {trace_id: span.trace_id, span_id: span.span_id, model: model.value.trim() || null, record: record.checked};
       if (system.value !== original) body.system = system.value;
       try {
-        out.replaceChildren(...result(await post("replay", body)));
+        out.replaceChildren(...result(await send("POST", "replay", body)));
       } catch (error) {
         showError(out, error);
       } finally {
