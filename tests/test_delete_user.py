@@ -52,12 +52,15 @@ def store(backend, tmp_path):  # noqa: F811
     exporter.export(SpanBatch(dataset()))
     exporter.export(logs_batch(log(1, 2, body=SECRET + " in a log"), log(4, 1, body="bob log kept")))
     db = backend.get("path") or backend["url"]
+    for trace, comment in ((1, SECRET + " was wrong"), (4, "bob liked it")):  # scores, by the feedback command
+        assert run("feedback", "--db", db, hexid(trace, 16), "--name", "thumbs", "--value", "0",
+                   "--comment", comment).returncode == 0
     yield db, exporter
     exporter.shutdown()
 
 
 def snapshot(exporter) -> dict:
-    return {t: sorted(map(repr, query(exporter, f"SELECT * FROM {t}"))) for t in ("spans", "traces", "sessions", "logs")}
+    return {t: sorted(map(repr, query(exporter, f"SELECT * FROM {t}"))) for t in ("spans", "traces", "sessions", "logs", "scores")}
 
 
 def assert_rollups_match_spans(exporter) -> None:
@@ -78,7 +81,7 @@ def test_dry_run_changes_nothing_and_counts_exactly(store):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["spans"], report["traces"], report["sessions_deleted"], report["sessions_updated"]) == (4, 3, 1, 1)
-    assert report["related"]["logs"] == 1 and report["dry_run"]
+    assert report["related"] == {"logs": 1, "scores": 1} and report["dry_run"]
     assert snapshot(exporter) == before
 
 
@@ -98,8 +101,8 @@ def test_delete_removes_the_user_and_keeps_everyone_else(store, caplog):
     shared = query(exporter, "SELECT user_id, span_count, input_tokens FROM sessions WHERE session_id = 's-shared'")
     assert shared == [(BOB, 1, 40)]
     assert_rollups_match_spans(exporter)
-    logs = query(exporter, "SELECT trace_id FROM logs")
-    assert logs == [(hexid(4, 16),)]
+    assert query(exporter, "SELECT trace_id FROM logs") == [(hexid(4, 16),)]
+    assert query(exporter, "SELECT trace_id FROM scores") == [(hexid(4, 16),)]
     searched = run("traces", "--db", db, "--search", "secret", "--format", "json")
     assert json.loads(searched.stdout) == []
     assert json.loads(run("traces", "--db", db, "--search", "bob-prompt-kept", "--format", "json").stdout)

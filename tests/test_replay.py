@@ -18,7 +18,7 @@ from exporters.storage.config import RetentionPolicy
 from tests import fake_openai
 from tests.fake_openai import FakeOpenAI
 from tests.genai_helpers import make_processor
-from tests.storage_helpers import hexid, make_exporter, span
+from tests.storage_helpers import hexid, make_exporter, pg_admin, pg_url, span  # noqa: F401
 from tests.test_query_cli import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,3 +228,28 @@ def test_subprocess_never_shows_the_key(store, fake):
     assert result.returncode == 0, result.stderr
     assert fake.headers[-1]["Authorization"] == f"Bearer {SECRET}"
     assert SECRET not in result.stdout + result.stderr and fake_openai.ANSWER in result.stdout
+
+
+def test_content_dropped_by_redaction_is_refused(tmp_path, fake):
+    db = str(tmp_path / "dropped.db")
+    dropped = call(7, attributes={"app.confidential": "yes"})
+    make_processor("redaction", {"drop_content_when": {"app.confidential": "yes"}}).process(SpanBatch([dropped]))
+    exporter = make_exporter({"type": "sqlite", "path": db})
+    exporter.export(SpanBatch([dropped]))
+    exporter.shutdown()
+    result = replay(db, fake, hexid(7, 16), "--allow-redacted")  # nothing left to replay, even so
+    assert result.returncode == 3 and "redaction.content.dropped" in result.stderr
+    assert fake.requests == []
+
+
+def test_replay_and_record_on_postgres(pg_url, fake):  # noqa: F811
+    exporter = make_exporter({"type": "postgres", "url": pg_url})
+    exporter.export(SpanBatch([call(1), call(4, attributes={"sampling.content": "stripped"})]))
+    exporter.shutdown()
+    result = replay(pg_url, fake, hexid(1, 16), "--record", "--json")
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(result.stdout)["recorded"]
+    shown = run("trace", "--db", pg_url, recorded["trace_id"], "--format", "json")
+    span_doc = json.loads(shown.stdout)["spans"][0]
+    assert fake_openai.ANSWER in json.dumps(span_doc["output_messages"]) and span_doc["user_id"] == "alice"
+    assert replay(pg_url, fake, hexid(4, 16)).returncode == 3
