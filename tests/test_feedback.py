@@ -106,6 +106,8 @@ def test_feedback_before_its_trace_is_attached_when_the_trace_arrives(stores, ap
         status, listed = get_json(f"{base}/api/v1/traces/{late_trace}/feedback")
         assert status == 200 and [s["id"] for s in listed["items"]] == [score["id"]]
         assert late_trace not in [t["trace_id"] for t in cli_json("traces", "--db", db, "--feedback", "negative")]
+        missing = run("trace", late_trace, "--db", db)
+        assert missing.returncode == 1 and "not found (1 score waiting for it)" in missing.stderr
 
         load(name, settings, late)  # the trace arrives
 
@@ -163,6 +165,16 @@ def test_bad_bodies_are_refused(apis, body, content_type, status):
     for base in apis.values():
         got, _, answer = request(f"{base}/api/v1/feedback", None, {"Content-Type": content_type}, body)
         assert got == status and json.loads(answer)["error"]
+
+
+def test_openapi_describes_a_new_score(apis):
+    from collector.query.feedback import FIELDS
+
+    document = get_json(f"{next(iter(apis.values()))}/api/v1/openapi.json")[1]
+    body = document["paths"]["/api/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert tuple(body["properties"]) == FIELDS and body["required"] == ["trace_id", "name"]
+    assert {"get"} <= set(document["paths"]["/api/v1/traces/{trace_id}/feedback"])
+    assert {"delete"} <= set(document["paths"]["/api/v1/feedback/{score_id}"])
 
 
 def test_delete_a_score(apis):
