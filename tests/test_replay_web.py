@@ -4,7 +4,6 @@ OpenAI-compatible server, and the trace page's Replay button in a real headless 
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
@@ -43,7 +42,6 @@ def test_replay_endpoint_answers_like_the_cli(site):
     assert fake.requests[-1]["messages"][0] == {"role": "system", "content": "Be brief."}
     assert fake.headers[-1]["Authorization"] == f"Bearer {SECRET}"  # the server's key, not the client's
     assert doc["recorded"]["trace_id"] and SECRET not in json.dumps(doc)
-    status, trace = 0, None
     status, _, body = request(f"{base}/api/v1/traces/{doc['recorded']['trace_id']}", TOKEN)
     trace = json.loads(body)
     assert status == 200 and trace["spans"][0]["attributes"]["replay.of"] == hexid(101, 8)

@@ -113,7 +113,7 @@ DELETE_USER_PARAMS = (
 )
 
 
-@router.delete("/users/{user_id}", openapi_extra=openapi_parameters(DELETE_USER_PARAMS),
+@router.delete("/users/{user_id:path}", openapi_extra=openapi_parameters(DELETE_USER_PARAMS),
                summary="Erase a person's data (traces, sessions, log records, scores, full-text entries, "
                        "session-grouping state): `genai-collector delete --user`")
 def delete_user(request: Request, user_id: str) -> Response:
