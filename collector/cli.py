@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"address to serve on (default: {UI_ENDPOINT})")
     ui.add_argument("--bearer-token-file", metavar="FILE",
                     help="file whose first line is the token the API and the pages require")
+    ui.add_argument("--write-token-file", metavar="FILE",
+                    help="file whose first line is the token API writes (feedback) require; it also "
+                         "opens what the bearer token opens (default: writes need what reads need)")
     ui.set_defaults(func=cmd_ui)
 
     _register_query_commands(sub)
@@ -146,9 +149,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         open_store(args.db, args.config).close()  # a wrong --db is an error now, not on the first page
         host, _ = split_endpoint(args.listen)
         token = read_token(None, args.bearer_token_file)
+        write_token = read_token(None, args.write_token_file, "write_token")
         check_exposure(host, token)
         stores = StoreSource(lambda: open_store(args.db, args.config))
-        server = UiServer(create_app(stores, token, allowed_hosts(host, token)), args.listen)
+        server = UiServer(create_app(stores, token, allowed_hosts(host, token), write_token), args.listen)
         server.serve_forever()
     except (UsageError, ValueError, OSError) as exc:
         print(f"genai-collector ui: error: {exc}", file=sys.stderr)

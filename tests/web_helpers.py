@@ -30,13 +30,13 @@ def serve(db: str, token: str | None = None) -> Iterator[str]:
 
 
 def request(url: str, token: str | None = None, headers: dict | None = None,
-            data: bytes | None = None) -> tuple[int, dict, bytes]:
+            data: bytes | None = None, method: str | None = None) -> tuple[int, dict, bytes]:
     """(status, headers, body) of one real HTTP request; redirects are not followed."""
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
 
-    req = urllib.request.Request(url, data=data, headers={**(headers or {}),
+    req = urllib.request.Request(url, data=data, method=method, headers={**(headers or {}),
                                                           **({"Authorization": f"Bearer {token}"} if token else {})})
     opener = urllib.request.build_opener(NoRedirect)
     try:

@@ -23,11 +23,19 @@ class UiAuthConfig:
                                                  "characters; prefer bearer_token_file)")
     bearer_token_file: str | None = setting(None, doc="a file whose first line is the token (keeps it "
                                                       "out of the config)")
+    write_token: str | None = setting(None, doc="a second token that API writes (POST/DELETE feedback, "
+                                                "docs/feedback.md) need, and that also opens everything "
+                                                "bearer_token does (at least 16 characters; prefer "
+                                                "write_token_file); unset: writes need what reads need")
+    write_token_file: str | None = setting(None, doc="a file whose first line is the write token")
 
     def validate(self) -> list[str]:
+        errors = []
         if self.bearer_token is not None and self.bearer_token_file is not None:
-            return ["set bearer_token or bearer_token_file, not both"]
-        return []
+            errors.append("set bearer_token or bearer_token_file, not both")
+        if self.write_token is not None and self.write_token_file is not None:
+            errors.append("set write_token or write_token_file, not both")
+        return errors
 
 
 @dataclass
@@ -66,10 +74,14 @@ class UiExtension:
 
         location = storage_location(config, ctx.config)
         token = read_token(config.auth.bearer_token, config.auth.bearer_token_file)
+        write_token = read_token(config.auth.write_token, config.auth.write_token_file, "write_token")
         host, _ = split_endpoint(config.endpoint)
         check_exposure(host, token)
+        # Reads are pooled read-only connections; a feedback write opens its own short transaction
+        # (collector.query.store.Store.writer), waiting out the exporter's batch on SQLite.
         self.stores = StoreSource(lambda: open_store(location, ""))
-        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token)), config.endpoint)
+        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token), write_token),
+                               config.endpoint)
 
     def start(self) -> None:
         self.server.start()

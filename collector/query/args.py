@@ -19,9 +19,14 @@ from typing import Any, Callable, NoReturn
 from config.schema import parse_duration
 
 __all__ = [
-    "UsageError", "time_arg", "by_arg", "attr_arg", "ATTR_KEY_MAX", "non_negative_float", "positive_int", "non_negative_int",
+    "UsageError", "POLARITIES", "SCORE_SOURCES", "time_arg", "by_arg", "attr_arg", "ATTR_KEY_MAX", "non_negative_float", "positive_int", "non_negative_int",
     "BY_KEYS", "Param", "FILTER_PARAMS", "DEFAULT_LIMIT", "one_line_errors", "now_ns", "clamp_int64", "INT64_MIN", "INT64_MAX",
 ]
+
+POLARITIES = ("negative", "positive")
+SCORE_SOURCES = ("user", "api", "eval")
+"""Who gave a score (``--source``; the CLI's parser is built before the store layer loads)."""
+"""``--feedback``: which scores a listing keeps (defined in :mod:`collector.query.feedback`)."""
 
 DEFAULT_LIMIT = 20
 """Rows per page of a listing when no limit is given (CLI and HTTP API alike)."""
@@ -188,5 +193,7 @@ FILTER_PARAMS = (
     Param("search", _text, "case-insensitive text in prompts, responses or system instructions", "TEXT"),
     Param("attr", attr_arg, "a span or resource attribute equals VALUE (as text), e.g. "
           "app.feature=search; repeat for several", "KEY=VALUE", repeat=True),
+    Param("feedback", _text, "has a negative / positive score (thumbs down / up, a low / high value "
+          "or label: docs/feedback.md)", choices=POLARITIES),
 )
 """The filters every listing shares (the fields of ``Filters``), in the order help shows them."""

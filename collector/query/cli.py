@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from collector.query import render
 from collector.query.args import (
-    DEFAULT_LIMIT, FILTER_PARAMS, UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors,
+    DEFAULT_LIMIT, FILTER_PARAMS, SCORE_SOURCES, UsageError, by_arg, non_negative_float, non_negative_int, one_line_errors,
     positive_int,
 )
 from collector.query.render import Column, fmt_cost, fmt_ms, fmt_pct, fmt_time, fmt_tokens
@@ -151,7 +151,7 @@ def cmd_traces(args: argparse.Namespace, store: Store) -> int:
 @_command
 def cmd_trace(args: argparse.Namespace, store: Store) -> int:
     """A full id, or a unique prefix of at least 6 hex digits (the ``traces`` table shows 8)."""
-    from collector.query import queries
+    from collector.query import feedback, queries
 
     try:
         trace_id, span_list = queries.find_trace(store, args.trace_id)
@@ -164,11 +164,61 @@ def cmd_trace(args: argparse.Namespace, store: Store) -> int:
         render.write_csv(span_list, sys.stdout)
         return 0
     records = queries.get_trace_logs(store, trace_id)
+    with store.connect() as conn:
+        records["scores"] = feedback.trace_scores(conn, trace_id)
     if args.format == "json":
         render.write_json({"trace_id": trace_id, "spans": span_list, **records}, sys.stdout)
     else:
         _print_trace(trace_id, span_list)
         _print_trace_records(span_list, records)
+        given = [s for s in records["scores"] if s["id"] > 0]  # evaluations are listed above
+        if given:
+            render.table(SCORE_COLUMNS, given, title="feedback and scores").write()
+    return 0
+
+
+SCORE_COLUMNS = [
+    Column("time (UTC)", "time", fmt_time, numeric=True),
+    Column("span", lambda r: r["span_id"] or "(trace)", numeric=True),
+    Column("name", "name", min_width=6),
+    Column("value", "value", lambda v: "-" if v is None else f"{v:g}", numeric=True),
+    Column("label", "label", min_width=6),
+    Column("source", "source"),
+    Column("author", "author", min_width=6),
+    Column("comment", "comment", min_width=10),
+]
+
+
+@_command
+def cmd_feedback(args: argparse.Namespace, store: Store) -> int:
+    """Record one score; the trace may not be stored yet (it is attached when it is)."""
+    from collector.query import feedback, queries
+
+    trace_id = args.trace_id
+    if len(trace_id) < 32:  # a prefix names a stored trace, as `trace` reads it
+        try:
+            trace_id = queries.resolve_trace_id(store, trace_id) or trace_id
+        except queries.BadId as exc:
+            raise UsageError(str(exc)) from None
+    document = {"trace_id": trace_id, "span_id": args.span, "session_id": args.session, "name": args.name,
+                "value": args.value, "label": args.label, "comment": args.comment, "source": args.source,
+                "author": args.author}
+    try:
+        row = feedback.parse_score(document)
+    except feedback.BadScore as exc:
+        raise UsageError(f"--{exc.field.replace('_id', '').replace('_', '-')}: {exc.reason}") from None
+    with store.connect() as conn:
+        if not feedback.scores_present(conn):
+            raise UsageError(f"{store.target.shown} has no scores table yet: start the collector "
+                             f"(this version) once to migrate the store")
+    with store.writer() as conn:
+        score_id = feedback.add_score(conn, row)
+    record = {"id": score_id, **{k: row[k] for k in feedback.FIELDS}}
+    if args.format == "json":
+        render.write_json(record, sys.stdout)
+    else:
+        print(f"score {score_id} recorded for trace {row['trace_id']}"
+              + (f" span {row['span_id']}" if row["span_id"] else ""))
     return 0
 
 
@@ -303,6 +353,9 @@ def _stat_columns(by: list[str]) -> list[Column]:
         Column("ttft50", "ttft_p50_ms", fmt_ms, numeric=True, optional=True),
         Column("tok/s", "output_tokens_per_second_p50",
                lambda v: "-" if v is None else f"{v:.0f}", numeric=True, optional=True),
+        Column("fb", "feedback_count", lambda n: str(n) if n else "-", numeric=True, optional=True),
+        Column("score", "feedback_mean", lambda v: "-" if v is None else f"{v:.2f}", numeric=True,
+               optional=True),
     ]
 
 
@@ -502,6 +555,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-spans", action="store_true",
                    help="every span, not only GenAI calls (spans with a model)")
     p.add_argument("--limit", type=positive_int, help="at most this many spans (oldest first)")
+
+    p = add("feedback", cmd_feedback, "record feedback or a score for a trace or one of its calls "
+            "(docs/feedback.md)", filters=False, fmt=False)
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    p.add_argument("trace_id", metavar="TRACE_ID",
+                   help="32 hex characters (the trace need not be stored yet), or a unique prefix of a stored one")
+    p.add_argument("--span", metavar="ID", help="the call (span id, 16 hex characters) the score is about")
+    p.add_argument("--session", metavar="ID", help="session id")
+    p.add_argument("--name", required=True, help="what is scored: thumbs, rating, or any name")
+    p.add_argument("--value", type=float, metavar="V", help="numeric score (thumbs: 1 up, 0 down)")
+    p.add_argument("--label", metavar="L", help="e.g. positive, negative, correct")
+    p.add_argument("--comment", metavar="C", help="free text")
+    p.add_argument("--source", choices=SCORE_SOURCES, default="api", help="who scored (default: api)")
+    p.add_argument("--author", metavar="A", help="who gave it (a user id, a reviewer)")
 
     p = add("eval-candidates", cmd_eval_candidates,
             "calls worth turning into eval cases: errors, slow, expensive, refusals, negative feedback")

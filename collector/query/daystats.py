@@ -31,7 +31,7 @@ from collector.query.args import now_ns
 from collector.query.filters import Filters, genai_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.stats import (
-    COST_PERCENTILES, METRICS, NS_PER_DAY, group_order, group_record, group_value, grouped,
+    COST_PERCENTILES, METRICS, NS_PER_DAY, add_feedback, group_order, group_record, group_value, grouped,
     per_call_record, user_record, group_expression, sorted_by_key, stats,
 )
 from collector.query.store import Connection, Store
@@ -122,7 +122,8 @@ class DayCache:
     def stats(self, store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
         """The answer :func:`collector.query.stats.stats` gives; an unbounded ``since`` is
         passed to it (no whole days to keep)."""
-        if f.since is None:
+        if f.since is None or f.feedback is not None:
+            # feedback arrives after the calls it is about: a closed day's answer can change
             return stats(store, f, by, top)
         today = now_ns() // NS_PER_DAY
         first = -(-f.since // NS_PER_DAY)                                  # first whole day
@@ -137,7 +138,9 @@ class DayCache:
                 parts = [_scan(conn, where + _range(column, f.since, first * NS_PER_DAY), by),
                          self._whole_days(conn, where, (tuple(by), base), first, last, by),
                          _scan(conn, where + _range(column, last * NS_PER_DAY, f.until), by)]
-        return _answer(_merge(parts, by), by, top)
+        answer = _answer(_merge(parts, by), by, top)
+        add_feedback(store, f, by, answer["groups"])
+        return answer
 
     def _whole_days(self, conn: Connection, where: list[Sql], key: tuple, first: int, last: int,
                     by: Sequence[str]) -> _Part:

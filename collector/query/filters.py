@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.model import LLM_OPERATIONS
+from collector.query import feedback
 from collector.query.args import clamp_int64
 from collector.query.store import Connection
 from exporters.storage.search import FTS_PRESENT, search_clause
@@ -42,6 +43,7 @@ class Filters:
     min_latency_ms: float | None = None
     search: str | None = None
     attr: tuple[tuple[str, str], ...] | None = None  # (key, value): a span or resource attribute
+    feedback: str | None = None     # "negative" | "positive": has such a score (collector.query.feedback)
 
     @classmethod
     def from_args(cls, args: Any) -> "Filters":
@@ -63,6 +65,8 @@ class Filters:
             out.append(Sql("spans.cost_usd >= ?", self.min_cost))
         if self.min_latency_ms is not None:
             out.append(Sql("spans.duration_ms >= ?", self.min_latency_ms))
+        if self.feedback is not None:
+            out.append(feedback.span_has(conn, self.feedback))
         return out
 
     # -- rollup level (traces / sessions tables) ---------------------------------------------------
@@ -80,6 +84,8 @@ class Filters:
         if self.min_latency_ms is not None:
             out.append(Sql(f"{rollup}.end_time_unix_nano - {rollup}.start_time_unix_nano >= ?",
                            clamp_int64(int(self.min_latency_ms * NS_PER_MS))))
+        if self.feedback is not None:
+            out.append(feedback.rollup_has(conn, rollup, self.feedback))
         inner = self._inner(conn)
         if inner:
             out.append(Sql.compose(f"EXISTS (SELECT 1 FROM spans WHERE spans.{key} = {rollup}.{key}"

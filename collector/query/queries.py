@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping, Sequence
 
 from collector.model import STATUS_NAMES
+from collector.query import feedback
 from collector.query.filters import NS_PER_MS, Filters, attribute, genai_call, llm_call
 from collector.query.percentile import rank as percentile_rank
 from collector.query.store import Connection, Store, has_table
@@ -161,8 +162,8 @@ DETAIL_COLUMNS = ("kind", "attributes", "content_attributes", "resource_attribut
 
 def trace_detail(store: Store, trace_id: str) -> dict | None:
     """One trace for the web UI and the HTTP API: every span as :func:`span_record` plus its raw
-    attributes, resource, events and links, and the log records of the trace (``logs`` is empty
-    on a store without a logs table); ``None`` when unknown."""
+    attributes, resource, events and links, the log records of the trace (``logs`` is empty
+    on a store without a logs table) and its feedback (``scores``); ``None`` when unknown."""
     query = Sql(f"SELECT {SPAN_COLUMNS}, {', '.join('spans.' + c for c in DETAIL_COLUMNS)} "
                 f"FROM spans WHERE spans.trace_id = ? ORDER BY {SPAN_ORDER}", trace_id)
     with store.connect() as conn:
@@ -170,9 +171,10 @@ def trace_detail(store: Store, trace_id: str) -> dict | None:
         if not rows:
             return None
         logs = _trace_logs(conn, trace_id)
+        scores = feedback.trace_scores(conn, trace_id)
     spans = [{**span_record(r), "kind": r["kind"],
               **{c: json_column(r[c]) for c in DETAIL_COLUMNS if c != "kind"}} for r in rows]
-    return {"trace_id": trace_id, "spans": spans, "logs": logs}
+    return {"trace_id": trace_id, "spans": spans, "logs": logs, "scores": scores}
 
 
 def _trace_logs(conn: Connection, trace_id: str) -> list[dict]:
@@ -328,8 +330,6 @@ REFUSAL_PHRASES = (
 FEEDBACK_KEYS = ("feedback", "user_feedback", "feedback.value", "gen_ai.feedback")
 """Attributes whose value says what the user thought of the answer."""
 
-NEGATIVE_FEEDBACK = ("negative", "thumbs_down", "thumbsdown", "bad", "down", "-1", "0", "false")
-
 FEEDBACK_SCORE_KEYS = ("feedback.score", "user_feedback.score", "gen_ai.feedback.score")
 """Numeric feedback attributes: a score below 0.5 (or negative) counts as negative."""
 
@@ -339,10 +339,15 @@ def _refusal() -> Sql:
     return any_of(like_contains(text, p.lower()) for p in REFUSAL_PHRASES)
 
 
-def _negative_feedback(dialect: str) -> Sql:
-    clauses = [in_list(Sql.compose("lower({})", attribute(dialect, "spans.attributes", k)), NEGATIVE_FEEDBACK)
+def _negative_feedback(conn: Connection) -> Sql:
+    """Negative feedback on the span itself (attributes), or sent later as a score."""
+    dialect = conn.dialect
+    clauses = [in_list(Sql.compose("lower({})", attribute(dialect, "spans.attributes", k)), feedback.NEGATIVE_LABELS)
                for k in FEEDBACK_KEYS]
-    clauses += [Sql.compose("{} < 0.5", attribute(dialect, "spans.attributes", k, numeric=True)) for k in FEEDBACK_SCORE_KEYS]
+    clauses += [Sql.compose("{} < {}", attribute(dialect, "spans.attributes", k, numeric=True),
+                            Sql("?", feedback.NEGATIVE_BELOW))
+                for k in FEEDBACK_SCORE_KEYS]
+    clauses.append(feedback.span_has(conn, "negative"))
     return any_of(clauses)
 
 
@@ -388,7 +393,7 @@ def eval_candidates(store: Store, f: Filters, limit: int, slow_ms: float | None,
             "slow": slow,
             "expensive": all_of([expensive, Sql("spans.cost_usd > 0")]),
             "refusal": _refusal(),
-            "negative_feedback": _negative_feedback(store.dialect),
+            "negative_feedback": _negative_feedback(conn),
         }
         flags = [Sql.compose("CASE WHEN {} THEN 1 ELSE 0 END", cond) for cond in conditions.values()]
         query = Sql.compose(

@@ -26,13 +26,14 @@ from collections import defaultdict
 from functools import partial
 from typing import Any, Callable, Sequence
 
+from collector.query import feedback
 from collector.query.filters import ATTR_PREFIX, Filters, attribute_value, genai_call
 from collector.query.percentile import nearest_rank, percentile_disc
 from collector.query.queries import iso
 from collector.query.store import Connection, Store
 from exporters.storage.sqltext import Sql, all_of, join
 
-__all__ = ["stats", "PERCENTILES", "group_expression", "grouped", "group_record", "group_value", "group_order",
+__all__ = ["stats", "add_feedback", "PERCENTILES", "group_expression", "grouped", "group_record", "group_value", "group_order",
            "per_call_record", "user_record", "sorted_by_key"]
 """The record builders are shared with :mod:`collector.query.daystats`, which answers ``stats``
 from kept days: one definition of every field."""
@@ -247,6 +248,31 @@ def group_order(by: Sequence[str]) -> Callable[[dict], tuple]:
     return lambda g: (-g["requests"], keys(g))
 
 
+def add_feedback(store: Store, f: Filters, by: Sequence[str], groups: list[dict]) -> None:
+    """Give each group its ``feedback_count`` (scores about its calls, each counted once even
+    when it is about a whole trace of several calls) and ``feedback_mean`` (of their values).
+
+    Never kept by :mod:`collector.query.daystats`: feedback comes after the call, so a closed
+    day's count changes.  The join is driven by ``scores`` (far fewer rows than calls)."""
+    with store.connect() as conn:
+        found: dict[tuple, tuple] = {}
+        rows = feedback.score_rows(conn)
+        if rows is not None:
+            keys = [group_expression(k, conn.dialect) for k in by]
+            names = ", ".join(f"g{i}" for i in range(len(by)))
+            inner = Sql.compose("SELECT DISTINCT " + "".join(f"{{}} AS g{i}, " for i in range(len(by)))
+                                + "scores.id AS score_id, scores.value AS score_value "
+                                "FROM {} CROSS JOIN spans WHERE {} AND {}",
+                                *keys, rows, feedback.about_span(), all_of([genai_call(), *f.span_clauses(conn)]))
+            query = Sql.compose(f"SELECT {names}, count(*), avg(score_value) FROM ({{}}) AS scored "
+                                f"GROUP BY {names}", inner)
+            found = {tuple(group_value(k, v) for k, v in zip(by, row[:len(by)])): row[len(by):]
+                     for row in conn.execute(query).fetchall()}
+    for i, group in enumerate(groups):  # new dicts: daystats may keep the old ones
+        count, mean = found.get(tuple(group[k] for k in by), (0, None))
+        groups[i] = {**group, "feedback_count": count, "feedback_mean": float(mean) if mean is not None else None}
+
+
 def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, Any]:
     """Counts GenAI calls: spans with a model (chat, completion, embeddings ...)."""
     with store.connect() as conn:
@@ -257,6 +283,7 @@ def stats(store: Store, f: Filters, by: Sequence[str], top: int) -> dict[str, An
             (_groups, (where, by)), (_cost_per_call, (where,)), (_top_users, (where, top))])
     else:
         groups, per_call, users = _sqlite_stats(store, where, by, top)
+    add_feedback(store, f, by, groups)
     groups.sort(key=group_order(by))
     per_call.sort(key=lambda r: (-r["cost_usd"], r["model"]))
     return {"by": list(by), "groups": groups, "top_users": users, "cost_per_call": per_call}

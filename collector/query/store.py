@@ -138,6 +138,24 @@ class Store:
         with self._lock:
             self._idle.append(dbapi)
 
+    @contextmanager
+    def writer(self) -> Iterator[Connection]:
+        """A connection that may write, for one short transaction (committed when the block ends,
+        rolled back on an error), then closed: the pooled readers stay read-only, and a writer
+        never holds SQLite's write lock longer than its statements (it waits up to 10 s for the
+        collector's own batch, as ``busy_timeout``)."""
+        dbapi = _connect(self.target, writable=True)
+        try:
+            if self.dialect == "sqlite":
+                dbapi.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting busy_timeout
+            yield Connection(dbapi, self.dialect)
+            dbapi.commit() if self.dialect == "postgresql" else dbapi.execute("COMMIT")
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            dbapi.close()
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
@@ -145,16 +163,21 @@ class Store:
             dbapi.close()
 
 
-def _connect(target: Target) -> Any:
+def _connect(target: Target, writable: bool = False) -> Any:
+    """A reader (the default: it must never write, whatever SQL runs) or a writer (feedback)."""
     if target.dialect == "postgresql":
         import psycopg
 
         conn = psycopg.connect(target.location, connect_timeout=5)
-        conn.read_only = True  # a reader must never write, whatever SQL runs
+        conn.read_only = not writable
         return conn
-    conn = sqlite3.connect(target.location, timeout=5, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(target.location, timeout=10 if writable else 5, check_same_thread=False,
+                           isolation_level=None)
+    if writable:
+        conn.execute("PRAGMA busy_timeout = 10000")  # the collector may be writing a batch
+        return conn
     register_sqlite_lower(conn)  # --search folds case beyond ASCII
-    for pragma in ("query_only = 1",            # a reader must never write, whatever SQL runs
+    for pragma in ("query_only = 1",
                    "cache_size = -65536",       # 64 MiB: stats scan many pages once
                    "mmap_size = 1073741824",
                    "busy_timeout = 5000"):      # the collector may be writing right now

@@ -16,8 +16,9 @@ from typing import Any, Callable, Iterator, Sequence
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from collector.query import queries
+from collector.query import feedback, queries
 from collector.query.args import (
     DEFAULT_LIMIT, FILTER_PARAMS, Param, UsageError, by_arg, non_negative_int, positive_int,
 )
@@ -254,6 +255,78 @@ def export(request: Request) -> StreamingResponse:
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
     return StreamingResponse(_guarded(export_chunks(spans, fmt), store), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="genai-export.{fmt}"'})
+
+
+# -- feedback (the only writes: docs/feedback.md) --------------------------------------------------
+
+MAX_FEEDBACK_BYTES = 64 * 1024
+"""A score is a few short fields and a comment of at most 10,000 characters."""
+
+
+def _writable(store: Store) -> None:
+    with store.connect() as conn:
+        if not feedback.scores_present(conn):
+            raise ApiError(503, "this store has no scores table yet: start the collector (this version) "
+                                "once to migrate it")
+
+
+@router.post("/feedback", status_code=201,
+             summary="Record a score (thumbs, rating, ...) for a trace or one of its calls; the trace "
+                     "need not be stored yet")
+async def add_feedback(request: Request) -> Response:
+    # Only JSON: a cross-site form cannot send it without a CORS preflight, which is never granted.
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "send the score as Content-Type: application/json")
+    body = await request.body()
+    if len(body) > MAX_FEEDBACK_BYTES:
+        raise ApiError(413, f"body: larger than {MAX_FEEDBACK_BYTES} bytes")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body: not valid JSON ({exc})") from None
+    try:
+        row = feedback.parse_score(document, default_source="api")
+    except feedback.BadScore as exc:
+        raise ApiError(400, str(exc)) from None
+
+    def write(store: Store) -> int:
+        _writable(store)
+        with store.writer() as conn:
+            return feedback.add_score(conn, row)
+
+    score_id = await run_in_threadpool(_run, request, write)
+    return json_response(feedback.score_record({"id": score_id, **row}), 201)
+
+
+@router.get("/traces/{trace_id}/feedback", summary="The scores given to a trace (stored or not yet), oldest first")
+def trace_feedback(request: Request, trace_id: str) -> Response:
+    parse(request, ())
+    try:
+        trace_id = feedback.parse_id("trace_id", trace_id)
+    except feedback.BadScore as exc:
+        raise ApiError(400, str(exc)) from None
+
+    def read(store: Store) -> list[dict]:
+        with store.connect() as conn:
+            return feedback.trace_scores(conn, trace_id)
+
+    return json_response({"trace_id": trace_id, "items": _run(request, read)})
+
+
+@router.delete("/feedback/{score_id}", status_code=204, summary="Remove one score (404 when unknown)")
+def delete_feedback(request: Request, score_id: str) -> Response:
+    parse(request, ())
+    if not score_id.isdigit() or len(score_id) > 18:
+        raise ApiError(400, f"id: {score_id!r} is not a score id (a positive integer)")
+
+    def delete(store: Store) -> bool:
+        _writable(store)
+        with store.writer() as conn:
+            return feedback.delete_score(conn, int(score_id))
+
+    if not _run(request, delete):
+        raise ApiError(404, f"score {score_id} not found")
+    return Response(status_code=204)
 
 
 def _guarded(chunks: Iterator[str], store: Store) -> Iterator[str]:

@@ -46,15 +46,22 @@ def session_value(token: str) -> str:
     return hmac.new(token.encode(), b"genai-collector-ui-session", hashlib.sha256).hexdigest()
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class Guard(BaseHTTPMiddleware):
     """Auth (``Authorization: Bearer`` or the session cookie), allowed ``Host`` names (a page on
     another site must not reach a token-less loopback UI through DNS rebinding), and the security
-    headers on every answer."""
+    headers on every answer.
 
-    def __init__(self, app, token: str | None, hosts: frozenset[str] | None) -> None:
+    With a ``write_token``, the API's writes (feedback) need it (as the bearer token, or a session
+    begun with it at the login form); it also opens everything the read token opens."""
+
+    def __init__(self, app, token: str | None, hosts: frozenset[str] | None,
+                 write_token: str | None = None) -> None:
         super().__init__(app)
         self.token = token
-        self.cookie = session_value(token) if token else None
+        self.write_token = write_token
         self.hosts = hosts
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -69,21 +76,37 @@ class Guard(BaseHTTPMiddleware):
         host = request.url.hostname or ""
         if self.hosts is not None and host not in self.hosts:
             return json_response({"error": f"host {host!r} not allowed"}, 421)
-        if self.token is None or request.url.path.startswith(OPEN_PATHS) or self.authorized(request):
+        path = request.url.path
+        if path.startswith(OPEN_PATHS):
             return None
-        if request.url.path.startswith("/api/"):
-            response = json_response({"error": "authentication required: Authorization: Bearer TOKEN"}, 401)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="genai-collector"'
-            return response
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if self.write_token is not None and request.method not in SAFE_METHODS and path.startswith("/api/"):
+            if holds(request, self.write_token):
+                return None
+            return _unauthorized("writing needs the write token: Authorization: Bearer WRITE_TOKEN",
+                                 403 if self.token is None or holds(request, self.token) else 401)
+        if self.token is None or holds(request, self.token) or holds(request, self.write_token):
+            return None
+        if path.startswith("/api/"):
+            return _unauthorized("authentication required: Authorization: Bearer TOKEN", 401)
+        target = path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
-    def authorized(self, request: Request) -> bool:
-        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            return True
-        cookie = request.cookies.get(COOKIE)
-        return cookie is not None and hmac.compare_digest(cookie.encode(), self.cookie.encode())
+
+def _unauthorized(message: str, status: int) -> Response:
+    response = json_response({"error": message}, status)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="genai-collector"'
+    return response
+
+
+def holds(request: Request, token: str | None) -> bool:
+    """The request carries ``token``: as its bearer token, or a session cookie made from it."""
+    if token is None:
+        return False
+    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    cookie = request.cookies.get(COOKIE)
+    return cookie is not None and hmac.compare_digest(cookie.encode(), session_value(token).encode())
 
 
 def _safe_next(target: str | None) -> str:
@@ -94,15 +117,16 @@ def _safe_next(target: str | None) -> str:
 
 
 def create_app(stores: StoreSource, token: str | None = None,
-               hosts: frozenset[str] | None = None) -> FastAPI:
-    """The UI and API over ``stores``; ``token`` (or None: no auth) and ``hosts`` (the ``Host``
-    names accepted, or None: any) as :class:`Guard` enforces them."""
+               hosts: frozenset[str] | None = None, write_token: str | None = None) -> FastAPI:
+    """The UI and API over ``stores``; ``token`` (or None: no auth), ``hosts`` (the ``Host``
+    names accepted, or None: any) and ``write_token`` (or None: writes need only what reads
+    need) as :class:`Guard` enforces them."""
     app = FastAPI(title="genai-collector HTTP API", version=__version__,
                   description="The query CLI's questions over HTTP: see docs/http-api.md.",
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     app.state.stores = stores
     app.include_router(router)
-    app.add_middleware(Guard, token=token, hosts=hosts)
+    app.add_middleware(Guard, token=token, hosts=hosts, write_token=write_token)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(ApiError)
@@ -135,12 +159,15 @@ def create_app(stores: StoreSource, token: str | None = None,
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         given = (form.get("token") or [""])[0].strip()
         target = _safe_next(request.query_params.get("next"))
-        if token is None:
+        if token is None and write_token is None:
             return RedirectResponse(target, status_code=303)
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        # the write token first: a session begun with it may also write
+        matched = next((t for t in (write_token, token) if t and hmac.compare_digest(given.encode(), t.encode())),
+                       None)
+        if matched is None:
             return RedirectResponse(f"/login?failed=1&next={quote(target, safe='')}", status_code=303)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, session_value(token), httponly=True, samesite="strict",
+        response.set_cookie(COOKIE, session_value(matched), httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return response
 

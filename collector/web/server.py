@@ -52,16 +52,17 @@ def check_exposure(host: str, token: str | None) -> None:
                          f"on 127.0.0.1)")
 
 
-def read_token(inline: str | None, file: str | None) -> str | None:
-    """The bearer token from the config value or from a file (first line, trimmed)."""
+def read_token(inline: str | None, file: str | None, what: str = "bearer_token") -> str | None:
+    """A token (``what``: bearer_token, write_token) from the config value or from a file
+    (first line, trimmed)."""
     if file:
         try:
             text = Path(file).expanduser().read_text(encoding="utf-8")
         except OSError as exc:
-            raise ValueError(f"cannot read bearer_token_file {file}: {exc.strerror}") from None
+            raise ValueError(f"cannot read {what}_file {file}: {exc.strerror}") from None
         inline = text.strip().splitlines()[0] if text.strip() else ""
     if inline is not None and len(inline.strip()) < 16:
-        raise ValueError("the bearer token must be at least 16 characters")
+        raise ValueError(f"the {what.replace('_', ' ')} must be at least 16 characters")
     return inline.strip() if inline is not None else None
 
 

@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
-    "metadata", "spans", "traces", "sessions", "logs", "LOG_CONTENT_BITS", "LOG_CONTENT_COLUMNS", "JSONText",
+    "metadata", "spans", "traces", "sessions", "logs", "scores", "LOG_CONTENT_BITS", "LOG_CONTENT_COLUMNS", "JSONText",
     "CONTENT_COLUMNS", "VERSION_TABLE", "CALL_INDEX_COLUMNS",
 ]
 
@@ -218,3 +218,23 @@ logs = sa.Table(
 
 LOG_CONTENT_COLUMNS: tuple[str, ...] = ("content",)
 """``logs`` columns content_ttl nulls for every record (``body`` too for ``kind = 'content'``)."""
+
+scores = sa.Table(
+    "scores", metadata,
+    sa.Column("id", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("trace_id", sa.String(32), nullable=False,
+              comment="lowercase hex; no foreign key: a score may arrive before its trace"),
+    sa.Column("span_id", sa.String(16), comment="lowercase hex; NULL: the score is about the whole trace"),
+    sa.Column("session_id", sa.Text),
+    sa.Column("name", sa.Text, nullable=False, comment="thumbs, rating, or any evaluator's name"),
+    sa.Column("value", sa.Float, comment="numeric score (thumbs: 1 up, 0 down)"),
+    sa.Column("label", sa.Text, comment="e.g. positive, negative, correct"),
+    sa.Column("comment", sa.Text),
+    sa.Column("source", sa.String(16), nullable=False, comment="user | api | eval"),
+    sa.Column("author", sa.Text),
+    sa.Column("time_unix_nano", sa.BigInteger, nullable=False, comment="when the score was given"),
+    sa.Index("ix_scores_trace", "trace_id", "span_id"),
+    sa.Index("ix_scores_time", "time_unix_nano"),
+)
+"""Feedback and scores (docs/feedback.md): several per call, keyed by trace id, so that a thumbs-down
+sent before its trace is stored is attached as soon as the trace is."""

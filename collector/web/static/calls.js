@@ -1,7 +1,7 @@
 // The calls table: filters, sort and page live in the URL (deep links); live refresh every 5 s.
 "use strict";
 (() => {
-  const {el, api, fmtMs, fmtTokens, fmtCost, fmtTime, preview, nav, showError} = GC;
+  const {el, api, thumbs, fmtMs, fmtTokens, fmtCost, fmtTime, preview, nav, showError} = GC;
   const FILTERS = ["since", "model", "provider", "service", "status", "user", "session", "search", "attr", "min_cost", "min_latency_ms"];
   const LIMIT = 50;
   const form = document.getElementById("filters");
@@ -39,7 +39,8 @@
       el("td", {className: call.status === "error" ? "status-error" : ""}, call.status),
       el("td", {}, call.session_id ? el("a", {href: "/sessions/" + encodeURIComponent(call.session_id)}, call.session_id) : "-"),
       el("td", {}, call.user_id || "-"),
-      el("td", {className: "preview"}, preview(call.input_messages, "user")));
+      el("td", {className: "preview"}, preview(call.input_messages, "user")),
+      el("td", {}, thumbs(call)));
     tr.addEventListener("click", (event) => {
       if (!(event.target instanceof HTMLAnchorElement)) location.assign(tr.dataset.href);
     });
@@ -61,7 +62,7 @@
     try {
       const page = await api("calls", query);
       body.replaceChildren(...page.items.map(row));
-      if (!page.items.length) body.replaceChildren(el("tr", {}, el("td", {colSpan: 12, className: "muted"}, "no calls match")));
+      if (!page.items.length) body.replaceChildren(el("tr", {}, el("td", {colSpan: 13, className: "muted"}, "no calls match")));
       message.replaceChildren();
       document.getElementById("page").textContent = page.items.length ? `${offset + 1}–${offset + page.items.length}` : "";
       document.getElementById("prev").disabled = offset === 0;

@@ -52,6 +52,49 @@ const GC = (() => {
     return body;
   }
 
+  // A write (feedback): JSON in and out; a refusal's message is thrown.
+  async function send(method, path, document) {
+    const init = {method, credentials: "same-origin", headers: {Accept: "application/json"}};
+    if (document !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(document);
+    }
+    const response = await fetch("/api/v1/" + path, init);
+    if (response.status === 401) {
+      location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      throw new Error("authentication required");
+    }
+    const body = response.status === 204 ? null : await response.json();
+    if (!response.ok) throw new Error(body && body.error || response.statusText);
+    return body;
+  }
+
+  // Thumbs up / down for one call: POST /api/v1/feedback (name "thumbs", value 1 / 0, source
+  // "user"), then onDone(score).  Buttons, not links: no inline handler anywhere (CSP).
+  function thumbs(call, onDone) {
+    const box = el("span", {className: "thumbs"});
+    const button = (value, label, text) => {
+      const b = el("button", {type: "button", className: "thumb", title: label, dataset: {value: String(value)}}, text);
+      b.setAttribute("aria-label", label);
+      b.addEventListener("click", async (event) => {
+        event.stopPropagation();
+        box.querySelectorAll("button").forEach((x) => { x.disabled = true; });
+        try {
+          const score = await send("POST", "feedback", {trace_id: call.trace_id, span_id: call.span_id,
+            session_id: call.session_id || undefined, name: "thumbs", value, source: "user"});
+          b.classList.add("chosen");
+          box.dataset.scoreId = String(score.id);
+          if (onDone) onDone(score);
+        } catch (error) {
+          box.replaceChildren(el("span", {className: "error"}, String(error.message || error)));
+        }
+      });
+      return b;
+    };
+    box.append(button(1, "thumbs up", "\u{1F44D}"), button(0, "thumbs down", "\u{1F44E}"));
+    return box;
+  }
+
   function fmtMs(ms) {
     if (ms === null || ms === undefined) return "-";
     if (ms < 1) return ms.toFixed(2) + "ms";
@@ -122,5 +165,5 @@ const GC = (() => {
     where.replaceChildren(el("p", {className: "error"}, String(error.message || error)));
   }
 
-  return {clean, el, api, fmtMs, fmtTokens, fmtCost, fmtTime, fmtPct, messageText, preview, nav, showError};
+  return {clean, el, api, send, thumbs, fmtMs, fmtTokens, fmtCost, fmtTime, fmtPct, messageText, preview, nav, showError};
 })();

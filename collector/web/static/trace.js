@@ -2,7 +2,7 @@
 // 7-day medians, raw attributes and the trace's log records.
 "use strict";
 (() => {
-  const {el, api, fmtMs, fmtTokens, fmtCost, fmtTime, messageText, nav, showError} = GC;
+  const {el, api, send, thumbs, fmtMs, fmtTokens, fmtCost, fmtTime, messageText, nav, showError} = GC;
   const traceId = decodeURIComponent(location.pathname.split("/").pop());
 
   // Spans in tree order with their depth; orphans (parent not in the trace) are roots; a cycle
@@ -93,6 +93,7 @@
     const model = span.response_model || span.request_model || "";
     return el("section", {className: "transcript", id: "span-" + span.span_id},
       el("h2", {}, span.name + (span.name.includes(model) ? "" : " " + model) + " · " + fmtTime(span.start_time)),
+      el("p", {}, "Was this answer good? ", thumbs(span, loadScores)),
       el("p", {className: "muted"}, `${span.provider || "-"} · ${fmtMs(span.duration_ms)} · ${fmtTokens(span.input_tokens)}/${fmtTokens(span.output_tokens)} tokens · ${fmtCost(span.cost_usd)}` +
         (span.session_id ? " · session " + span.session_id : "") + (span.user_id ? " · user " + span.user_id : "")),
       comparison(span),
@@ -109,6 +110,36 @@
       el("tbody", {}, records.map((r) => el("tr", {}, keys.map((k) => el("td", {className: "preview"}, typeof r[k] === "object" && r[k] !== null ? JSON.stringify(r[k]) : r[k]))))));
   }
 
+  // Feedback and scores (docs/feedback.md): each with a button that removes it.
+  function scores(items) {
+    if (!items.length) return el("p", {className: "muted"}, "no feedback for this trace");
+    const fmtValue = (v) => v === null || v === undefined ? "-" : String(v);
+    return el("table", {className: "scores"},
+      el("thead", {}, el("tr", {}, ["time (UTC)", "call", "name", "value", "label", "source", "author", "comment", ""].map((h) => el("th", {}, h)))),
+      el("tbody", {}, items.map((s) => {
+        // evaluation results (negative ids) go with their log records, not from here
+        const remove = s.id > 0 ? el("button", {type: "button", className: "thumb", title: "remove this score"}, "remove") : null;
+        remove?.addEventListener("click", async () => {
+          try { await send("DELETE", "feedback/" + s.id); loadScores(); } catch (error) { showError(document.getElementById("message"), error); }
+        });
+        return el("tr", {className: "score", dataset: {span: s.span_id || ""}},
+          el("td", {}, fmtTime(s.time)),
+          el("td", {}, s.span_id ? el("a", {href: "#span-" + s.span_id}, s.span_id) : "(trace)"),
+          el("td", {}, s.name), el("td", {className: "num"}, fmtValue(s.value)), el("td", {}, s.label || "-"),
+          el("td", {}, s.source), el("td", {}, s.author || "-"), el("td", {className: "preview"}, s.comment || ""),
+          el("td", {}, remove));
+      })));
+  }
+
+  async function loadScores() {
+    try {
+      const answer = await api("traces/" + encodeURIComponent(traceId) + "/feedback");
+      document.getElementById("scores").replaceChildren(scores(answer.items));
+    } catch (error) {
+      showError(document.getElementById("message"), error);
+    }
+  }
+
   async function load() {
     try {
       const trace = await api("traces/" + encodeURIComponent(traceId));
@@ -122,6 +153,7 @@
       const llm = spans.filter((s) => s.model || s.input_messages || s.output_messages);
       document.getElementById("calls").replaceChildren(...(llm.length ? llm.map(call) : [el("p", {className: "muted"}, "no LLM calls in this trace")]));
       document.getElementById("logs").replaceChildren(logs(trace.logs));
+      document.getElementById("scores").replaceChildren(scores(trace.scores || []));
       if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView();
     } catch (error) {
       showError(document.getElementById("message"), error);
