@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_query_commands(sub) -> None:
+    from collector.actions_cli import register as register_actions
     from collector.query.cli import register
 
     register(sub)
+    register_actions(sub)
 
 
 def _load_or_report(path: str):
@@ -152,7 +154,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         write_token = read_token(None, args.write_token_file, "write_token")
         check_exposure(host, token)
         stores = StoreSource(lambda: open_store(args.db, args.config))
-        server = UiServer(create_app(stores, token, allowed_hosts(host, token), write_token), args.listen)
+        from collector.actions_cli import state_locations_of
+
+        server = UiServer(create_app(stores, token, allowed_hosts(host, token), write_token,
+                                     state_locations_of(args.config)), args.listen)
         server.serve_forever()
     except (UsageError, ValueError, OSError) as exc:
         print(f"genai-collector ui: error: {exc}", file=sys.stderr)

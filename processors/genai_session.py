@@ -252,6 +252,45 @@ class SessionState:
         self._execute("DELETE FROM gc_session_aliases WHERE updated_ns < ?", (session_before_ns,))
 
 
+    def forget_user(self, user: str, session: str | None = None, before_ns: int | None = None,
+                    dry_run: bool = False) -> int:
+        """Erase what the state knows of ``user`` (optionally one session / rows last updated
+        before ``before_ns``): trace mappings, activity intervals and the aliases of their
+        sessions; rows removed (``dry_run``: counted, then rolled back).  For ``delete --user``:
+        a forgotten person must not be regrouped into a session from their old activity."""
+        where, params = "user_id = ?", [user]
+        if session is not None:
+            where, params = where + " AND session_id = ?", params + [session]
+        if before_ns is not None:
+            where, params = where + " AND updated_ns < ?", params + [before_ns]
+        removed = 0
+        try:
+            with self.transaction():
+                removed = self._forget(where, params)
+                if dry_run:
+                    raise _RolledBack
+        except _RolledBack:
+            pass
+        return removed
+
+    def _forget(self, where: str, params: list) -> int:
+        """Delete the matching trace and interval rows and the aliases of their sessions."""
+        tables = ("gc_session_traces", "gc_session_intervals")
+        ids = sorted({row[0] for table in tables
+                      for row in self._execute(f"SELECT session_id FROM {table} WHERE {where}", params)})
+        removed = sum(self._execute(f"DELETE FROM {table} WHERE {where}", params).rowcount for table in tables)
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i:i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            removed += self._execute(f"DELETE FROM gc_session_aliases WHERE old_id IN ({marks}) "
+                                     f"OR new_id IN ({marks})", chunk * 2).rowcount
+        return removed
+
+
+class _RolledBack(Exception):
+    """Raised inside a state transaction to undo it (a dry run)."""
+
+
 class _Transaction:
     """One serialized read-modify-write across every process sharing the store."""
 

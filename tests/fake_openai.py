@@ -29,12 +29,27 @@ FIRST_CHUNK_DELAY = 0.05  # seconds before the first streamed chunk: a measurabl
 CHUNK_INTERVAL = 0.02
 
 
-def _completion() -> dict:
+TOOL_CALL_ID = "call_test1"
+
+
+def _completion(body: dict) -> dict:
+    """The answer; a request offering tools whose last message is the user's gets a call of the
+    first tool (``{"city": "Paris"}``), as a model deciding to use it would."""
+    messages = body.get("messages") or [{}]
+    tools = body.get("tools") or []
+    if tools and messages[-1].get("role") == "user":
+        name = (tools[0].get("function") or {}).get("name", "tool")
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
+            {"id": TOOL_CALL_ID, "type": "function",
+             "function": {"name": name, "arguments": json.dumps({"city": "Paris"})}}]}
+        finish = "tool_calls"
+    else:
+        message, finish = {"role": "assistant", "content": ANSWER, "refusal": None}, "stop"
     return {
         "id": "chatcmpl-test1", "object": "chat.completion", "created": int(time.time()),
-        "model": RESPONSE_MODEL, "system_fingerprint": "fp_test",
-        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                     "message": {"role": "assistant", "content": ANSWER, "refusal": None}}],
+        "model": body.get("model") if body.get("model") != REQUEST_MODEL else RESPONSE_MODEL,
+        "system_fingerprint": "fp_test",
+        "choices": [{"index": 0, "finish_reason": finish, "logprobs": None, "message": message}],
         "usage": USAGE,
     }
 
@@ -62,6 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         self.server.requests.append(body)  # type: ignore[attr-defined]
+        self.server.headers.append(dict(self.headers))  # type: ignore[attr-defined]
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
         elif body.get("model") == FAILING_MODEL:
@@ -69,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body.get("stream"):
             self._stream(bool((body.get("stream_options") or {}).get("include_usage")))
         else:
-            self._send(200, _completion())
+            self._send(200, _completion(body))
 
     def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -100,6 +116,7 @@ class FakeOpenAI:
     def __enter__(self) -> "FakeOpenAI":
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.requests = []  # type: ignore[attr-defined]
+        self.server.headers = []  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         return self
@@ -111,6 +128,11 @@ class FakeOpenAI:
     @property
     def requests(self) -> list[dict]:
         return self.server.requests  # type: ignore[attr-defined]
+
+    @property
+    def headers(self) -> list[dict]:
+        """The HTTP headers of each request (tests check what credentials were sent)."""
+        return self.server.headers  # type: ignore[attr-defined]
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()

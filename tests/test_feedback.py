@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 import uuid
 from collections import defaultdict
 
@@ -105,6 +106,8 @@ def test_feedback_before_its_trace_is_attached_when_the_trace_arrives(stores, ap
         status, listed = get_json(f"{base}/api/v1/traces/{late_trace}/feedback")
         assert status == 200 and [s["id"] for s in listed["items"]] == [score["id"]]
         assert late_trace not in [t["trace_id"] for t in cli_json("traces", "--db", db, "--feedback", "negative")]
+        missing = run("trace", late_trace, "--db", db)
+        assert missing.returncode == 1 and "not found (1 score waiting for it)" in missing.stderr
 
         load(name, settings, late)  # the trace arrives
 
@@ -162,6 +165,16 @@ def test_bad_bodies_are_refused(apis, body, content_type, status):
     for base in apis.values():
         got, _, answer = request(f"{base}/api/v1/feedback", None, {"Content-Type": content_type}, body)
         assert got == status and json.loads(answer)["error"]
+
+
+def test_openapi_describes_a_new_score(apis):
+    from collector.query.feedback import FIELDS
+
+    document = get_json(f"{next(iter(apis.values()))}/api/v1/openapi.json")[1]
+    body = document["paths"]["/api/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert tuple(body["properties"]) == FIELDS and body["required"] == ["trace_id", "name"]
+    assert {"get"} <= set(document["paths"]["/api/v1/traces/{trace_id}/feedback"])
+    assert {"delete"} <= set(document["paths"]["/api/v1/feedback/{score_id}"])
 
 
 def test_delete_a_score(apis):
@@ -305,3 +318,56 @@ def test_evaluation_results_are_scores_with_source_eval(stores, apis, dataset):
             assert counted == {judged.genai.model: (2, 0.2)}  # the label-only result has no value
         else:
             assert counted == {judged.genai.model: (1, 0.2), praised.genai.model: (1, None)}
+
+
+# -- the ui extension of a running collector -------------------------------------------------------
+
+def test_extension_takes_feedback_while_its_collector_writes_spans(collector_factory, tmp_path):
+    """SQLite has one writer: scores posted while the collector stores a steady stream of calls
+    all land (the write waits out the exporter's batch), behind the extension's write token."""
+    import threading
+
+    from tests.conftest import free_port, sdk_tracer_provider
+    from tests.test_web_api import UI_CONFIG
+
+    port = free_port()
+    token_file = tmp_path / "write-token"
+    token_file.write_text(WRITE_TOKEN + "\n")
+    config = (UI_CONFIG % port).replace(f"    endpoint: 127.0.0.1:{port}\n", f"    endpoint: 127.0.0.1:{port}\n"
+                                        f"    auth:\n      write_token_file: {token_file}\n")
+    collector = collector_factory(config)
+    provider = sdk_tracer_provider(collector.http_url, protocol="http", service="fb-test")
+    tracer = provider.get_tracer("t")
+    stop, trace_ids = threading.Event(), []
+
+    def calls() -> None:
+        while not stop.is_set():
+            with tracer.start_as_current_span("chat gpt-4o") as span:
+                span.set_attribute("gen_ai.operation.name", "chat")
+                span.set_attribute("gen_ai.request.model", "gpt-4o")
+                trace_ids.append(f"{span.get_span_context().trace_id:032x}")
+
+    sender = threading.Thread(target=calls, daemon=True)
+    sender.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(trace_ids) < 25 or not get_json(f"{base}/api/v1/calls")[1].get("items")):
+            time.sleep(0.2)
+        sent_before = len(trace_ids)
+        assert post(base, {"trace_id": trace_ids[0], "name": "thumbs", "value": 0})[0] == 403  # reads are open, writes are not
+        statuses = [post(base, {"trace_id": trace_ids[i], "name": "thumbs", "value": i % 2}, WRITE_TOKEN)[0]
+                    for i in range(25)]
+    finally:
+        stop.set()
+        sender.join(timeout=30)
+        provider.shutdown()
+    assert statuses == [201] * 25
+    assert len(trace_ids) > sent_before  # spans kept flowing meanwhile
+    deadline, wanted = time.monotonic() + 30, set(trace_ids[0:25:2])  # the last batch may be in flight
+    while True:
+        status, scored = get_json(f"{base}/api/v1/traces?feedback=negative&limit=1000")
+        if {t["trace_id"] for t in scored["items"]} == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200 and {t["trace_id"] for t in scored["items"]} == wanted

@@ -24,12 +24,20 @@ def site(tmp_path):
 def test_thumbs_down_on_a_call_shows_on_its_trace_page(page, site):  # noqa: F811
     page.goto(f"{site}/calls")
     page.wait_for_selector("#calls tbody tr.call")
+    page.uncheck("#live")  # a refresh would replace the row while its score is being sent
     row = page.locator("#calls tbody tr.call").first
     link = row.locator("a").first.get_attribute("href")
     trace_id, span_id = re.match(r"/traces/([0-9a-f]{32})#span-([0-9a-f]{16})", link).groups()
     row.locator("button[aria-label='thumbs down']").click()
     page.wait_for_selector("#calls tbody tr.call >> nth=0 >> button.thumb.chosen")
     assert page.url.endswith("/calls")  # the click scored the call, it did not open it
+    # the table drawn anew (a sort click, as a live refresh does): the row keeps its thumb
+    page.eval_on_selector_all("#calls tbody tr.call", "rows => rows.forEach(r => { r.dataset.old = '1'; })")
+    page.click("th[data-sort=time]")
+    page.wait_for_function("() => { const r = document.querySelector('#calls tbody tr.call'); return r && !r.dataset.old; }")
+    redrawn = page.locator("#calls tbody tr.call").first
+    assert redrawn.locator("a").first.get_attribute("href") == link
+    assert redrawn.locator("button.thumb.chosen").get_attribute("data-value") == "0"
 
     status, stored = get_json(f"{site}/api/v1/traces/{trace_id}/feedback")
     assert status == 200

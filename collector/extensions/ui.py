@@ -80,8 +80,11 @@ class UiExtension:
         # Reads are pooled read-only connections; a feedback write opens its own short transaction
         # (collector.query.store.Store.writer), waiting out the exporter's batch on SQLite.
         self.stores = StoreSource(lambda: open_store(location, ""))
-        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token), write_token),
-                               config.endpoint)
+        from exporters.storage.erase import state_locations
+
+        processors = ctx.config.processors.values() if ctx.config is not None else ()
+        self.server = UiServer(create_app(self.stores, token, allowed_hosts(host, token), write_token,
+                                          state_locations(processors)), config.endpoint)
 
     def start(self) -> None:
         self.server.start()

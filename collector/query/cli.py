@@ -158,7 +158,10 @@ def cmd_trace(args: argparse.Namespace, store: Store) -> int:
     except queries.BadId as exc:
         raise UsageError(str(exc)) from None
     if not span_list:
-        sys.stderr.write(f"{args.prog}: trace {trace_id} not found\n")
+        with store.connect() as conn:
+            waiting = len(feedback.trace_scores(conn, trace_id))
+        more = f" ({waiting} score{'s' if waiting != 1 else ''} waiting for it)" if waiting else ""
+        sys.stderr.write(f"{args.prog}: trace {trace_id} not found{more}\n")
         return 1
     if args.format == "csv":
         render.write_csv(span_list, sys.stdout)

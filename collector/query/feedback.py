@@ -23,7 +23,7 @@ from collector.query.store import Connection, has_table
 from exporters.storage.sqltext import Sql, in_list, join
 
 __all__ = [
-    "FIELDS", "SOURCES", "parse_id", "NEGATIVE_LABELS", "POSITIVE_LABELS", "NEGATIVE_BELOW", "BadScore", "parse_score",
+    "FIELDS", "JSON_SCHEMA", "SOURCES", "parse_id", "NEGATIVE_LABELS", "POSITIVE_LABELS", "NEGATIVE_BELOW", "BadScore", "parse_score",
     "add_score", "delete_score", "trace_scores", "scores_present", "score_rows", "polarity", "about_span",
     "span_has", "rollup_has", "score_record",
 ]
@@ -40,6 +40,21 @@ NEGATIVE_BELOW = 0.5
 MAX_TEXT = {"session_id": 256, "name": 128, "label": 256, "comment": 10_000, "author": 256}
 FIELDS = ("trace_id", "span_id", "session_id", "name", "value", "label", "comment", "source", "author")
 """What a new score may carry (``POST /api/v1/feedback``'s JSON object)."""
+JSON_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["trace_id", "name"],
+    "properties": {
+        "trace_id": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+        "span_id": {"type": "string", "pattern": "^[0-9a-fA-F]{16}$"},
+        "session_id": {"type": "string", "maxLength": MAX_TEXT["session_id"]},
+        "name": {"type": "string", "maxLength": MAX_TEXT["name"]},
+        "value": {"type": "number", "description": "a value or a label (or both) is required"},
+        "label": {"type": "string", "maxLength": MAX_TEXT["label"]},
+        "comment": {"type": "string", "maxLength": MAX_TEXT["comment"]},
+        "source": {"type": "string", "enum": list(SOURCES), "default": "api"},
+        "author": {"type": "string", "maxLength": MAX_TEXT["author"]},
+    },
+}
+"""The OpenAPI description of a new score (what :func:`parse_score` checks)."""
 _HEX = {"trace_id": re.compile(r"^[0-9a-fA-F]{32}$"), "span_id": re.compile(r"^[0-9a-fA-F]{16}$")}
 
 

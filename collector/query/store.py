@@ -50,6 +50,13 @@ class Target:
     location: str
     shown: str
 
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL the storage write path opens (``replay --record``, ``delete --user``)."""
+        from exporters.storage.store import postgres_url, sqlite_url
+
+        return sqlite_url(self.location) if self.dialect == "sqlite" else postgres_url(self.location)
+
 
 class Connection:
     """One DBAPI connection that runs :class:`Sql` fragments."""

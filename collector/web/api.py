@@ -270,7 +270,8 @@ def _writable(store: Store) -> None:
                                 "once to migrate it")
 
 
-@router.post("/feedback", status_code=201,
+@router.post("/feedback", status_code=201, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": feedback.JSON_SCHEMA}}}},
              summary="Record a score (thumbs, rating, ...) for a trace or one of its calls; the trace "
                      "need not be stored yet")
 async def add_feedback(request: Request) -> Response:

@@ -14,6 +14,7 @@ import hmac
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.staticfiles import StaticFiles
 
 from collector import __version__
+from collector.web.actions import router as actions_router
 from collector.web.api import ApiError, StoreSource, json_response, router
 
 __all__ = ["create_app", "COOKIE", "STATIC"]
@@ -117,15 +119,19 @@ def _safe_next(target: str | None) -> str:
 
 
 def create_app(stores: StoreSource, token: str | None = None,
-               hosts: frozenset[str] | None = None, write_token: str | None = None) -> FastAPI:
+               hosts: frozenset[str] | None = None, write_token: str | None = None,
+               session_states: Sequence = ()) -> FastAPI:
     """The UI and API over ``stores``; ``token`` (or None: no auth), ``hosts`` (the ``Host``
     names accepted, or None: any) and ``write_token`` (or None: writes need only what reads
-    need) as :class:`Guard` enforces them."""
+    need) as :class:`Guard` enforces them; ``session_states``: where the config's
+    ``genai_session`` processors keep state (``DELETE /api/v1/users/{id}`` erases there too)."""
     app = FastAPI(title="genai-collector HTTP API", version=__version__,
                   description="The query CLI's questions over HTTP: see docs/http-api.md.",
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
     app.state.stores = stores
+    app.state.session_states = list(session_states)
     app.include_router(router)
+    app.include_router(actions_router)
     app.add_middleware(Guard, token=token, hosts=hosts, write_token=write_token)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -40,7 +40,7 @@ from exporters.storage.logjoin import LogJoin
 from exporters.storage.logrows import LOG_COLUMNS, log_row
 from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats, is_turn
 from exporters.storage.schema import VERSION_TABLE, logs, sessions, spans, traces
-from exporters.storage.search import FTS_INDEX_NEW_ROWS
+from exporters.storage.search import FTS_INDEX_NEW_ROWS, fts_enabled
 
 __all__ = ["Store", "PreparedRows", "PreparedLogs", "WriteResult", "sqlite_url", "postgres_url"]
 
@@ -762,6 +762,16 @@ def _subtract(prev: tuple, by_trace: dict[str, list], by_session: dict[str, list
         if s is None:
             s = by_session[session_id] = _new_rollup()
         _add(s, -1, *contribution)
+
+
+def open_writer(url: str, max_content_bytes: int = 1 << 20) -> Store:
+    """A store for a one-off write to an existing database (``replay --record``, ``delete
+    --user``): it keeps the database's full-text index as it is, where starting a Store with the
+    wrong ``full_text_search`` would drop or build one."""
+    store = Store(url, max_content_bytes=max_content_bytes)
+    with store.translate_errors(), store.engine.connect() as conn:
+        store.full_text_search = fts_enabled(conn)
+    return store
 
 
 def _rollback_quietly(raw) -> None:

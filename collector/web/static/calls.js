@@ -8,6 +8,7 @@
   const body = document.querySelector("#calls tbody");
   const message = document.getElementById("message");
   let timer = null;
+  const given = new Map();  // span id -> thumb given from this page: kept across live refreshes
 
   function state() {
     return new URLSearchParams(location.search);
@@ -40,7 +41,7 @@
       el("td", {}, call.session_id ? el("a", {href: "/sessions/" + encodeURIComponent(call.session_id)}, call.session_id) : "-"),
       el("td", {}, call.user_id || "-"),
       el("td", {className: "preview"}, preview(call.input_messages, "user")),
-      el("td", {}, thumbs(call)));
+      el("td", {}, thumbs(call, (score) => given.set(call.span_id, score.value), given.get(call.span_id))));
     tr.addEventListener("click", (event) => {
       if (!(event.target instanceof HTMLAnchorElement)) location.assign(tr.dataset.href);
     });

@@ -70,11 +70,12 @@ const GC = (() => {
   }
 
   // Thumbs up / down for one call: POST /api/v1/feedback (name "thumbs", value 1 / 0, source
-  // "user"), then onDone(score).  Buttons, not links: no inline handler anywhere (CSP).
-  function thumbs(call, onDone) {
+  // "user"), then onDone(score); `chosen` (1 / 0) marks a thumb already given from this page.
+  // Buttons, not links: no inline handler anywhere (CSP).
+  function thumbs(call, onDone, chosen) {
     const box = el("span", {className: "thumbs"});
     const button = (value, label, text) => {
-      const b = el("button", {type: "button", className: "thumb", title: label, dataset: {value: String(value)}}, text);
+      const b = el("button", {type: "button", className: "thumb" + (chosen === value ? " chosen" : ""), title: label, dataset: {value: String(value)}}, text);
       b.setAttribute("aria-label", label);
       b.addEventListener("click", async (event) => {
         event.stopPropagation();

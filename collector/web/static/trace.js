@@ -98,6 +98,7 @@
         (span.session_id ? " · session " + span.session_id : "") + (span.user_id ? " · user " + span.user_id : "")),
       comparison(span),
       el("div", {className: "messages"}, transcript(span)),
+      span.input_messages ? Replay.panel(span) : null,
       raw("span attributes", {...(span.attributes || {}), ...(span.content_attributes || {})}),
       raw("resource attributes", span.resource_attributes),
       raw("events", span.events), raw("links", span.links));
