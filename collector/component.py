@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Component", "Processor", "IntakeProcessor", "Exporter", "Receiver", "Connector", "Consumer", "Consumers",
     "Factory", "ConnectorFactory", "ComponentContext", "Registry", "ALL_SIGNALS", "TRACES_ONLY", "TRACES_AND_LOGS",
-    "RetryableError", "PermanentError", "Overloaded", "ID_TYPE_RE", "split_id",
+    "RetryableError", "PermanentError", "Overloaded", "Unavailable", "Health", "READY", "ID_TYPE_RE", "split_id",
 ]
 
 ID_TYPE_RE = re.compile(r"^[a-zA-Z][0-9a-zA-Z_]{0,62}$")
@@ -55,6 +55,26 @@ class Overloaded(Exception):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(Overloaded):
+    """Data cannot be taken now because an exporter it must reach is not ready (its database is
+    down, missing or refuses writes): receivers answer ``UNAVAILABLE`` / 503 with Retry-After at
+    once instead of holding the request until its deadline.  A kind of :class:`Overloaded`, so
+    whatever waits out backpressure (the intake journal's feeder) waits this out too."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a component can do its work now; ``reason`` says why not (one line, for
+    ``/healthz`` and the refusal message)."""
+
+    ready: bool
+    reason: str = ""
+    retry_after: float = 1.0
+
+
+READY = Health(True)
 
 
 ALL_SIGNALS: frozenset[str] = frozenset(SIGNALS)
@@ -114,10 +134,20 @@ class Exporter(Component):
     return None for a batch it does not prepare (then ``export`` gets the batch);
     ``merge_prepared`` joins prepared parts in order; ``export_prepared`` has the semantics of
     ``export`` and may be called again with the same object after a RetryableError.
+
+    ``reports_health``: the exporter knows when it cannot work (a storage exporter whose
+    database is unreachable, missing, read-only or full) and says so in ``health``, cheaply (it
+    is read at every admission).  Pipelines then refuse new data with :class:`Unavailable`, and
+    ``/healthz`` answers 503 with the reasons; the exporter recovers by itself.
     """
 
     durable: bool = False
     prepares: ClassVar[bool] = False
+    reports_health: ClassVar[bool] = False
+
+    def health(self) -> Health:
+        """The current state (no I/O)."""
+        return READY
 
     def export(self, batch: Batch) -> None:
         """Deliver the batch; raise RetryableError / PermanentError.  Must not modify the items."""

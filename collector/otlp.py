@@ -6,10 +6,15 @@ message classes, decoders, what makes an item invalid, the partial-success field
 
 Validation follows the spec's partial success, the rest of the request is kept:
 * spans: a trace id that is not 16 non-zero bytes, a span id that is not 8 non-zero bytes, a
-  parent id that is neither empty nor 8 bytes, or an end before its start;
+  parent id that is neither empty nor 8 bytes, an end before its start, or a time past 2**63-1 ns
+  (uint64 on the wire, int64 in every store);
 * log records: a trace id that is neither empty nor 16 bytes, a span id neither empty nor 8 bytes
   (a record outside any trace is valid);
 * metrics: the data points of a metric without a name (nothing can identify them).
+
+Invalid UTF-8 in a string field costs only that value: it is stored with U+FFFD (protobuf: see
+:mod:`collector.lenient_proto`; JSON: the body is read with replacement) and partial success
+carries a warning with 0 rejected, as the spec allows.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from collector.lenient_proto import parse_lenient
 from collector.model import LOGS, METRICS, TRACES, Batch, Span, SpanBatch, spans_from_request
 from collector.model_logs import LogBatch, LogRecord, records_from_request
 from collector.model_metrics import MetricBatch, metric_points
@@ -42,6 +48,8 @@ __all__ = ["DecodeFailure", "Decoded", "OtlpSignal", "OTLP_SIGNALS", "decode", "
            "validate_spans", "check_spans", "response_bytes", "status_bytes"]
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+MAX_TIME_UNIX_NANO = 2**63 - 1
+"""Latest storable span time (int64 nanoseconds: 2262-04-11); later ones are rejected."""
 _MAX_ERRORS_LISTED = 5
 
 
@@ -52,6 +60,8 @@ class Decoded:
     batch: Batch
     rejected: int
     error_message: str
+    repaired: int = 0
+    """String values whose invalid UTF-8 was replaced with U+FFFD (the items were kept)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +84,26 @@ class OtlpSignal:
     """The decoded form (and its encoded size) to (valid batch, rejected count, problems)."""
 
     def decode_protobuf(self, body: bytes):
-        request = self.request_class()
+        return self.parse_protobuf(body)[0]
+
+    def parse_protobuf(self, body: bytes) -> tuple[Any, int]:
+        """The request and how many string values had invalid UTF-8 (repaired with U+FFFD)."""
         try:
-            request.ParseFromString(body)
+            return parse_lenient(self.request_class, body)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise DecodeFailure(f"invalid protobuf {self.request_class.__name__}: {exc}") from None
-        return request
+
+    def parse_json(self, body: bytes) -> tuple[Any, int]:
+        """The decoded form of an OTLP/JSON body; one that is not valid UTF-8 is read with U+FFFD
+        for the bad bytes (1 repaired), so a bad string costs only itself, as with protobuf."""
+        try:
+            return self.from_json(body), 0
+        except DecodeFailure:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError:
+                return self.from_json(body.decode("utf-8", "replace").encode("utf-8")), 1
+            raise
 
 
 def _listed(problems: list[str], rejected: int, unit: str) -> str:
@@ -103,6 +127,8 @@ def _span_problem(span: Span) -> str | None:
         return f"invalid parent span id {pid.hex()!r} (must be empty or 8 bytes)"
     if span.end_time_unix_nano < span.start_time_unix_nano:
         return f"span {sid.hex()}: end time before start time"
+    if span.end_time_unix_nano > MAX_TIME_UNIX_NANO:
+        return f"span {sid.hex()}: time {span.end_time_unix_nano} ns is past 2262-04-11 (not storable)"
     return None
 
 
@@ -178,11 +204,19 @@ def decode(body: bytes, as_json: bool, signal: str = TRACES) -> Decoded:
     """A request body (OTLP/JSON or protobuf) to its valid part; raises DecodeFailure."""
     sig = OTLP_SIGNALS[signal]
     try:
-        parsed = sig.from_json(body) if as_json else sig.from_request(sig.decode_protobuf(body))
+        if as_json:
+            parsed, repaired = sig.parse_json(body)
+        else:
+            request, repaired = sig.parse_protobuf(body)
+            parsed = sig.from_request(request)
         batch, rejected, problems = sig.validate(parsed, len(body))
     except RecursionError:
         raise DecodeFailure("request nested too deeply") from None
-    return Decoded(batch, rejected, _listed(problems, rejected, _UNITS[signal]))
+    message = _listed(problems, rejected, _UNITS[signal])
+    if repaired:
+        note = f"{repaired} string value(s) with invalid UTF-8 stored with U+FFFD"
+        message = f"{message}; {note}" if message else note
+    return Decoded(batch, rejected, message, repaired)
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
@@ -197,7 +231,7 @@ def validate_spans(request: ExportTraceServiceRequest) -> Decoded:
 def response_bytes(decoded: Decoded | None, as_json: bool, signal: str = TRACES) -> bytes:
     sig = OTLP_SIGNALS[signal]
     response = sig.response_class()
-    if decoded is not None and decoded.rejected:
+    if decoded is not None and decoded.error_message:  # with 0 rejected: a warning (the spec allows it)
         setattr(response.partial_success, sig.rejected_field, decoded.rejected)
         response.partial_success.error_message = decoded.error_message
     if as_json:

@@ -28,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from collector.component import Exporter, IntakeProcessor, Overloaded, PermanentError, Processor, RetryableError
+from collector.component import Exporter, IntakeProcessor, Overloaded, PermanentError, Processor, RetryableError, Unavailable
 from collector.model import SIGNALS, UNITS, Batch
 from collector.telemetry import Telemetry
 
@@ -40,6 +40,7 @@ log = logging.getLogger("genai_collector.pipeline")
 DEFAULT_LIMIT_BYTES = 64 * 1024 * 1024
 RETRY_INITIAL, RETRY_MAX = 0.05, 5.0
 FLUSH_INTERVAL = 0.5
+HEALTH_POLL = 0.2  # seconds between health checks of a request waiting for its batch
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class Ticket:
         self.error = error
         self._event.set()
 
+    def finished(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` for completion; True once completed (with or without error)."""
+        return self._event.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> None:
         if not self._event.wait(timeout):
             raise TimeoutError("the pipeline did not finish the batch in time (it stays queued)")
@@ -103,6 +108,7 @@ class ExporterHandle:
         self.exporter = exporter
         self.durable = exporter.durable
         self.prepares = exporter.prepares
+        self.reports_health = exporter.reports_health
         self.lock = threading.Lock()
         self.telemetry = telemetry
         self.retries = telemetry.counter("otelcol_exporter_retries",
@@ -123,6 +129,10 @@ class ExporterHandle:
     def export(self, batch: Batch) -> None:
         with self.lock:
             self.exporter.export(batch)
+
+    def health(self):
+        """The exporter's readiness (see ``Exporter.reports_health``); read without the lock."""
+        return self.exporter.health()
 
     def prepare(self, batch: Batch):
         """Called without the lock (see :class:`collector.component.Exporter`)."""
@@ -186,6 +196,7 @@ class Pipeline:
         self._out_count = 0
         self._out_closed = False
         self._preparing = [h.prepares for h in exporters]
+        self._health_reporters = [h for h in exporters if h.reports_health]
         t = telemetry
         self.refused = t.counter(f"otelcol_pipeline_refused_{unit}",
                                  "Items refused at admission (memory limit reached).", pipeline=name)
@@ -212,11 +223,38 @@ class Pipeline:
         with self._cond:
             if self._stopping:
                 raise Overloaded("the collector is shutting down", retry_after=5.0)
+            down = self.unavailable()
+            if down is not None:
+                self.refused.add(count)
+                raise down
             if self._in_flight_bytes and self._in_flight_bytes + nbytes > self.limit_bytes:
                 self.refused.add(count)
                 raise Overloaded(f"pipeline {self.name}: memory limit reached "
                                  f"({self._in_flight_bytes + nbytes} > {self.limit_bytes} bytes in flight)")
             self._in_flight_bytes += nbytes
+
+    def unavailable(self) -> Unavailable | None:
+        """The refusal to give while an exporter reports it is not ready, else None."""
+        for handle in self._health_reporters:
+            health = handle.health()
+            if not health.ready:
+                return Unavailable(f"pipeline {self.name}: exporter {handle.id} not ready: {health.reason}",
+                                   retry_after=health.retry_after)
+        return None
+
+    def wait(self, ticket: Ticket, deadline: float | None) -> None:
+        """Wait for ``ticket`` until ``deadline`` (monotonic); raise :class:`Unavailable` as soon
+        as an exporter reports it is not ready (the batch stays queued and is written once it
+        recovers: a client retry is stored once, by key), rather than at the deadline."""
+        while True:
+            remaining = HEALTH_POLL if deadline is None else min(HEALTH_POLL, deadline - time.monotonic())
+            if ticket.finished(max(0.0, remaining)):
+                return ticket.wait(0)
+            down = self.unavailable()
+            if down is not None:
+                raise down
+            if deadline is not None and time.monotonic() >= deadline:
+                return ticket.wait(0)
 
     def release(self, nbytes: int) -> None:
         with self._cond:
@@ -425,7 +463,9 @@ class Pipeline:
             return
         pending = list(range(len(self.exporters)))
         delay = RETRY_INITIAL
+        attempt = 0
         while pending:
+            attempt += 1
             retry: list[int] = []
             hint = None
             for i in pending:
@@ -442,7 +482,10 @@ class Pipeline:
                     handle.retries.add(1)
                     retry.append(i)
                     hint = exc.retry_after if exc.retry_after is not None else hint
-                    log.warning("exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
+                    # Once per batch: an outage is logged by the exporter that reports health, and
+                    # the retries of a stuck batch (every 5 s) would repeat it all along.
+                    log.log(logging.WARNING if attempt == 1 and not handle.reports_health else logging.DEBUG,
+                            "exporter %s: %s; retrying in %.2fs", handle.id, exc, hint or delay)
                 except PermanentError as exc:
                     failed.add(len(batch))
                     log.error("exporter %s: dropping %d %s: %s", handle.id, len(batch), self.unit, exc)
@@ -537,8 +580,8 @@ class Fanout:
                 reservation: Reservation | None = None) -> None:
         tickets = self.submit(batch, reservation)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for ticket in tickets:
-            ticket.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for pipeline, ticket in zip(self.pipelines, tickets):
+            pipeline.wait(ticket, deadline)
 
     def submit(self, batch: Batch, reservation: Reservation | None = None) -> list[Ticket]:
         if reservation is None or reservation.taken:

@@ -78,7 +78,9 @@ class Service:
             self.shutdown(timeout=5.0)
             raise
         self._set_status("ready")
-        log.info("collector ready: %d pipeline(s), receivers %s, exporters %s",
+        problems = self.telemetry.health_problems()
+        log.info("collector %s: %d pipeline(s), receivers %s, exporters %s",
+                 f"started but not ready ({'; '.join(problems)})" if problems else "ready",
                  len(self.pipelines), sorted(self.receivers), sorted(self.exporters))
 
     def _router(self, rid: str) -> Router:
@@ -108,7 +110,9 @@ class Service:
             for eid in pc.exporters:
                 if eid not in self.exporters:
                     exporter = self._connector(eid) if eid in cfg.connectors else _create(cfg.exporters[eid], t)
-                    self.exporters[eid] = ExporterHandle(eid, exporter, t)
+                    handle = self.exporters[eid] = ExporterHandle(eid, exporter, t)
+                    if handle.reports_health:
+                        t.watch_health(f"exporter {eid}", handle.exporter)
             processors = [(proc_id, _create(cfg.processors[proc_id], t, pid)) for proc_id in pc.processors]
             intake = IntakeSettings.of(processors)
             self.pipelines[pid] = Pipeline(pid, processors, [self.exporters[e] for e in pc.exporters], t,

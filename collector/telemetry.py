@@ -3,7 +3,9 @@
 Names echo the OTel Collector's own (``otelcol_receiver_accepted_spans`` ...) so dashboards built
 for it read ours.  Counters are incremented per batch, never per span, so a lock is cheap.
 ``GET /metrics`` serves the text format; ``GET /healthz`` answers 200 once every component started
-and 503 before that and while shutting down.
+and 503 before that, while shutting down, and while a component that reports health
+(an exporter that ``reports_health``, registered with :meth:`Telemetry.watch_health`) is
+not ready, with the reasons: ``{"status": "unavailable", "reasons": {"exporter sqlite": "..."}}``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import json
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from collector.component import Exporter
 
 from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
 
@@ -75,6 +80,20 @@ class Telemetry:
         self._help: dict[str, tuple[str, str]] = {}  # name -> (type, help)
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], Counter | Gauge] = {}
         self.ready = False
+        self._health: dict[str, "Exporter"] = {}
+
+    def watch_health(self, name: str, component: "Exporter") -> None:
+        """Make ``/healthz`` (and the health_check extension) report ``component``'s readiness."""
+        self._health[name] = component
+
+    def health_problems(self) -> dict[str, str]:
+        """Component name -> reason, for every watched component that is not ready."""
+        problems = {}
+        for name, component in list(self._health.items()):
+            health = component.health()
+            if not health.ready:
+                problems[name] = health.reason
+        return problems
 
     def _get(self, kind: str, name: str, help: str, labels: dict[str, str], make):
         key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
@@ -167,8 +186,10 @@ class TelemetryServer:
                 if path == "/metrics":
                     self._send(200, outer.telemetry.render(), "text/plain; version=0.0.4; charset=utf-8")
                 elif path in ("/healthz", "/health", "/"):
-                    ok = outer.status == "ready"
-                    body = json.dumps({"status": outer.status})
+                    problems = outer.telemetry.health_problems() if outer.status == "ready" else {}
+                    ok = outer.status == "ready" and not problems
+                    body = json.dumps({"status": "unavailable", "reasons": problems} if problems
+                                      else {"status": outer.status})
                     self._send(200 if ok else 503, body, "application/json")
                 else:
                     self._send(404, json.dumps({"error": "not found"}), "application/json")

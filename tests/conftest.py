@@ -48,6 +48,17 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     return total
 
 
+def wait_for(condition, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``condition`` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @dataclass
 class RunningCollector:
     """A ``genai-collector run`` subprocess with the ports its config was given."""
@@ -94,14 +105,15 @@ def collector_cmd(*args: str) -> list[str]:
 
 def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector",
                     wait_ready: bool = True, env: dict | None = None, timeout: float = 90.0,
-                    verbatim: bool = False, cwd: Path | None = None) -> RunningCollector:
+                    verbatim: bool = False, cwd: Path | None = None, preexec_fn=None) -> RunningCollector:
     """Write the config (``{grpc_port}``, ``{http_port}``, ``{metrics_port}``, ``{tmp}`` are filled
     in unless ``verbatim``), start ``python -m collector run`` and wait for ``/healthz`` to say ready.
 
     The ports are also in the environment the shipped config and the examples read
     (``GENAI_COLLECTOR_GRPC_ENDPOINT``, ``..._HTTP_ENDPOINT``, ``..._METRICS_ADDRESS``), so a
     ``verbatim`` config listens on them too.  ``cwd`` (default: the repository) is where relative
-    paths in the config land."""
+    paths in the config land.  ``preexec_fn`` runs in the child before the collector (e.g. to
+    drop a capability)."""
     ports = {"grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()}
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(config_text if verbatim else config_text.format(tmp=tmp_path, **ports))
@@ -113,7 +125,7 @@ def start_collector(config_text: str, tmp_path: Path, *, name: str = "collector"
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(collector_cmd("run", "--config", str(config_path)), cwd=cwd or REPO,
                             stdout=log_file, stderr=subprocess.STDOUT,
-                            env={**os.environ, **port_env, **(env or {})})
+                            env={**os.environ, **port_env, **(env or {})}, preexec_fn=preexec_fn)
     log_file.close()
     running = RunningCollector(proc, config_path, ports["grpc_port"], ports["http_port"],
                                ports["metrics_port"], log_path)

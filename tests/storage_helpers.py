@@ -115,3 +115,10 @@ def query(exporter, sql: str, **params: Any) -> list[tuple]:
 
 def hexid(n: int, nbytes: int) -> str:
     return n.to_bytes(nbytes, "big").hex()
+
+
+def export_received_at(exporter, when: float, *spans) -> None:
+    """Export ``spans`` as if the collector received them at ``when`` (unix seconds): retention
+    counts from the receipt time, not from span times."""
+    exporter.store.clock = lambda: int(when * 1e9)
+    exporter.export(batch(*spans))

@@ -9,7 +9,8 @@ from pathlib import Path
 from collector.model import Event
 from exporters.storage.retention import Retention
 from processors.genai_content import CONTENT_KEY_FAMILIES
-from storage_helpers import backend, batch, hexid, llm, make_exporter, pg_admin, pg_url, query, span  # noqa: F401
+from storage_helpers import (backend, batch, export_received_at, hexid, llm, make_exporter, pg_admin,  # noqa: F401
+                             pg_url, query, span)
 
 DAY = 86400.0
 
@@ -49,7 +50,8 @@ def test_content_ttl_and_ttl_remove_every_dialects_content_from_rows_and_file(ba
     old, old_markers = content_spans(1, 0, 400 * DAY)          # content older than 30 days
     expired, expired_markers = content_spans(2, 1000, 10 * DAY)  # older than 365 days: deleted
     fresh, fresh_markers = content_spans(3, 2000, 490 * DAY)
-    exporter.export(batch(*old, *expired, *fresh))
+    for start_s, spans_ in ((400 * DAY, old), (10 * DAY, expired), (490 * DAY, fresh)):
+        export_received_at(exporter, start_s, *spans_)  # retention counts from receipt
     if backend["type"] == "sqlite":
         exporter.store.sqlite_maintenance()  # the content is in the file itself, not only in the WAL
         assert all(m.encode() in file_bytes(Path(backend["path"])) for m in old_markers + expired_markers)
@@ -80,7 +82,7 @@ def test_rows_stored_before_a_key_was_content_lose_it_at_content_ttl(tmp_path):
     the definition) is scrubbed too."""
     db = tmp_path / "old.db"
     exporter = make_exporter({"type": "sqlite", "path": str(db)}, content_ttl="30d")
-    exporter.export(batch(span(1, 1, start_s=1000, genai=llm(), attributes={"http.method": "GET"})))
+    export_received_at(exporter, 1000, span(1, 1, start_s=1000, genai=llm(), attributes={"http.method": "GET"}))
     with exporter.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE spans SET attributes = json_set(attributes, '$.\"ai.response.text\"', ?)",
                              (marker(7),))

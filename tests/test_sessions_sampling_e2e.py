@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 
 from opentelemetry.trace import Status, StatusCode
 
-from tests.conftest import sdk_tracer_provider
+from tests.conftest import sdk_tracer_provider, wait_for
 
 CONFIG = """
 receivers:
@@ -66,16 +65,6 @@ def llm_call(tracer, user: str, *, error: bool = False, feedback: str | None = N
             span.set_attribute("user.feedback", feedback)
         if error:
             span.set_status(Status(StatusCode.ERROR, "rate limited"))
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_sessions_and_keep_rules_through_a_running_collector_and_a_restart(collector_factory, tmp_path):

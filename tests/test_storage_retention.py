@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from collector.telemetry import Telemetry
 from exporters.storage.retention import Retention
-from storage_helpers import (backend, batch, counter, hexid, llm, make_exporter, pg_admin,  # noqa: F401
-                             pg_url, query, span)
+from storage_helpers import (backend, batch, counter, export_received_at, hexid, llm, make_exporter,  # noqa: F401
+                             pg_admin, pg_url, query, span)
 
 DAY = 86400.0
 
@@ -30,7 +30,8 @@ def test_content_ttl_nulls_content_but_keeps_the_numbers(backend):
     old = span(1, 1, start_s=1000, genai=llm(prompt="ancient secret"),
                attributes={"gen_ai.prompt.0.content": "ancient secret", "http.method": "POST"})
     new = span(2, 2, start_s=1000 + 40 * DAY, genai=llm(prompt="fresh question"))
-    exporter.export(batch(old, new))
+    export_received_at(exporter, 1000, old)
+    export_received_at(exporter, 1000 + 40 * DAY, new)
     report = retention_at(exporter, 1000 + 45 * DAY).run_once()
     assert report.purged_spans == 1
     rows = query(exporter, "SELECT span_id, input_messages IS NULL, output_messages IS NULL, "
@@ -43,18 +44,19 @@ def test_content_ttl_nulls_content_but_keeps_the_numbers(backend):
         assert search_spans(conn, "ancient") == []
         assert len(search_spans(conn, "fresh")) == 1
     # A replay of purged content does not bring it back past the next check.
-    exporter.export(batch(old))
+    export_received_at(exporter, 1000, old)
     assert retention_at(exporter, 1000 + 45 * DAY).run_once().purged_spans in (0, 1)
     exporter.shutdown()
 
 
 def test_ttl_deletes_whole_old_traces_and_sessions(backend):
     exporter = make_exporter(backend, ttl="365d")
-    exporter.export(batch(
-        span(1, 1, start_s=1000, genai=llm(session="old")),
-        span(2, 2, start_s=1000, genai=llm(session="long")),       # trace 2 continues...
-        span(2, 3, parent=2, start_s=1000 + 400 * DAY, genai=llm(session="long")),  # ...a year later
-        span(3, 4, start_s=1000 + 400 * DAY, genai=llm(session="new"))))
+    export_received_at(exporter, 1000,
+                       span(1, 1, start_s=1000, genai=llm(session="old")),
+                       span(2, 2, start_s=1000, genai=llm(session="long")))       # trace 2 continues...
+    export_received_at(exporter, 1000 + 400 * DAY,
+                       span(2, 3, parent=2, start_s=1000 + 400 * DAY, genai=llm(session="long")),  # ...a year later
+                       span(3, 4, start_s=1000 + 400 * DAY, genai=llm(session="new")))
     report = retention_at(exporter, 1000 + 500 * DAY).run_once()
     assert (report.deleted_traces, report.deleted_spans, report.deleted_sessions) == (1, 1, 1)
     assert query(exporter, "SELECT trace_id FROM traces ORDER BY trace_id") == [(hexid(2, 16),), (hexid(3, 16),)]
@@ -107,9 +109,9 @@ def test_retention_runs_in_the_background_and_counts(tmp_path):
     exporter = make_exporter({"type": "sqlite", "path": str(tmp_path / "bg.db")}, telemetry,
                              ttl="1d", content_ttl="1h", retention_check_interval="50ms")
     now = time.time()
-    exporter.export(batch(span(1, 1, start_s=now - 3 * DAY, genai=llm()),
-                          span(2, 2, start_s=now - 2 * 3600, genai=llm()),
-                          span(3, 3, start_s=now, genai=llm())))
+    export_received_at(exporter, now - 3 * DAY, span(1, 1, start_s=now - 3 * DAY, genai=llm()))
+    export_received_at(exporter, now - 2 * 3600, span(2, 2, start_s=now - 2 * 3600, genai=llm()))
+    export_received_at(exporter, now, span(3, 3, start_s=now, genai=llm()))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and counter(telemetry, "storage_retention_deleted_spans") < 1:
         time.sleep(0.05)

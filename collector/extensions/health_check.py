@@ -17,7 +17,7 @@ from config.schema import setting
 class HealthCheckConfig:
     endpoint: str = setting("127.0.0.1:13133", pattern=r"^(\[[0-9a-fA-F:.]+\]|[^:\s]*):\d{1,5}$",
                             doc="host:port serving GET / (and /healthz): 200 once every component started, "
-                                "503 while starting or stopping")
+                                "503 while starting or stopping, or while an exporter cannot write (the body gives the reasons)")
 
 
 class HealthCheckExtension:

@@ -32,7 +32,8 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from collector.component import ALL_SIGNALS, ComponentContext, Consumers, Factory, Overloaded, PermanentError, Receiver
+from collector.component import (ALL_SIGNALS, ComponentContext, Consumers, Factory, Overloaded, PermanentError,
+                                 Receiver, Unavailable)
 from collector.model import LOGS, METRICS, SIGNALS, TRACES, UNITS, Batch
 from collector.memtrim import after_large_request
 from collector.netserver import DEADLINES, BoundedHTTPServer, shut_reading
@@ -158,6 +159,10 @@ class _Ingest:
         self.ctx.counter("bad_requests", "Requests refused before decoding or undecodable.",
                          transport=transport).add(1)
 
+    def repaired(self, transport: str, count: int) -> None:
+        self.ctx.counter("repaired_values", "String values with invalid UTF-8 stored with U+FFFD "
+                         "(their items are kept).", transport=transport).add(count)
+
     def counters(self, transport: str, signal: str):
         """(accepted, refused, rejected) counters of ``signal`` on ``transport``."""
         c = self._counters.get((transport, signal))
@@ -198,7 +203,9 @@ class _Ingest:
         with reservation if reservation is not None else self.reserve(len(body), signal) as reservation:
             decoded = decode(body, as_json, signal)
             rejected.add(decoded.rejected)
-            if decoded.rejected:
+            if decoded.repaired:
+                self.repaired(transport, decoded.repaired)
+            if decoded.error_message:
                 self.log.debug("partial success: %s", decoded.error_message)
             batch = decoded.batch
             if len(batch):
@@ -405,6 +412,9 @@ class _GrpcServer:
         except DecodeFailure as exc:
             self.ingest.bad_request("grpc")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Unavailable as exc:
+            context.set_trailing_metadata(_retry_trailers(code_pb2.UNAVAILABLE, str(exc), exc.retry_after))
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except Overloaded as exc:
             self._overloaded(context, str(exc), exc.retry_after)
         except TimeoutError as exc:
@@ -652,6 +662,9 @@ class _HttpServer:
             return self.error(h, 415, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
         except DecodeFailure as exc:
             return self.error(h, 400, code_pb2.INVALID_ARGUMENT, str(exc), as_json)
+        except Unavailable as exc:
+            return self.error(h, 503, code_pb2.UNAVAILABLE, str(exc), as_json,
+                              {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         except Overloaded as exc:
             return self.error(h, 429, code_pb2.RESOURCE_EXHAUSTED, str(exc), as_json,
                               {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})

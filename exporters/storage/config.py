@@ -37,10 +37,12 @@ class StorageConfig:
         "and end with '…[truncated N bytes]'"))
     full_text_search: bool = setting(False, doc="index input/output messages and system "
                                                 "instructions for the query CLI's --search")
-    ttl: Duration = setting(0.0, doc="delete traces that ended longer ago than this; 0 keeps them forever")
-    content_ttl: Duration = setting(0.0, doc="null prompt/response content of spans older than this; "
-                                             "0 keeps it as long as the span")
-    max_size_mb: int = setting(0, min=0, doc="delete the oldest traces when the data outgrows this; 0 = no cap")
+    ttl: Duration = setting(0.0, doc="delete traces whose last span was received longer ago than this "
+                                     "(collector clock, not span times); 0 keeps them forever")
+    content_ttl: Duration = setting(0.0, doc="null prompt/response content of spans received longer ago "
+                                             "than this; 0 keeps it as long as the span")
+    max_size_mb: int = setting(0, min=0, doc="delete the traces received first when the data outgrows this; "
+                                                "0 = no cap")
     retention_check_interval: Duration = setting(300.0, min=0.01, doc="how often retention runs")
 
     def validate(self) -> list[str]:

@@ -1,16 +1,20 @@
 """Retention: ``content_ttl``, ``ttl`` and ``max_size_mb``, enforced by one background thread.
 
-Each rule works in chunks of short transactions so the writer is never blocked for long:
+Each rule works in chunks of short transactions so the writer is never blocked for long.  Every
+age is counted on the collector's clock from when the data was received (``received_unix_nano``),
+never from the span times a client sent: a span stamped 1971 is not deleted at once, one stamped
+2090 does not live forever.
 
-- ``content_ttl``: content columns of spans that *started* before now - content_ttl are set to
+- ``content_ttl``: content columns of spans received before now - content_ttl are set to
   NULL (``content_purged`` = 1) and content keys (:mod:`processors.genai_content`) are removed
   from ``attributes``; the rest of the span (model, timings, tokens, cost) stays.  Log records
-  older than that lose their content attributes, and GenAI content records their body too.
-- ``ttl``: whole traces whose last span *ended* before now - ttl are deleted (spans and the
-  ``traces`` row, its log records), sessions whose last activity is that old, and log records
-  that old.  Deleting by trace keeps the rollups exact: a trace is never half deleted.
-- ``max_size_mb``: when the data outgrows the cap, the oldest traces (by start) are deleted until
-  the estimate is 10 % under it, and the same share of the oldest log records.  SQLite then returns the pages to the OS (incremental vacuum);
+  received before that lose their content attributes, and GenAI content records their body too.
+- ``ttl``: whole traces whose last span was received before now - ttl are deleted (spans and the
+  ``traces`` row, its log records), sessions whose last span is that old, and log records that
+  old.  Deleting by trace keeps the rollups exact: a trace is never half deleted.
+- ``max_size_mb``: when the data outgrows the cap, the traces received first are deleted until
+  the estimate is 10 % under it, and the same share of the oldest log records.  SQLite then
+  returns the pages to the OS (incremental vacuum);
   Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
 
 Removed means gone from the SQLite file's bytes: ``secure_delete`` zeroes freed space, the
@@ -126,15 +130,15 @@ class Retention:
         return report
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Remove the content of spans started before the cutoff, chunk by chunk: the content
+        """Remove the content of spans received before the cutoff, chunk by chunk: the content
         columns are nulled, and any content key still in ``attributes`` (rows written before a
         dialect's key joined :mod:`processors.genai_content`) is taken out of it too."""
         # sa.null(): a Python None would become the JSON value null in a JSONB column.
         nulls = {c: sa.null() for c in CONTENT_COLUMNS} | {"content_purged": 1}
         while True:
             select = (sa.select(spans.c.id, spans.c.attributes)
-                      .where(spans.c.start_time_unix_nano >= self._content_watermark,
-                             spans.c.start_time_unix_nano < cutoff_ns, spans.c.content_purged == 0)
+                      .where(spans.c.received_unix_nano >= self._content_watermark,
+                             spans.c.received_unix_nano < cutoff_ns, spans.c.content_purged == 0)
                       .limit(CHUNK))
             with self._transaction() as conn:
                 rows = conn.execute(select).all()
@@ -170,13 +174,13 @@ class Retention:
         self._log_content_watermark = cutoff_ns
 
     def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
-        """Delete traces (and their spans) that ended before the cutoff, then old sessions."""
-        expired = sa.select(traces.c.trace_id).where(traces.c.end_time_unix_nano < cutoff_ns)
+        """Delete traces (and their spans) last received before the cutoff, then old sessions."""
+        expired = sa.select(traces.c.trace_id).where(traces.c.received_unix_nano < cutoff_ns)
         while self._delete_traces(expired.limit(CHUNK), report) == CHUNK:
             pass
         with self._transaction() as conn:
             report.deleted_sessions += conn.execute(
-                sessions.delete().where(sessions.c.end_time_unix_nano < cutoff_ns)).rowcount
+                sessions.delete().where(sessions.c.received_unix_nano < cutoff_ns)).rowcount
         old_logs = sa.select(logs.c.id).where(logs.c.received_unix_nano < cutoff_ns)
         while self._delete_logs(old_logs.limit(CHUNK), report) == CHUNK:
             pass
@@ -204,9 +208,9 @@ class Retention:
             if size <= cap or not self._drop_oldest_share((size - 0.9 * cap) / size, size, report):
                 break
         with self._transaction() as conn:
-            first = sa.select(sa.func.min(traces.c.start_time_unix_nano)).scalar_subquery()
+            first = sa.select(sa.func.min(traces.c.received_unix_nano)).scalar_subquery()
             report.deleted_sessions += conn.execute(
-                sessions.delete().where(sa.or_(first.is_(None), sessions.c.end_time_unix_nano < first))).rowcount
+                sessions.delete().where(sa.or_(first.is_(None), sessions.c.received_unix_nano < first))).rowcount
 
     def _drop_oldest_share(self, share: float, size: int, report: RetentionReport) -> int:
         """Delete the oldest ``share`` of traces and of log records; returns how many went."""
@@ -216,8 +220,11 @@ class Retention:
         log.warning("retention: database holds ~%d MB, above max_size_mb=%d; deleting the %d oldest traces "
                     "and %d oldest log records", size // 2**20, self.policy.max_size_bytes // 2**20,
                     math.ceil(trace_count * share), math.ceil(log_count * share))
-        deleted = self._delete_oldest(sa.select(traces.c.trace_id).order_by(traces.c.start_time_unix_nano),
-                                      math.ceil(trace_count * share), self._delete_traces, report)
+        # Spans received together go by their own times: deleting them in the order they were
+        # written frees whole pages (SQLite gives those back to the OS).
+        first_received = sa.select(traces.c.trace_id).order_by(traces.c.received_unix_nano,
+                                                               traces.c.start_time_unix_nano)
+        deleted = self._delete_oldest(first_received, math.ceil(trace_count * share), self._delete_traces, report)
         return deleted + self._delete_oldest(sa.select(logs.c.id).order_by(logs.c.received_unix_nano),
                                              math.ceil(log_count * share), self._delete_logs, report)
 

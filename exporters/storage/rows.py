@@ -38,6 +38,9 @@ SPAN_COLUMNS: tuple[str, ...] = (
 and ``content_purged``)."""
 
 INT64_MAX = 2**63 - 1
+MAX_COST_USD = 1e12
+"""A span's cost is clamped to +/- this (and counted as sanitized): sums of clamped costs stay
+finite, where Postgres would refuse a float8 sum that overflows to infinity."""
 _REPLACEMENT = "\ufffd"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MARKER = "…[truncated {} bytes]"
@@ -120,6 +123,40 @@ def clean_value(value: Any, limit: int, depth: int = 0) -> Any:
     return _clean_str(str(value), limit)
 
 
+TRUNCATED_KEY = "…[truncated]"
+"""Key added to an object cut to fit ``max_content_bytes`` (arrays get a last string item)."""
+
+
+def _fit_items(value: Any, limit: int) -> str:
+    """The leading items of an object or array that fit ``limit`` bytes with a marker saying how
+    many were dropped: still a JSON object (or array), so queries on the kept keys work."""
+    reserve = 128  # the marker
+    if isinstance(value, dict):
+        kept: dict = {}
+        used = 2
+        for key, item in value.items():
+            size = len(_dumps({key: item}).encode("utf-8")) - 1  # minus the braces, plus a comma
+            if used + size + reserve > limit:
+                break
+            kept[key] = item
+            used += size
+        kept[TRUNCATED_KEY] = f"{len(value) - len(kept)} of {len(value)} entries dropped to fit max_content_bytes"
+        return _dumps(kept)
+    if isinstance(value, list):
+        items: list = []
+        used = 2
+        for item in value:
+            size = len(_dumps(item).encode("utf-8")) + 1
+            if used + size + reserve > limit:
+                break
+            items.append(item)
+            used += size
+        items.append(f"{TRUNCATED_KEY} {len(value) - len(items)} of {len(value)} items dropped to fit "
+                     f"max_content_bytes")
+        return _dumps(items)
+    return _dumps(truncate_text(_dumps(value), limit))
+
+
 def _fits(text: str, limit: int) -> bool:
     return len(text) <= limit // 4 or len(text.encode("utf-8")) <= limit
 
@@ -158,22 +195,32 @@ class RowBuilder:
         return self._json_slow(value, stats)
 
     def _json_slow(self, value: Any, stats: RowStats) -> str:
-        """Clean, then shrink long strings until the document fits ``max_content_bytes``."""
+        """Clean, then shrink long strings until the document fits ``max_content_bytes``.
+
+        The first cut is by what overflows (a 15 MiB prompt keeps ~``max_content_bytes`` of
+        text, not a quarter of it); when shortening strings no longer helps (200,000 small
+        attributes), the leading items are kept with a marker (:func:`_fit_items`).
+        """
         stats.sanitized += 1
         limit = self.limit
         per_string = limit
+        previous = None
         while True:
-            text = _dumps(clean_value(value, per_string))
-            if _fits(text, limit):
-                if per_string < limit:
+            cleaned = clean_value(value, per_string)
+            text = _dumps(cleaned)
+            size = len(text.encode("utf-8")) if not _fits(text, limit) else 0
+            if not size:
+                if per_string < limit or text.count("…[truncated "):
                     stats.truncated += 1
                 return text
-            if per_string <= 256:
+            if per_string <= 256 or size == previous:
                 break
-            per_string //= 4
-        # Too many small items to fit: keep a readable prefix as a JSON string.
+            previous = size
+            excess = size - limit
+            per_string = per_string - excess - 64 if excess < per_string // 2 else per_string // 4
+            per_string = max(per_string, 256)
         stats.truncated += 1
-        return _dumps(truncate_text(text, limit))
+        return _fit_items(cleaned, limit)
 
     # -- scalars ---------------------------------------------------------------------------------
 
@@ -220,6 +267,14 @@ class RowBuilder:
             return None
         return number if math.isfinite(number) else None
 
+    def cost(self, value: Any, stats: RowStats) -> float | None:
+        """A finite cost within +/- :data:`MAX_COST_USD`."""
+        number = self.real(value)
+        if number is not None and abs(number) > MAX_COST_USD:
+            stats.sanitized += 1
+            return math.copysign(MAX_COST_USD, number)
+        return number
+
     # -- a span ----------------------------------------------------------------------------------
 
     def row(self, span: Span, resource_json: str | None, stats: RowStats) -> tuple | None:
@@ -242,7 +297,7 @@ class RowBuilder:
                 text(g.provider, stats), text(g.operation, stats), text(g.request_model, stats),
                 text(g.response_model, stats), text(g.response_model or g.request_model, stats),
                 integer(g.input_tokens), integer(g.output_tokens), integer(g.cache_read_tokens),
-                integer(g.cache_write_tokens), integer(g.reasoning_tokens), real(g.cost_usd),
+                integer(g.cache_write_tokens), integer(g.reasoning_tokens), self.cost(g.cost_usd, stats),
                 real(g.ttft_ms), real(g.output_tokens_per_second), text(g.session_id, stats),
                 text(g.user_id, stats), text(g.error_type, stats),
                 as_json(g.input_messages, stats), as_json(g.output_messages, stats),
@@ -279,11 +334,16 @@ def _enum(value: Any) -> int:
 
 
 def uint64(value: Any) -> int:
-    """Times are uint64 on the wire; the columns are int64 (good until the year 2262)."""
+    """Times are uint64 on the wire; the columns are int64 (good until the year 2262).  The
+    receivers reject spans with later times (partial success, ``collector.otlp``); anything
+    else still reaching here is clamped to the nearest bound, never turned into 0."""
     if type(value) is int and 0 <= value <= INT64_MAX:
         return value
-    number = RowBuilder.integer(value)
-    return min(max(number or 0, 0), INT64_MAX)
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(number, 0), INT64_MAX)
 
 
 _CONTENT_KEYS: dict[tuple, tuple] = {}

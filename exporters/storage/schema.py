@@ -8,6 +8,8 @@ Conventions
 - ``trace_id`` / ``span_id`` / ``parent_span_id`` are lowercase hex strings (32 / 16 / 16 chars),
   as in OTLP/JSON; a root span has ``parent_span_id`` NULL.
 - Times are integer unix nanoseconds (``*_unix_nano``, BIGINT); ``duration_ms`` is a float.
+  Span times are the client's clock; ``received_unix_nano`` is the collector's clock when the
+  span was received, and the only time retention uses (a client clock cannot keep or expire data).
 - ``kind`` is the OTLP enum (0 unspecified, 1 internal, 2 server, 3 client, 4 producer,
   5 consumer); ``status_code`` is the OTLP enum (0 unset, 1 ok, 2 error).
 - JSON columns are TEXT holding JSON on SQLite and JSONB on Postgres.  Attribute values keep
@@ -119,6 +121,8 @@ spans = sa.Table(
     sa.Column("links", JSONText, comment="[{trace_id, span_id, trace_state, attributes}]"),
     sa.Column("dropped_counts", JSONText,
               comment='{"attributes": n, "events": n, "links": n} when any is non-zero'),
+    sa.Column("received_unix_nano", sa.BigInteger, nullable=False, server_default="0",
+              comment="collector clock when the span was received (retention counts from it)"),
     # The unique key doubles as the trace index (trace_id prefix).  Few indexes on purpose: each
     # costs insert speed, and keys on random hex ids cost the most.
     sa.Index("ix_spans_key", "trace_id", "span_id", unique=True),
@@ -133,6 +137,8 @@ spans = sa.Table(
              postgresql_where=sa.text("model IS NOT NULL")),
     sa.Index("ix_spans_error", "start_time_unix_nano", sqlite_where=sa.text("status_code = 2"),
              postgresql_where=sa.text("status_code = 2")),
+    # content_ttl walks it; receipt times only grow, so inserts append at its right edge.
+    sa.Index("ix_spans_received", "received_unix_nano"),
 )
 
 CONTENT_COLUMNS: tuple[str, ...] = (
@@ -154,7 +160,10 @@ traces = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False),
     sa.Column("output_tokens", sa.BigInteger, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("received_unix_nano", sa.BigInteger, nullable=False, server_default="0",
+              comment="latest receipt time of its spans (ttl and max_size_mb count from it)"),
     sa.Index("ix_traces_start", "start_time_unix_nano"),
+    sa.Index("ix_traces_received", "received_unix_nano"),
     sa.Index("ix_traces_end", "end_time_unix_nano"),
     sa.Index("ix_traces_session", "session_id"),
     sa.Index("ix_traces_user", "user_id"),
@@ -172,7 +181,10 @@ sessions = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=False),
     sa.Column("output_tokens", sa.BigInteger, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
+    sa.Column("received_unix_nano", sa.BigInteger, nullable=False, server_default="0",
+              comment="latest receipt time of its spans (ttl counts from it)"),
     sa.Index("ix_sessions_start", "start_time_unix_nano"),
+    sa.Index("ix_sessions_received", "received_unix_nano"),
     sa.Index("ix_sessions_end", "end_time_unix_nano"),
     sa.Index("ix_sessions_user", "user_id"),
 )

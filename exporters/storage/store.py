@@ -16,7 +16,9 @@ One :meth:`Store.write` = one transaction:
 
 Errors: connection loss, locks, a full disk -> :class:`RetryableError` (the pipeline retries and
 applies backpressure); a data error in one row -> the batch is retried row by row inside
-savepoints so one bad span never takes its neighbours down.
+savepoints so one bad span never takes its neighbours down; any other failure of the transaction
+(the rollups included) -> the batch is written in halves until the span at fault is alone
+(:meth:`Store._write_isolating`).  Rollup sums saturate at the int64 bounds.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collector.sqlite_bulk import insert_rows
 from exporters.storage.logjoin import LogJoin
 from exporters.storage.logrows import LOG_COLUMNS, log_row
 from exporters.storage.rows import INT64_MAX, SPAN_COLUMNS, RowBuilder, RowStats, is_turn
-from exporters.storage.schema import logs, sessions, spans, traces
+from exporters.storage.schema import VERSION_TABLE, logs, sessions, spans, traces
 from exporters.storage.search import FTS_INDEX_NEW_ROWS, fts_enabled
 
 __all__ = ["Store", "PreparedRows", "PreparedLogs", "WriteResult", "sqlite_url", "postgres_url"]
@@ -48,11 +50,15 @@ T = TypeVar("T")
 # Columns read back for replayed spans: enough to subtract their old contribution.
 _OLD_COLUMNS = ("trace_id", "span_id", "status_code", "operation", "model", "input_tokens",
                 "output_tokens", "cost_usd", "session_id")
-_IDX = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+WRITE_COLUMNS = SPAN_COLUMNS + ("received_unix_nano",)
+"""Columns of a written row: what :meth:`RowBuilder.row` builds, plus the collector's receipt
+time, stamped once per batch in :meth:`Store.prepare` (the clock retention counts from)."""
+_IDX = {name: i for i, name in enumerate(WRITE_COLUMNS)}
 _ROLLUP_SUMS = ("span_count", "error_count", "turns", "input_tokens", "output_tokens", "cost_usd")
 _TRACE_COLUMNS = ("trace_id", "root_name", "service_name", "session_id", "user_id",
-                  "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS
-_SESSION_COLUMNS = ("session_id", "user_id", "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS
+                  "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS + ("received_unix_nano",)
+_SESSION_COLUMNS = (("session_id", "user_id", "start_time_unix_nano", "end_time_unix_nano") + _ROLLUP_SUMS
+                    + ("received_unix_nano",))
 
 
 def sqlite_url(path: str) -> str:
@@ -129,8 +135,8 @@ class _Dialect:
     sqlite = False
 
     def __init__(self) -> None:
-        self.upsert_spans = self.upsert_sql("spans", SPAN_COLUMNS, ("trace_id", "span_id"), {
-            c: f"excluded.{c}" for c in SPAN_COLUMNS if c not in ("trace_id", "span_id")
+        self.upsert_spans = self.upsert_sql("spans", WRITE_COLUMNS, ("trace_id", "span_id"), {
+            c: f"excluded.{c}" for c in WRITE_COLUMNS if c not in ("trace_id", "span_id")
         } | {"content_purged": "0"})
         self.upsert_traces = self.upsert_sql("traces", _TRACE_COLUMNS, ("trace_id",), {
             "root_name": "COALESCE(excluded.root_name, traces.root_name)",
@@ -160,6 +166,7 @@ class _Dialect:
         return {
             "start_time_unix_nano": f"{self.least}({table}.start_time_unix_nano, excluded.start_time_unix_nano)",
             "end_time_unix_nano": f"{self.greatest}({table}.end_time_unix_nano, excluded.end_time_unix_nano)",
+            "received_unix_nano": f"{self.greatest}({table}.received_unix_nano, excluded.received_unix_nano)",
         }
 
     def begin(self, cur) -> None:
@@ -194,7 +201,7 @@ class _SQLite(_Dialect):
 
     def __init__(self) -> None:
         super().__init__()
-        self.insert_spans = self.upsert_sql("spans", SPAN_COLUMNS, ("trace_id", "span_id"), None)
+        self.insert_spans = self.upsert_sql("spans", WRITE_COLUMNS, ("trace_id", "span_id"), None)
         self.full_text_search = False
         self._first_new_id = 0  # writes are serialised by the store's lock
 
@@ -228,13 +235,13 @@ class _Postgres(_Dialect):
 
     def __init__(self) -> None:
         super().__init__()
-        cols = ", ".join(SPAN_COLUMNS)
+        cols = ", ".join(WRITE_COLUMNS)
         self.select_existing = ("SELECT s.trace_id, s.span_id FROM spans s "
                                 "JOIN unnest(%b::text[], %b::text[]) AS k(trace_id, span_id) "
                                 "ON s.trace_id = k.trace_id AND s.span_id = k.span_id")
         self.copy_spans = f"COPY spans ({cols}) FROM STDIN"
         self.bulk = {
-            self.upsert_spans: self._unnest_sql(spans, SPAN_COLUMNS, ("trace_id", "span_id"),
+            self.upsert_spans: self._unnest_sql(spans, WRITE_COLUMNS, ("trace_id", "span_id"),
                                                 _updates_of(self.upsert_spans)),
             self.upsert_traces: self._unnest_sql(traces, _TRACE_COLUMNS, ("trace_id",),
                                                  _updates_of(self.upsert_traces)),
@@ -294,14 +301,34 @@ def _updates_of(sql: str) -> str:
 
 
 def _sums(table: str) -> dict[str, str]:
-    return {c: f"{table}.{c} + excluded.{c}" for c in _ROLLUP_SUMS}
+    """Rollup sums that saturate at the int64 bounds instead of failing the upsert.
+
+    Nested ``CASE`` because Postgres does not promise to short-circuit ``AND``: ``MAX - delta``
+    is only evaluated for a positive delta, ``-MAX - delta`` for a negative one, so neither can
+    overflow.  ``cost_usd`` is a float of clamped per-span values (:data:`MAX_COST_USD`)."""
+    out = {}
+    for c in _ROLLUP_SUMS:
+        old, delta = f"{table}.{c}", f"excluded.{c}"
+        out[c] = f"{old} + {delta}" if c == "cost_usd" else (
+            f"CASE WHEN {delta} > 0 THEN CASE WHEN {old} > {INT64_MAX} - {delta} THEN {INT64_MAX} "
+            f"ELSE {old} + {delta} END WHEN {delta} < 0 THEN CASE WHEN {old} < {-INT64_MAX} - {delta} "
+            f"THEN {-INT64_MAX} ELSE {old} + {delta} END ELSE {old} END")
+    return out
+
+
+def _saturated(acc: list) -> list:
+    """The integer sums of a rollup accumulator (indexes 2-6) held within int64, as the columns."""
+    for i in range(2, 7):
+        if not -INT64_MAX <= acc[i] <= INT64_MAX:
+            acc[i] = INT64_MAX if acc[i] > 0 else -INT64_MAX
+    return acc
 
 
 def _new_rollup() -> list:
     """[start, end, span_count, error_count, turns, input_tokens, output_tokens, cost_usd,
-    root_name, service_name, session_id, user_id]; neutral bounds so a batch that only removes
-    a span (a replay moving it elsewhere) leaves the stored bounds alone."""
-    return [INT64_MAX, 0, 0, 0, 0, 0, 0, 0.0, None, None, None, None]
+    root_name, service_name, session_id, user_id, received]; neutral bounds so a batch that only
+    removes a span (a replay moving it elsewhere) leaves the stored bounds alone."""
+    return [INT64_MAX, 0, 0, 0, 0, 0, 0, 0.0, None, None, None, None, 0]
 
 
 def _add(acc: list, sign: int, start: int, end: int, is_error: bool, turn: bool, tokens_in, tokens_out,
@@ -369,6 +396,7 @@ class Store:
                  sqlite_synchronous: str = "NORMAL", sqlite_busy_timeout: float = 10.0) -> None:
         self.url = url
         self.rows = RowBuilder(max_content_bytes)
+        self.clock: Callable[[], int] = time.time_ns  # receipt times (tests set a fake clock)
         self.full_text_search = full_text_search
         self.engine = _make_engine(url, pool_size, connect_timeout, sqlite_synchronous, sqlite_busy_timeout)
         self.dialect = _SQLite() if self.engine.dialect.name == "sqlite" else _Postgres()
@@ -462,6 +490,20 @@ class Store:
         dbapi = self.dbapi
         return isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError)) or isinstance(exc, OSError)
 
+    def probe(self) -> None:
+        """Raise :class:`RetryableError` unless the database takes a write now: migrate if not
+        started yet, then commit a no-op ``UPDATE`` (a read would pass on a read-only file or a
+        full disk)."""
+        try:
+            self.start()
+            with self.translate_errors(), self.locked(), self.engine.begin() as conn:
+                conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version_num = version_num")
+        except RetryableError:
+            # Pooled connections may be stuck as they were opened (SQLite opens a file it
+            # cannot write read-only, for good): the next try connects afresh.
+            self.engine.dispose()
+            raise
+
     # -- the write path --------------------------------------------------------------------------
 
     def write(self, spans: Sequence[Span]) -> WriteResult:
@@ -472,7 +514,7 @@ class Store:
         """The rows of ``spans`` (pure CPU, no database): the half of :meth:`write` that the
         pipeline runs for the next batch while this one is being committed."""
         stats = RowStats()
-        return PreparedRows(self._rows_by_key(spans, stats), stats, len(spans))
+        return PreparedRows(self._rows_by_key(spans, stats, (self.clock(),)), stats, len(spans))
 
     def write_prepared(self, prepared: "PreparedRows") -> WriteResult:
         """Persist prepared rows in one transaction; returns once committed.  ``prepared`` is
@@ -483,12 +525,13 @@ class Store:
         if rows:
             self.start()
             with self.translate_errors(), self.locked():
-                result.written, result.row_errors = self._transaction(rows)
+                result.written, result.row_errors = self._write_isolating(rows)
         result.sanitized, result.truncated = stats.sanitized, stats.truncated
         result.rejected += len(result.row_errors)
         return result
 
-    def _rows_by_key(self, spans: Sequence[Span], stats: RowStats) -> dict[tuple[str, str], tuple]:
+    def _rows_by_key(self, spans: Sequence[Span], stats: RowStats,
+                     received: tuple[int]) -> dict[tuple[str, str], tuple]:
         """Rows for the batch by key, last one winning when a batch holds the same span twice."""
         builder = self.rows
         resources: dict[int, str | None] = {}
@@ -505,8 +548,30 @@ class Store:
                 stats.rejected += 1
                 continue
             if row is not None:
-                by_key[(row[0], row[1])] = row
+                by_key[(row[0], row[1])] = row + received
         return by_key
+
+    def _write_isolating(self, rows: list[tuple], depth: int = 0) -> tuple[int, list[str]]:
+        """Commit ``rows``; when the transaction fails for a reason that is not the database
+        being unavailable (a bug, a value the rollups or a trigger refuse), write each half in a
+        transaction of its own, down to the one span at fault, which is rejected alone.  The
+        batch may hold several clients' requests (and, with the intake journal, acknowledged
+        ones): one poison span must cost only itself.  ~2 log2(n) extra transactions per bad span.
+        """
+        try:
+            return self._transaction(rows)
+        except Exception as exc:  # noqa: BLE001 - classified: transient ones go up to be retried
+            if self.is_transient(exc):
+                raise
+            if len(rows) == 1:
+                return 0, [f"span {rows[0][0]}/{rows[0][1]}: {_first_line(exc)}"]
+            if depth == 0:
+                log.warning("storage: a batch of %d spans failed (%s); writing it in halves to isolate "
+                            "the span at fault", len(rows), _first_line(exc))
+            mid = len(rows) // 2
+            written, errors = self._write_isolating(rows[:mid], depth + 1)
+            more, more_errors = self._write_isolating(rows[mid:], depth + 1)
+            return written + more, errors + more_errors
 
     def _in_transaction(self, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` in one transaction on a pooled connection: committed when it
@@ -543,7 +608,7 @@ class Store:
         builder = self.rows
         resources: dict[int, str | None] = {}
         rows = []
-        now = time.time_ns()
+        now = self.clock()
         for record in records:
             res = record.resource
             res_json = resources.get(id(res), "")
@@ -645,6 +710,7 @@ class Store:
         i_start, i_end, i_status = _IDX["start_time_unix_nano"], _IDX["end_time_unix_nano"], _IDX["status_code"]
         i_op, i_model, i_in, i_out = _IDX["operation"], _IDX["model"], _IDX["input_tokens"], _IDX["output_tokens"]
         i_cost, i_session, i_user = _IDX["cost_usd"], _IDX["session_id"], _IDX["user_id"]
+        i_received = _IDX["received_unix_nano"]
         for row in rows:
             trace_id, session_id, user_id = row[0], row[i_session], row[i_user]
             t = by_trace.get(trace_id)
@@ -653,6 +719,9 @@ class Store:
             contribution = (row[i_start], row[i_end], row[i_status] == 2, is_turn(row[i_op], row[i_model]),
                             row[i_in], row[i_out], row[i_cost])
             _add(t, 1, *contribution)
+            received = row[i_received]
+            if received > t[12]:
+                t[12] = received
             if row[i_parent] is None:
                 t[8], t[9] = row[i_name], row[i_service]
             elif t[8] is None and t[9] is None:
@@ -666,6 +735,8 @@ class Store:
                 if s is None:
                     s = by_session[session_id] = _new_rollup()
                 _add(s, 1, *contribution)
+                if received > s[12]:
+                    s[12] = received
                 if s[11] is None:
                     s[11] = user_id
             if old:
@@ -675,10 +746,10 @@ class Store:
         # Sorted so concurrent writers (Postgres) lock rollup rows in the same order: no deadlocks.
         upsert = self.dialect.upsert
         upsert(cur, self.dialect.upsert_traces, [
-            (k, t[8], t[9], t[10], t[11], *t[:8]) for k, t in sorted(by_trace.items())])
+            (k, t[8], t[9], t[10], t[11], *_saturated(t)[:8], t[12]) for k, t in sorted(by_trace.items())])
         if by_session:
             upsert(cur, self.dialect.upsert_sessions, [
-                (k, s[11], *s[:8]) for k, s in sorted(by_session.items())])
+                (k, s[11], *_saturated(s)[:8], s[12]) for k, s in sorted(by_session.items())])
 
 
 def _subtract(prev: tuple, by_trace: dict[str, list], by_session: dict[str, list]) -> None:
