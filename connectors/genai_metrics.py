@@ -192,8 +192,8 @@ class GenAIMetricsConnector(Connector):
             get = self._series.get
             for span in batch.spans:
                 g = span.genai
-                if g is None:
-                    continue
+                if g is None or (g.operation is None and g.model is None):
+                    continue  # an app's own span carrying only gen_ai.conversation.id etc. is no call
                 if span.resource is not resource:  # spans of a request share their Resource
                     resource = span.resource
                     service = resource.attributes.get("service.name")

@@ -135,6 +135,9 @@ def test_feedback_after_its_trace_with_the_cli(stores, apis, dataset):
         assert bad.returncode == 2 and "give a value or a label" in bad.stderr
         bad = run("feedback", trace_id, "--span", "nothex", "--name", "x", "--value", "1", "--db", db)
         assert bad.returncode == 2 and "--span: must be 16 hex characters" in bad.stderr
+        # a prefix that names no stored trace says so (it used to say "--trace: must be 32 hex")
+        bad = run("feedback", "deadbeef", "--name", "thumbs", "--value", "0", "--db", db)
+        assert bad.returncode == 2 and "no stored trace id starts with deadbeef" in bad.stderr
 
 
 # -- bad input, delete, auth -----------------------------------------------------------------------

@@ -193,6 +193,19 @@ def test_spans_that_are_not_genai_calls_are_ignored_and_empty_state_sends_nothin
     assert connector.collect() == []
 
 
+def test_an_app_span_with_only_a_conversation_id_is_not_counted_as_a_call():
+    """A request span the app tags with gen_ai.conversation.id (so genai_normalize gives it a GenAI
+    record) has no operation and no model: counting it would disagree with `stats`."""
+    wrapper = span(service="chat-api")
+    wrapper.genai = GenAI(session_id="conv-1", user_id="alice")
+    connector, _ = make()
+    connector.export(SpanBatch([wrapper, call()]))
+    out = connector.collect()
+    calls = points(out, "gen_ai.client.calls")
+    assert [(a.get("gen_ai.request.model"), p.as_int) for a, p in calls] == [("gpt-4o", 1)]
+    assert len(points(out, "gen_ai.client.operation.duration")) == 1
+
+
 def test_flush_thread_emits_and_a_refused_flush_is_counted():
     import threading
 

