@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,8 @@ def test_expired_content_is_refused(store, fake):
 
     exporter = make_exporter({"type": "sqlite", "path": store})
     exporter.store.start()
-    Retention(exporter.store, RetentionPolicy(content_ttl=60.0)).run_once()  # spans started in 1970
+    # retention counts from receipt: run it as if an hour had passed since the fixture stored the spans
+    Retention(exporter.store, RetentionPolicy(content_ttl=60.0), clock=lambda: time.time() + 3600).run_once()
     exporter.shutdown()
     result = replay(store, fake, hexid(1, 16))
     assert result.returncode == 3 and "content expired (content_ttl" in result.stderr
