@@ -23,9 +23,13 @@ give the same answers much faster when each one only runs where it could possibl
    it stops once the runs are covered.  A run already inside a card, IBAN, SSN or IP finding is
    skipped: a phone match there would only change the placeholder's label.  A match touching a
    window edge makes the whole text go through the recognizer instead.
-3. **Caches.**  Whole texts (system prompts repeat on every call), phone windows (dates, prices,
-   versions repeat) and per-digit-group region verdicts sit in bounded LRU caches.
-4. **Replacement in-process** when findings do not overlap (nearly always): the same output as
+3. **Caches.**  Whole texts (system prompts repeat on every call) and sentences sit in one
+   bounded LRU cache (``functools.lru_cache``: a hit is a lookup in C); phone windows (dates,
+   prices, versions repeat) and per-digit-group region verdicts in smaller ones.
+4. **No GIL hand-offs.**  The pattern recognizers' own regexes run with ``concurrent=False``
+   (:class:`LeanPatterns`): presidio's calls release the GIL around every search, and in the
+   collector each release could cost the redaction thread a switch interval.
+5. **Replacement in-process** when findings do not overlap (nearly always): the same output as
    presidio-anonymizer's replace/mask/custom operators at a fraction of its per-call cost;
    overlapping findings still go through presidio-anonymizer's conflict resolution.
 
@@ -42,6 +46,7 @@ tldextract's bundled public-suffix snapshot instead of fetching the list at firs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib.util
@@ -53,7 +58,8 @@ from typing import Any, Callable, Iterable
 
 __all__ = [
     "DEFAULT_ENTITIES", "SCREENED_ENTITIES", "NER_ENTITIES", "Finding", "Outcome",
-    "PiiEngine", "LruCache", "luhn_valid", "card_scheme", "nlp_model_installed", "hmac_hex",
+    "PiiEngine", "LeanPatterns", "LeanIban", "LruCache", "luhn_valid", "card_scheme", "nlp_model_installed",
+    "hmac_hex",
 ]
 
 DEFAULT_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS")
@@ -86,6 +92,7 @@ _MAX_LEAD = 10  # phonenumbers' candidate may start with up to 2 x (lead char + 
 _SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
 _MIN_SEGMENTED = 120
 _LOOKUP_FIRST = 64  # texts from this length are looked up in the cache before being screened
+_MAX_CACHED_CHARS = 65536  # longer texts are not remembered (a cache of 8192 would hold gigabytes)
 _SHORT_CLEAN_ENTRIES = 4096  # short texts remembered as clean (roles, part types, finish reasons)
 _NOT_DIGIT = bytes(b for b in range(256) if not 48 <= b <= 57)
 
@@ -107,12 +114,13 @@ def _number_type_descs(metadata) -> list:
     return [d for d in descs if d is not None and d.national_number_pattern]
 
 
-def _compiled_patterns(recognizers) -> list[re.Pattern] | None:
-    """The recognizers' regexes compiled with ``re`` and presidio's flags (None if one is
-    written for the ``regex`` module only: the caller then screens by digit count alone)."""
+def _run_screen(recognizers) -> re.Pattern | None:
+    """One regex matching where any of the recognizers' regexes matches (their alternation, with
+    presidio's flags): a run none of them matches cannot hold their entity.  None when a pattern is
+    written for the ``regex`` module only: the caller then screens by digit count alone."""
     try:
-        return [re.compile(p.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE)
-                for rec in recognizers for p in getattr(rec, "patterns", ())]
+        return re.compile("|".join(f"(?:{p.regex})" for rec in recognizers for p in getattr(rec, "patterns", ())),
+                          re.DOTALL | re.MULTILINE | re.IGNORECASE)
     except re.error:
         return None
 
@@ -280,6 +288,96 @@ class CustomPattern:
     name: str = ""
 
 
+_REGEX_TIMEOUT_S = 60  # presidio's own per-search limit (REGEX_TIMEOUT_SECONDS)
+
+
+class LeanPatterns:
+    """A presidio ``PatternRecognizer``'s analysis as one call on a text: its patterns (compiled with
+    the same ``regex`` module and flags), validation and invalidation, giving the matches and scores
+    of ``rec.analyze`` without the explanation object and timestamps it builds per match.
+
+    Why: presidio searches with the ``regex`` module's default, which releases the GIL around every
+    search.  In the collector, with receiver and exporter threads busy, each release lets another
+    thread hold the GIL for up to its switch interval, so the redaction thread waited more than it
+    worked (analysis took twice as long there as alone; a search measured beside one busy thread:
+    828 per second, against 117,000 with ``concurrent=False``, which is what this passes).  Results
+    carry no ``analysis_explanation``, which only context enhancement reads, so the engine uses this
+    only at ``score_threshold`` 0.  A search that times out raises, and the redaction processor then
+    drops the content (it fails closed) where presidio would log and skip the pattern.
+    Per-recognizer de-duplication is left to :meth:`PiiEngine.analyze`, which de-duplicates all
+    results the same way.
+    """
+
+    __slots__ = ("rec", "entity", "patterns", "metadata", "result")
+
+    def __init__(self, rec) -> None:
+        import regex
+        from presidio_analyzer import RecognizerResult
+
+        self.rec = rec
+        self.result = RecognizerResult
+        self.entity = rec.supported_entities[0]
+        self.patterns = [(regex.compile(p.regex, flags=rec.global_regex_flags), p.score) for p in rec.patterns]
+        self.metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: rec.name,
+                         RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id}
+
+    @staticmethod
+    def matcher(rec, lean: bool) -> Callable[[str], list]:
+        """``rec``'s analysis of a text: lean when ``lean`` and ``rec`` is a plain pattern recognizer
+        or presidio's IBAN recognizer, else ``rec.analyze`` itself."""
+        from presidio_analyzer import PatternRecognizer
+        from presidio_analyzer.predefined_recognizers import IbanRecognizer
+
+        if lean and type(rec) is IbanRecognizer and not rec.exact_match:
+            return LeanIban(rec)
+        if lean and isinstance(rec, PatternRecognizer) and type(rec).analyze is PatternRecognizer.analyze:
+            return LeanPatterns(rec)
+        return lambda text: rec.analyze(text, rec.supported_entities, None)
+
+    def __call__(self, text: str) -> list:
+        """presidio's ``__analyze_patterns``: a validator's verdict sets the score to 1 or 0, an
+        invalidation to 0, and zero-score matches are left out."""
+        out = []
+        for pattern, score in self.patterns:
+            for match in pattern.finditer(text, concurrent=False, timeout=_REGEX_TIMEOUT_S):
+                start, end = match.span()
+                if start != end:
+                    self._add(out, text, start, end, score)
+        return out
+
+    def _add(self, out: list, text: str, start: int, end: int, score: float) -> bool:
+        """Append the match ``text[start:end]`` unless its score ends at 0; whether it was kept."""
+        found = text[start:end]
+        valid = self.rec.validate_result(found)
+        if valid is not None:
+            score = 1.0 if valid else 0.0
+        if self.rec.invalidate_result(found):
+            score = 0.0
+        if score > 0:
+            out.append(self.result(self.entity, start, end, score, recognition_metadata=dict(self.metadata)))
+        return score > 0
+
+
+class LeanIban(LeanPatterns):
+    """presidio's ``IbanRecognizer``, which overrides the matching: each match is tried with its
+    optional trailing groups first, then shorter, and the first one that validates is kept (so "DE89
+    3704 0044 0532 0130 00 2 days" does not swallow the "2")."""
+
+    __slots__ = ()
+
+    def __call__(self, text: str) -> list:
+        out = []
+        for pattern, score in self.patterns:
+            for match in pattern.finditer(text, concurrent=False, timeout=_REGEX_TIMEOUT_S):
+                start, whole_end = match.span()
+                for group in range(len(match.groups()), 0, -1):
+                    end = match.span(group)[1]
+                    end = end if end > 0 else whole_end
+                    if start != end and self._add(out, text, start, end, score):
+                        break
+        return out
+
+
 def _make_recognizers(entities: Iterable[str], custom: Iterable[CustomPattern], nlp_engine) -> list:
     """Presidio's predefined recognizers for ``entities``, offline, plus our own and custom ones."""
     import tldextract
@@ -397,19 +495,22 @@ class PiiEngine:
         for rec in recognizers:
             for ent in rec.supported_entities:
                 self._by_entity.setdefault(ent, []).append(rec)
+        lean = score_threshold == 0
+        self._matchers = {e: [LeanPatterns.matcher(r, lean) for r in recs] for e, recs in self._by_entity.items()}
         self._phone = next((r for r in self._by_entity.get("PHONE_NUMBER", ())
                             if isinstance(r, PhoneRecognizer)), None)
         self._region_rules = self._make_region_rules(self._phone)
         self._numeric_run = _numeric_run_re()
         self._lead_chars, self._extension = _phone_lead_and_extension()
-        self._run_patterns = {e: _compiled_patterns(self._by_entity.get(e, ())) for e in _RUN_ENTITIES}
+        self._run_screens = {e: _run_screen(self._by_entity.get(e, ())) for e in _RUN_ENTITIES}
         self._custom = [(re.compile(c.regex, re.DOTALL | re.MULTILINE | re.IGNORECASE),
-                         [r for r in recognizers if r.name == (c.name or f"custom_{i}_{c.entity}")])
+                         [LeanPatterns.matcher(r, lean) for r in recognizers
+                          if r.name == (c.name or f"custom_{i}_{c.entity}")])
                         for i, c in enumerate(custom)]
         screened = SCREENED_ENTITIES | {c.entity for c in custom}
-        self._unscreened = list(dict.fromkeys(
+        self._unscreened = [LeanPatterns.matcher(r, lean) for r in dict.fromkeys(
             r for e in self.entities if e not in screened for r in self._by_entity.get(e, [])
-            if isinstance(r, PatternRecognizer)))
+            if isinstance(r, PatternRecognizer))]
         self._ner = [e for e in self.entities if e in NER_ENTITIES] if nlp_model else []
         self._screened_only = not (self._unscreened or self._ner or self._custom)
         self._segmentable = self._screened_only and self.threshold == 0
@@ -421,8 +522,9 @@ class PiiEngine:
                              for e, op in self._operator_names.items()}
         self._anonymizer: tuple[Any, dict[str, Any]] | None = None  # built when findings first overlap
         self._drop = frozenset(e for e, op in self._operator_names.items() if op == "drop")
-        self._texts = LruCache(cache_size)
-        self._short_clean: dict[str, bool] = {}
+        # Whole texts and sentences: functools' LRU, in C (a hit costs a dict lookup, not a Python call).
+        self._redact_cached = functools.lru_cache(maxsize=cache_size)(self._redact_uncached)
+        self.known_clean: dict[str, bool] = {}  # short texts seen clean (roles, part types): skip them
         self._windows = LruCache(cache_size)
         self._group_regions = LruCache(max(cache_size, 1024))
 
@@ -495,7 +597,7 @@ class PiiEngine:
     def _raw_results(self, text: str) -> list:
         """Run each recognizer whose screen says it may match: e-mail and IBAN on the text, cards,
         SSNs and IPv4 addresses on the numeric runs their patterns match, phones on windows."""
-        wanted = self._by_entity
+        wanted = self._matchers
         results: list = []
         runs, iban = self._numeric_runs(text) if _has_digits(text) else ((), False)
         if "@" in text and "EMAIL_ADDRESS" in wanted:
@@ -503,8 +605,8 @@ class PiiEngine:
         whole = (("IBAN_CODE", iban), ("IP_ADDRESS", ":" in text and _IPV6_SCREEN.search(text) is not None))
         for entity, possible in whole:
             if possible and entity in wanted:
-                for rec in wanted[entity]:
-                    results += rec.analyze(text, [entity], None)
+                for match in wanted[entity]:
+                    results += match(text)
         for entity in _RUN_ENTITIES:
             if runs and entity in wanted and not (entity == "IP_ADDRESS" and whole[1][1]):
                 results += self._on_runs(text, entity, runs)
@@ -512,19 +614,19 @@ class PiiEngine:
             covered = [r for r in results if r.score >= max(self.threshold, self._phone.SCORE)
                        and text[r.start:r.end] not in self.allow]
             results += self._phone_results(text, runs, covered)
-        for pattern, recs in self._custom:
+        for pattern, matchers in self._custom:
             if pattern.search(text):
-                for rec in recs:
-                    results += rec.analyze(text, rec.supported_entities, None)
-        for rec in self._unscreened:
-            results += rec.analyze(text, rec.supported_entities, None)
+                for match in matchers:
+                    results += match(text)
+        for match in self._unscreened:
+            results += match(text)
         return results
 
     def _on_runs(self, text: str, entity: str, runs) -> list:
         """The entity's recognizers on each run one of their own patterns matches.  Their matches
         consist of digits and separators only, so each lies inside one run."""
-        patterns = self._run_patterns.get(entity)
-        spans = [(s, e) for s, e, _, run in runs if patterns is None or any(p.search(run) for p in patterns)]
+        screen = self._run_screens.get(entity)
+        spans = [(s, e) for s, e, _, run in runs if screen is None or screen.search(run)]
         return self._on_windows(text, entity, spans)
 
     def _on_windows(self, text: str, entity: str, spans) -> list:
@@ -536,8 +638,8 @@ class PiiEngine:
         for s, e in spans:
             ws = max(0, s - 1)
             window = text[ws:e + 1]
-            for rec in self._by_entity[entity]:
-                for r in rec.analyze(window, [entity], None):
+            for match in self._matchers[entity]:
+                for r in match(window):
                     r.start += ws
                     r.end += ws
                     out.append(r)
@@ -662,25 +764,23 @@ class PiiEngine:
         A long text is looked up before it is screened: the same message is seen twice per span
         (the raw attribute and the normalised messages), and a lookup costs less than a scan."""
         if len(text) < _LOOKUP_FIRST:
-            if text in self._short_clean:  # "user", "text", "stop": one dict lookup
+            if text in self.known_clean:  # "user", "text", "stop": one dict lookup
                 return CLEAN
             if self.surely_clean(text):
-                if len(self._short_clean) >= _SHORT_CLEAN_ENTRIES:
-                    self._short_clean.clear()
-                self._short_clean[text] = True
+                if len(self.known_clean) >= _SHORT_CLEAN_ENTRIES:
+                    self.known_clean.clear()
+                self.known_clean[text] = True
                 return CLEAN
-            cached = self._texts.get(text)
-        else:
-            cached = self._texts.get(text)
-            if cached is None and self.surely_clean(text):
-                return CLEAN
-        if cached is not None:
-            return cached
+        elif len(text) > _MAX_CACHED_CHARS:
+            return self._redact_uncached(text)
+        return self._redact_cached(text)
+
+    def _redact_uncached(self, text: str) -> Outcome:
+        """:meth:`redact` without the whole-text cache (sentences are still looked up one by one)."""
+        if self.surely_clean(text):
+            return CLEAN
         bounds = self._segment_bounds(text)
-        outcome = self._redact_segments(text, bounds) if bounds else self._redact_text(text)
-        if len(text) <= 65536:
-            self._texts.put(text, outcome)
-        return outcome
+        return self._redact_segments(text, bounds) if bounds else self._redact_text(text)
 
     def _redact_text(self, text: str) -> Outcome:
         """Analyze and redact ``text`` as one piece (no cache)."""
@@ -717,10 +817,7 @@ class PiiEngine:
         for end in bounds + [len(text)]:
             piece = text[start:end]
             start = end
-            outcome = CLEAN if self.surely_clean(piece) else self._texts.get(piece)
-            if outcome is None:
-                outcome = self._redact_text(piece)
-                self._texts.put(piece, outcome)
+            outcome = self._redact_cached(piece)
             if outcome.count:
                 count += outcome.count
                 types.update(outcome.types)

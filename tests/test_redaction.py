@@ -192,6 +192,50 @@ def test_screens_never_hide_what_presidio_finds(default, text):
         assert any(f.start <= r.start and r.end <= f.end for f in mine), (text, r, mine)
 
 
+def _lean_and_own(default):
+    """(lean matcher, presidio's own analysis) for every pattern recognizer the engine runs lean."""
+    from processors.pii import LeanPatterns
+
+    pairs = []
+    for matchers, recs in ((default.engine._matchers[e], default.engine._by_entity[e]) for e in default.engine._matchers):
+        for match, rec in zip(matchers, recs):
+            if isinstance(match, LeanPatterns):
+                pairs.append((match, lambda text, rec=rec: rec.analyze(text, rec.supported_entities, None)))
+    return pairs
+
+
+def _as_set(results) -> set:
+    from presidio_analyzer import EntityRecognizer
+
+    return {(r.entity_type, r.start, r.end, r.score) for r in EntityRecognizer.remove_duplicates(results)}
+
+
+def test_lean_matchers_find_what_presidios_recognizers_find(default):
+    """The lean matchers (no GIL release, no per-match explanation) give presidio's own results,
+    IBAN's shorter-match fallback included, on every corpus text and on IBAN edge cases."""
+    pairs = _lean_and_own(default)
+    assert {type(m).__name__ for m, _ in pairs} == {"LeanPatterns", "LeanIban"}
+    assert len(pairs) >= 5  # both card recognizers, SSN, e-mail, IP, IBAN
+    texts = [r["text"] for r in RECORDS] + [
+        "I want my deposit in DE89370400440532013000 2 days from today.",
+        "IBAN GB82 WEST 1234 5698 7654 32 and DE89-3704-0044-0532-0130-00X",
+        "gb82west12345698765432 GB82WEST12345698765432ABC", "AB12 CD34 EF56 GH78 IJ90 KL12 MN34 OP56",
+        "SSNs 000-12-3456, 666-12-3456, 123-00-4567, 111-11-1111, 123-45.6789 and 123-45-6789",
+        "cards 4111 1111 1111 1112 and 4111 1111 1111 1111"]
+    for text in texts:
+        for lean, own in pairs:
+            assert _as_set(lean(text)) == _as_set(own(text)), (text, lean.rec.name)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["4111", "1111", "5555", "-", " ", ".", "078", "05", "1120", "10.0.0.1",
+                                 "fe80::1", "::", "bob@ex.com", "@", "GB82", "WEST", "DE89", "3704", "0044",
+                                 "x", "A", "\n", "٣", "255", "256"]), max_size=16).map("".join))
+def test_lean_matchers_agree_on_generated_texts(default, text):
+    for lean, own in _lean_and_own(default):
+        assert _as_set(lean(text)) == _as_set(own(text)), (text, lean.rec.name)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["Call 555 123 4567. ", "Mail bob@example.com! ", "SSN 078-05-1120? ",
                                  "Card 4111 1111 1111 1111. ", "IBAN GB82 WEST 1234 5698 7654 32. ",
