@@ -137,3 +137,34 @@ def test_content_ttl_and_ttl_remove_log_record_content_from_rows_and_file(backen
     Retention(exporter.store, exporter.retention.policy, clock=lambda: time.time() + 400 * DAY).run_once()
     assert query(exporter, "SELECT COUNT(*) FROM logs") == [(0,)]
     exporter.shutdown()
+
+
+def test_retention_removes_feedback_comments_and_the_scores_of_deleted_traces(backend):
+    """A score's comment is what a person wrote about a call: ``content_ttl`` removes it (the score
+    itself still counts); ``ttl`` deletes scores with their traces and scores that old."""
+    from exporters.storage.schema import scores
+
+    exporter = make_exporter(backend, content_ttl="30d", ttl="365d")
+    for trace, received in ((1, 400 * DAY), (2, 10 * DAY), (3, 490 * DAY)):
+        export_received_at(exporter, received, span(trace, trace * 1000, start_s=received, genai=llm()))
+    # a late thumbs-down on trace 2 (deleted by ttl); trace 4 was never stored
+    given = {1: 400 * DAY, 2: 495 * DAY, 3: 490 * DAY, 4: 10 * DAY}
+    with exporter.store.engine.begin() as conn:
+        conn.execute(scores.insert(), [
+            {"trace_id": hexid(t, 16), "name": "thumbs", "value": 0.0, "label": "negative", "source": "user",
+             "author": f"user-{t}", "comment": f"my number is {marker(7000 + t)}",
+             "time_unix_nano": int(s * 1e9)} for t, s in given.items()])
+    if backend["type"] == "sqlite":
+        exporter.store.sqlite_maintenance()
+        assert all(marker(7000 + t).encode() in file_bytes(Path(backend["path"])) for t in given)
+
+    report = Retention(exporter.store, exporter.retention.policy, clock=lambda: 500 * DAY).run_once()
+    assert (report.purged_scores, report.deleted_scores) == (2, 2)
+    kept = query(exporter, "SELECT trace_id, label, author, comment FROM scores ORDER BY trace_id")
+    assert kept == [(hexid(1, 16), "negative", "user-1", None),
+                    (hexid(3, 16), "negative", "user-3", f"my number is {marker(7003)}")]
+    if backend["type"] == "sqlite":
+        raw = file_bytes(Path(backend["path"]))
+        assert [t for t in (1, 2, 4) if marker(7000 + t).encode() in raw] == []
+        assert marker(7003).encode() in raw
+    exporter.shutdown()

@@ -38,9 +38,11 @@ class StorageConfig:
     full_text_search: bool = setting(False, doc="index input/output messages and system "
                                                 "instructions for the query CLI's --search")
     ttl: Duration = setting(0.0, doc="delete traces whose last span was received longer ago than this "
-                                     "(collector clock, not span times); 0 keeps them forever")
-    content_ttl: Duration = setting(0.0, doc="null prompt/response content of spans received longer ago "
-                                             "than this; 0 keeps it as long as the span")
+                                     "(collector clock, not span times), with their log records and scores; "
+                                     "0 keeps them forever")
+    content_ttl: Duration = setting(0.0, doc="null prompt/response content of spans and log records received "
+                                             "longer ago than this, and feedback comments; 0 keeps it as long "
+                                             "as the span")
     max_size_mb: int = setting(0, min=0, doc="delete the traces received first when the data outgrows this; "
                                                 "0 = no cap")
     retention_check_interval: Duration = setting(300.0, min=0.01, doc="how often retention runs")

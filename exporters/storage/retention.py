@@ -9,11 +9,14 @@ never from the span times a client sent: a span stamped 1971 is not deleted at o
   NULL (``content_purged`` = 1) and content keys (:mod:`processors.genai_content`) are removed
   from ``attributes``; the rest of the span (model, timings, tokens, cost) stays.  Log records
   received before that lose their content attributes, and GenAI content records their body too.
+  Scores (feedback) given before that lose their comment: what a person wrote about a call.
 - ``ttl``: whole traces whose last span was received before now - ttl are deleted (spans and the
-  ``traces`` row, its log records), sessions whose last span is that old, and log records that
-  old.  Deleting by trace keeps the rollups exact: a trace is never half deleted.
-- ``max_size_mb``: when the data outgrows the cap, the traces received first are deleted until
-  the estimate is 10 % under it, and the same share of the oldest log records.  SQLite then
+  ``traces`` row, its log records and scores), sessions whose last span is that old, and log
+  records and scores that old.  Deleting by trace keeps the rollups exact: a trace is never half
+  deleted.
+- ``max_size_mb``: when the data outgrows the cap, the traces received first are deleted (with
+  their log records and scores) until the estimate is 10 % under it, and the same share of the
+  oldest log records.  SQLite then
   returns the pages to the OS (incremental vacuum);
   Postgres reuses the space after autovacuum, so its size is estimated from the live-row share.
 
@@ -36,7 +39,8 @@ import orjson
 import sqlalchemy as sa
 
 from exporters.storage.config import RetentionPolicy
-from exporters.storage.schema import CONTENT_COLUMNS, LOG_CONTENT_COLUMNS, JSONText, logs, sessions, spans, traces
+from exporters.storage.schema import (CONTENT_COLUMNS, LOG_CONTENT_COLUMNS, JSONText, logs, scores, sessions, spans,
+                                      traces)
 from exporters.storage.search import fts_enabled
 from exporters.storage.store import Store
 from processors.genai_content import strip_attributes
@@ -56,6 +60,13 @@ class RetentionReport:
     deleted_sessions: int = 0
     purged_logs: int = 0      # log records whose content was nulled
     deleted_logs: int = 0
+    purged_scores: int = 0    # scores whose comment was nulled
+    deleted_scores: int = 0
+
+    def removed(self) -> bool:
+        """Whether anything stored was removed (content nulled or rows deleted)."""
+        return bool(self.purged_spans or self.deleted_spans or self.purged_logs or self.deleted_logs
+                    or self.purged_scores or self.deleted_scores)
 
 
 class Retention:
@@ -122,11 +133,11 @@ class Retention:
         self._after_removal(report)
         if self.on_report is not None:
             self.on_report(report)
-        if report.purged_spans or report.deleted_spans or report.deleted_sessions or report.purged_logs \
-                or report.deleted_logs:
-            log.info("retention: purged content of %d spans and %d log records; deleted %d spans, %d traces, "
-                     "%d sessions, %d log records", report.purged_spans, report.purged_logs, report.deleted_spans,
-                     report.deleted_traces, report.deleted_sessions, report.deleted_logs)
+        if report.removed() or report.deleted_sessions:
+            log.info("retention: purged content of %d spans, %d log records and %d scores; deleted %d spans, "
+                     "%d traces, %d sessions, %d log records, %d scores", report.purged_spans, report.purged_logs,
+                     report.purged_scores, report.deleted_spans, report.deleted_traces, report.deleted_sessions,
+                     report.deleted_logs, report.deleted_scores)
         return report
 
     def _purge_content(self, cutoff_ns: int, report: RetentionReport) -> None:
@@ -155,6 +166,7 @@ class Retention:
                 break
         self._content_watermark = cutoff_ns
         self._purge_log_content(cutoff_ns, report)
+        self._purge_score_comments(cutoff_ns, report)
 
     def _purge_log_content(self, cutoff_ns: int, report: RetentionReport) -> None:
         """Null the content of log records received before the cutoff (the collector's clock:
@@ -165,13 +177,26 @@ class Retention:
         ids = (sa.select(logs.c.id).where(logs.c.received_unix_nano >= self._log_content_watermark,
                                           logs.c.received_unix_nano < cutoff_ns, logs.c.content_purged == 0)
                .limit(CHUNK).scalar_subquery())
-        while True:
-            with self._transaction() as conn:
-                count = conn.execute(logs.update().where(logs.c.id.in_(ids)).values(nulls)).rowcount
-            report.purged_logs += count
-            if count < CHUNK:
-                break
+        while self._in_chunk(logs.update().where(logs.c.id.in_(ids)).values(nulls), report, "purged_logs") == CHUNK:
+            pass
         self._log_content_watermark = cutoff_ns
+
+    def _purge_score_comments(self, cutoff_ns: int, report: RetentionReport) -> None:
+        """Null the comments of scores given before the cutoff (``time_unix_nano`` is the
+        collector's clock when the score was received); name, value, label and author stay, so
+        feedback still counts in ``stats`` and ``eval-candidates``."""
+        ids = (sa.select(scores.c.id).where(scores.c.time_unix_nano < cutoff_ns, scores.c.comment.is_not(None))
+               .limit(CHUNK).scalar_subquery())
+        while self._in_chunk(scores.update().where(scores.c.id.in_(ids)).values(comment=sa.null()), report,
+                             "purged_scores") == CHUNK:
+            pass
+
+    def _in_chunk(self, statement: sa.Executable, report: RetentionReport, field: str) -> int:
+        """Run one chunk's UPDATE or DELETE in its own transaction; adds its row count to ``field``."""
+        with self._transaction() as conn:
+            count = conn.execute(statement).rowcount
+        setattr(report, field, getattr(report, field) + count)
+        return count
 
     def _expire(self, cutoff_ns: int, report: RetentionReport) -> None:
         """Delete traces (and their spans) last received before the cutoff, then old sessions."""
@@ -184,12 +209,12 @@ class Retention:
         old_logs = sa.select(logs.c.id).where(logs.c.received_unix_nano < cutoff_ns)
         while self._delete_logs(old_logs.limit(CHUNK), report) == CHUNK:
             pass
+        old_scores = sa.select(scores.c.id).where(scores.c.time_unix_nano < cutoff_ns).limit(CHUNK).scalar_subquery()
+        while self._in_chunk(scores.delete().where(scores.c.id.in_(old_scores)), report, "deleted_scores") == CHUNK:
+            pass
 
     def _delete_logs(self, select_ids: sa.Select, report: RetentionReport) -> int:
-        with self._transaction() as conn:
-            count = conn.execute(logs.delete().where(logs.c.id.in_(select_ids.scalar_subquery()))).rowcount
-        report.deleted_logs += count
-        return count
+        return self._in_chunk(logs.delete().where(logs.c.id.in_(select_ids.scalar_subquery())), report, "deleted_logs")
 
     def _delete_traces(self, select_ids: sa.Select, report: RetentionReport) -> int:
         with self._transaction() as conn:
@@ -197,6 +222,7 @@ class Retention:
             if ids:
                 report.deleted_spans += conn.execute(spans.delete().where(spans.c.trace_id.in_(ids))).rowcount
                 report.deleted_logs += conn.execute(logs.delete().where(logs.c.trace_id.in_(ids))).rowcount
+                report.deleted_scores += conn.execute(scores.delete().where(scores.c.trace_id.in_(ids))).rowcount
                 conn.execute(traces.delete().where(traces.c.trace_id.in_(ids)))
         report.deleted_traces += len(ids)
         return len(ids)
@@ -243,8 +269,7 @@ class Retention:
         transactions) zeroed the freed cells and pages; the full-text index still holds the words
         of purged rows in its older segments until they are merged ('optimize'), and the WAL
         still holds page images from before the purge until a checkpoint truncates it."""
-        removed = report.purged_spans or report.deleted_spans or report.purged_logs or report.deleted_logs
-        if not self.store.dialect.sqlite or not removed:
+        if not self.store.dialect.sqlite or not report.removed():
             return
         with self._transaction() as conn:
             if fts_enabled(conn):
